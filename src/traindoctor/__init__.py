@@ -1,0 +1,27 @@
+"""traindoctor: why is my neural network not training — diagnosis with evidence, and fixes.
+
+Public API, kept small:
+
+- ``Doctor(model, optimizer)``: watch a training loop from inside (one line per step).
+- ``diagnose(run)``: findings → ranked causes, on a ``Run`` from any source.
+- ``load(path)``: a run store or a log file → ``Run``.
+"""
+__version__ = "0.1.0"
+
+from .diagnosis import Diagnosis, diagnose  # noqa: E402
+from .run import Run  # noqa: E402
+
+
+def __getattr__(name: str):  # torch-dependent parts load on first use
+    if name == "Doctor":
+        from .watch.doctor import Doctor
+
+        return Doctor
+    if name == "load":
+        from .logs import load
+
+        return load
+    raise AttributeError(f"module 'traindoctor' has no attribute {name!r}")
+
+
+__all__ = ["Doctor", "Diagnosis", "Run", "diagnose", "load", "__version__"]

@@ -1,0 +1,190 @@
+"""Findings → ranked root causes with confidence, evidence and concrete fixes.
+
+Each finding says how strongly it points at each cause (its ``causes`` weights, set by the rule
+from the run's context: a NaN loss at step 0 with NaN inputs points at the data, a NaN loss after
+the gradient norm grew 10^4× points at the learning rate). A cause's confidence is the noisy-OR of
+those weights, so independent evidence adds up but never passes 1, and one strong piece of
+evidence outranks many weak hints. Fixes are the catalogue's, made concrete with the run's own
+numbers (the learning rate it used, the step to roll back to) where the run tells them.
+"""
+from __future__ import annotations
+
+import math
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .catalogue import CAUSES
+from .findings import Finding, clean, severity_rank
+from .run import Run
+
+SCHEMA = "traindoctor/1"
+
+
+@dataclass
+class CauseScore:
+    id: str
+    title: str
+    confidence: float
+    evidence: list[str]
+    chain: list[str]
+    fixes: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "confidence": round(self.confidence, 3),
+            "evidence": self.evidence,
+            "chain": self.chain,
+            "fixes": self.fixes,
+        }
+
+
+@dataclass
+class Diagnosis:
+    findings: list[Finding]
+    causes: list[CauseScore]
+    not_judged: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    source: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def healthy(self) -> bool:
+        return not self.findings
+
+    @property
+    def worst_severity(self) -> str | None:
+        if not self.findings:
+            return None
+        return max((f.severity for f in self.findings), key=severity_rank)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "healthy": self.healthy,
+            "findings": [f.to_json() for f in self.findings],
+            "causes": [c.to_json() for c in self.causes],
+            "not_judged": self.not_judged,
+            "notes": self.notes,
+            "source": clean(self.source),
+        }
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def concrete_fixes(cause_id: str, run: Run, findings: list[Finding]) -> list[str]:
+    """Fixes with the run's numbers, most effective first, then the catalogue's general advice."""
+    lr = run.meta.get("lr")
+    out: list[str] = []
+    nonfinite = next((f for f in findings if f.code == "L001"), None)
+    good_step = None
+    if nonfinite is not None and nonfinite.step is not None:
+        good_step = nonfinite.evidence.get("last_finite_step")
+    if cause_id == "lr-too-high":
+        if isinstance(lr, (int, float)) and lr > 0:
+            out.append(
+                f"lower the learning rate ×0.1: {_fmt(lr)} → {_fmt(lr / 10)} (if it still fails, {_fmt(lr / 100)})"
+            )
+        out.append("clip the global gradient norm: torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)")
+        out.append("add a warm-up of a few hundred steps (e.g. torch.optim.lr_scheduler.LinearLR(opt, 0.01, 1.0, 500))")
+        if good_step is not None:
+            out.append(f"restart from the last healthy checkpoint (the loss was finite up to step {good_step})")
+    elif cause_id == "lr-too-low":
+        if isinstance(lr, (int, float)) and lr > 0:
+            out.append(f"raise the learning rate ×10: {_fmt(lr)} → {_fmt(lr * 10)}; then ×10 again if still flat")
+    elif cause_id == "nonfinite-data":
+        ids = []
+        for f in findings:
+            ids += list(f.evidence.get("sample_ids", []) or [])
+        if ids:
+            shown = ", ".join(str(i) for i in ids[:10])
+            out.append(f"drop or repair the samples with non-finite values (dataset indices {shown})")
+        out.append("validate data at load time: assert torch.isfinite(x).all() and torch.isfinite(y).all()")
+    elif cause_id == "double-softmax":
+        mod = next((f.evidence.get("module") for f in findings if f.code == "M001" and f.evidence.get("module")), None)
+        where = f" (remove the softmax after `{mod}`)" if mod else ""
+        out.append(f"return logits from the model{where}: nn.CrossEntropyLoss applies log-softmax itself")
+    elif cause_id == "numerically-unstable-loss":
+        out.append("replace sigmoid + nn.BCELoss with nn.BCEWithLogitsLoss on the raw logits")
+        out.append("replace log(softmax(x)) with F.log_softmax(x) or nn.CrossEntropyLoss on logits")
+    for fix in CAUSES[cause_id].fixes if cause_id in CAUSES else ():
+        if not any(fix.split(" ")[0:3] == o.split(" ")[0:3] for o in out):
+            out.append(fix)
+    return out
+
+
+def rank_causes(findings: list[Finding], run: Run) -> list[CauseScore]:
+    weights: dict[str, list[tuple[float, Finding]]] = {}
+    for f in findings:
+        for cid, w in f.causes:
+            if cid not in CAUSES:
+                raise KeyError(f"finding {f.code} names unknown cause id {cid!r}")
+            w = min(max(float(w), 0.0), 0.99)
+            if w > 0:
+                weights.setdefault(cid, []).append((w, f))
+    scored: list[CauseScore] = []
+    for cid, ws in weights.items():
+        conf = 1.0 - math.prod(1.0 - w for w, _ in ws)
+        ws_sorted = sorted(ws, key=lambda t: -t[0])
+        codes: list[str] = []
+        for _, f in ws_sorted:
+            if f.code not in codes:
+                codes.append(f.code)
+        chain = [f"{f.code} {f.message}" for _, f in ws_sorted]
+        scored.append(
+            CauseScore(cid, CAUSES[cid].title, conf, codes, chain, concrete_fixes(cid, run, findings))
+        )
+    scored.sort(key=lambda c: (-c.confidence, c.id))
+    return scored
+
+
+def evaluate(run: Run) -> tuple[list[Finding], list[str]]:
+    """Run every rule; a rule that fails is contained and reported, never fatal."""
+    from .rules import all_rules
+
+    findings: list[Finding] = []
+    internal: list[str] = []
+    for code, r in all_rules().items():
+        try:
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore", RuntimeWarning)
+                findings.extend(r.check(run))
+        except Exception as exc:  # noqa: BLE001 - a broken rule must not hide the others
+            tb = traceback.extract_tb(exc.__traceback__)[-1]
+            internal.append(f"rule {code} failed ({type(exc).__name__}: {exc} at {tb.filename}:{tb.lineno})")
+    findings.sort(key=lambda f: (-severity_rank(f.severity), f.step if f.step is not None else 1 << 62, f.code))
+    return findings, internal
+
+
+def not_judged(run: Run) -> list[str]:
+    """What the run lacks for some rules to judge: said plainly rather than guessed."""
+    out = []
+    loss = run.get("loss")
+    if loss is None:
+        out.append("no training loss series: the loss-curve rules (L) could not judge")
+    elif len(loss.finite()) < 20 and len(loss.finite()) == len(loss):
+        out.append(f"only {len(loss.finite())} finite loss points: too few to judge trends (need 20)")
+    if run.get("grad_norm") is None:
+        out.append("no gradient norms: G001 could not judge")
+    if run.meta.get("num_classes") is None and run.meta.get("loss_kind") is None:
+        out.append("loss kind and class count unknown: L007 and L009 compare against ln(C) only when known")
+    return out
+
+
+def diagnose(run: Run) -> Diagnosis:
+    findings, internal = evaluate(run)
+    causes = rank_causes(findings, run)
+    notes = list(run.meta.get("notes", []))
+    notes += [f"internal error contained: {m}" for m in internal]
+    for e in run.events_of("doctor_error"):
+        notes.append(f"internal error contained at step {e.step}: {e.data.get('message')}")
+    for e in run.events_of("crash"):
+        notes.append(f"the script crashed at step {e.step}: {e.data.get('type')}: {e.data.get('message')}")
+    source = {k: run.meta[k] for k in ("source", "format", "columns", "store") if k in run.meta}
+    return Diagnosis(findings, causes, not_judged(run), notes, source)

@@ -1,0 +1,62 @@
+"""The terminal report, with rich: findings with their evidence, then ranked causes and fixes."""
+from __future__ import annotations
+
+from typing import IO
+
+from rich.console import Console
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+
+from ..diagnosis import Diagnosis
+
+STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+def _console(file: IO[str] | None, width: int | None = None) -> Console:
+    return Console(file=file, width=width, soft_wrap=False, highlight=False)
+
+
+def render(diag: Diagnosis, file: IO[str] | None = None, *, title: str = "traindoctor", width: int | None = None,
+           max_causes: int = 3) -> None:
+    con = _console(file, width)
+    src = diag.source.get("source") or diag.source.get("store")
+    head = f"[bold]{escape(title)}[/bold]" + (f" — {escape(str(src))}" if src else "")
+    con.rule(head)
+    if diag.source.get("columns"):
+        cols = ", ".join(f"{k}={v}" for k, v in diag.source["columns"].items())
+        con.print(f"[dim]columns used: {escape(cols)}[/dim]")
+    if diag.healthy:
+        con.print("[bold green]healthy[/bold green]: no symptom found.")
+    else:
+        t = Table(show_header=True, header_style="bold", expand=False, box=None, pad_edge=False)
+        t.add_column("code")
+        t.add_column("symptom")
+        t.add_column("steps", justify="right")
+        t.add_column("evidence", overflow="fold")
+        for f in diag.findings:
+            steps = "" if f.step is None else (str(f.step) if f.step_end in (None, f.step) else f"{f.step}–{f.step_end}")
+            t.add_row(f"[{STYLE.get(f.severity, '')}]{f.code}[/]", f.name, steps, escape(f.message))
+        con.print(t)
+        if diag.causes:
+            con.print()
+            con.print("[bold]Most likely causes[/bold]")
+            for i, c in enumerate(diag.causes[:max_causes], 1):
+                body = [f"[dim]evidence:[/dim] {', '.join(c.evidence)}"]
+                body += [f"  [dim]→[/dim] {escape(line)}" for line in c.chain[:3]]
+                body.append("[dim]fix:[/dim]")
+                body += [f"  {j}. {escape(fx)}" for j, fx in enumerate(c.fixes[:4], 1)]
+                con.print(Panel("\n".join(body), title=f"{i}. {c.id} — {escape(c.title)} ({c.confidence:.2f})",
+                                title_align="left", expand=False))
+            rest = diag.causes[max_causes:]
+            if rest:
+                con.print("[dim]also possible: " + ", ".join(f"{c.id} ({c.confidence:.2f})" for c in rest) + "[/dim]")
+    for n in diag.notes:
+        con.print(f"[dim]note: {escape(n)}[/dim]")
+    for n in diag.not_judged:
+        con.print(f"[dim]not judged: {escape(n)}[/dim]")
+
+
+def render_explain(text: str, file: IO[str] | None = None) -> None:
+    con = _console(file)
+    con.print(escape(text))

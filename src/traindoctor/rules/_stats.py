@@ -1,0 +1,86 @@
+"""Robust, vectorised statistics shared by the rules (numpy only, NaN-safe).
+
+Rules judge a curve through bin medians rather than raw points: a median per bin ignores
+ordinary mini-batch noise and single outliers, and binning keeps a million-step log as cheap as a
+thousand-step one (one reshape and one median, no per-row Python).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def finite_prefix(values: np.ndarray) -> int:
+    """Length of the leading run of finite values."""
+    bad = ~np.isfinite(values)
+    return int(np.argmax(bad)) if bad.any() else int(values.shape[0])
+
+
+def bin_medians(steps: np.ndarray, values: np.ndarray, max_bins: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """Median of consecutive equal-count bins (at most ``max_bins``); steps are the bins' first steps.
+
+    NaN/Inf are ignored inside a bin; a bin with no finite value gives NaN.
+    """
+    n = values.shape[0]
+    if n == 0:
+        return steps[:0], values[:0]
+    per = max(1, math.ceil(n / max_bins))
+    nb = n // per
+    if nb == 0:
+        nb, per = 1, n
+    trimmed = values[: nb * per].reshape(nb, per)
+    with np.errstate(all="ignore"):
+        v = np.where(np.isfinite(trimmed), trimmed, np.nan)
+        if per == 1:
+            med = v[:, 0]
+        else:
+            ok = np.isfinite(v).any(axis=1)
+            med = np.full(nb, np.nan)
+            if ok.any():
+                med[ok] = np.nanmedian(v[ok], axis=1)
+    return steps[: nb * per : per], med
+
+
+def kendall_tau(y: np.ndarray) -> float:
+    """Kendall's tau of ``y`` against its index (trend direction in [-1, 1]); NaN-safe, O(n²) for n ≤ ~400."""
+    y = y[np.isfinite(y)]
+    n = y.shape[0]
+    if n < 3:
+        return 0.0
+    if n > 400:
+        y = y[np.linspace(0, n - 1, 400).astype(int)]
+        n = 400
+    d = np.sign(y[None, :] - y[:, None])
+    iu = np.triu_indices(n, 1)
+    return float(d[iu].sum() / (n * (n - 1) / 2))
+
+
+def rel_iqr(y: np.ndarray) -> float:
+    """Interquartile range over |median|: how widely a stretch of the curve swings."""
+    y = y[np.isfinite(y)]
+    if y.size < 4:
+        return 0.0
+    q1, med, q3 = np.percentile(y, [25, 50, 75])
+    return float((q3 - q1) / abs(med)) if med != 0 else float("inf")
+
+
+def nanmedian(y: np.ndarray) -> float:
+    y = y[np.isfinite(y)]
+    return float(np.median(y)) if y.size else float("nan")
+
+
+def segment(values: np.ndarray, start: float, end: float) -> np.ndarray:
+    """The part of ``values`` between two fractions of its length (at least one point)."""
+    n = values.shape[0]
+    a = min(int(n * start), n - 1)
+    b = max(a + 1, int(n * end))
+    return values[a:b]
+
+
+def fmt(x: float) -> str:
+    if not math.isfinite(x):
+        return str(x)
+    if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
+        return f"{x:.2e}"
+    return f"{x:.4g}"

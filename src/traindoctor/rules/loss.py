@@ -1,0 +1,677 @@
+"""Family L: the loss curve (L001–L010).
+
+Every rule here reads the ``loss`` series (and, where noted, run metadata the live monitor
+records: ``loss_kind``, ``num_classes``, ``batch_size``, ``lr``, ``optimizer``). Offline logs
+lack the metadata; the rules that need it then stay silent and the diagnosis says so.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..findings import Finding
+from ..run import Run, Series
+from . import Rule, rule
+from ._stats import bin_medians, finite_prefix, fmt, kendall_tau, nanmedian, rel_iqr, segment
+
+MIN_POINTS = 20  # fewer finite loss points than this: no trend verdicts
+
+
+def _loss(run: Run) -> Series | None:
+    return run.get("loss")
+
+
+def _chance(run: Run) -> tuple[float, str] | None:
+    """The loss of a constant prediction when the run tells the loss kind and class count."""
+    kind = run.meta.get("loss_kind")
+    c = run.meta.get("num_classes")
+    if kind in ("cross_entropy", "nll") and isinstance(c, int) and c >= 2:
+        return math.log(c), f"ln({c})"
+    if kind in ("bce", "bce_logits"):
+        return math.log(2), "ln(2)"
+    return None
+
+
+def _lr_context(run: Run) -> dict:
+    opt = run.meta.get("optimizer") or {}
+    return {"lr": run.meta.get("lr"), "optimizer": opt.get("class")}
+
+
+def _nonfinite_event(run: Run) -> dict:
+    evs = run.events_of("nonfinite_loss")
+    return dict(evs[0].data) if evs else {}
+
+
+def _config_faults(run: Run) -> set[str]:
+    return {e.data.get("fault", "") for e in run.events_of("config")}
+
+
+@rule("L001", "error")
+def nonfinite_loss(run: Run, r: Rule) -> list[Finding]:
+    """What it does:
+        Finds the first step whose training loss is NaN or ±Inf.
+
+    Why is this bad?
+        Once the loss is NaN the gradients are NaN, the optimizer writes NaN into every weight,
+        and the run is lost from that step on; every later step only burns compute.
+
+    Evidence:
+        The first non-finite step and value, how many steps are non-finite, the last finite value
+        and how far the loss had grown before. Live, the step is replayed once with the weights
+        that produced it, naming the first module whose output went non-finite and the samples
+        (dataset indices) behind it, or saying that the inputs themselves were non-finite.
+
+    Example:
+        SGD with lr=20 on standardised digits: loss 2.3 → 41 → 2e+04 → nan at step 3.
+
+    Use instead:
+        Depends on the cause the diagnosis ranks first: lower the learning rate ×0.1 and clip
+        gradients; drop or repair the named samples; use the fused losses
+        (CrossEntropyLoss on logits, BCEWithLogitsLoss).
+
+    Known false positives:
+        None: a non-finite loss is always reported. Mixed-precision runs whose GradScaler skips
+        steps with Inf gradients see Inf in the gradients, not in the loss.
+    """
+    s = _loss(run)
+    if s is None:
+        return []
+    bad = ~np.isfinite(s.values)
+    if not bad.any():
+        return []
+    i = int(np.argmax(bad))
+    step = int(s.steps[i])
+    value = float(s.values[i])
+    ev: dict = {"first_step": step, "value": value, "nonfinite_steps": int(bad.sum()), "of_steps": len(s)}
+    causes: dict[str, float] = {}
+    msg = f"loss is {value} from step {step} ({int(bad.sum())} of {len(s)} logged steps non-finite)"
+    if i > 0:
+        last = float(s.values[i - 1])
+        ev["last_finite_step"] = int(s.steps[i - 1])
+        ev["last_finite_value"] = last
+        start = float(s.values[0])
+        ev["start_value"] = start
+        if math.isfinite(start) and start > 0 and last > 0:
+            growth = last / start
+            ev["growth_before"] = growth
+            msg += f"; it was {fmt(last)} at step {int(s.steps[i - 1])}, up from {fmt(start)} at the start"
+            if growth >= 10:
+                causes["lr-too-high"] = 0.8
+                causes["exploding-gradient"] = 0.45
+    nf = _nonfinite_event(run)
+    if nf.get("input_nonfinite"):
+        inp = nf["input_nonfinite"]
+        ev["input_nonfinite"] = inp
+        ids = inp.get("sample_ids") or []
+        who = f"dataset samples {ids[:10]}" if ids else f"batch positions {inp.get('positions', [])[:10]}"
+        msg += f"; the input batch already held NaN/Inf ({who})"
+        causes = {"nonfinite-data": 0.95}
+    elif nf.get("weights_nonfinite"):
+        ev["weights_nonfinite"] = nf["weights_nonfinite"]
+        msg += f"; the weights were already non-finite ({', '.join(nf['weights_nonfinite'][:3])})"
+        causes.setdefault("lr-too-high", 0.5)
+        causes.setdefault("exploding-gradient", 0.4)
+    elif nf.get("first_module"):
+        fm = nf["first_module"]
+        ev["first_module"] = fm
+        msg += f"; first non-finite output: module `{fm['name']}` ({fm['type']})"
+    elif nf.get("in_loss"):
+        ev["in_loss"] = True
+        msg += "; the model's outputs were finite: the loss formula itself produced it (log of 0, 0/0)"
+        causes["numerically-unstable-loss"] = 0.7
+    if _config_faults(run) & {"sigmoid_bce", "log_softmax_unfused"}:
+        causes["numerically-unstable-loss"] = max(causes.get("numerically-unstable-loss", 0), 0.6)
+    if not causes:
+        if i == 0:
+            causes = {"nonfinite-data": 0.35, "numerically-unstable-loss": 0.3, "bad-initialization": 0.25}
+        else:
+            causes = {"lr-too-high": 0.5, "numerically-unstable-loss": 0.25, "nonfinite-data": 0.2}
+    return [r.finding(step=step, step_end=int(s.steps[-1]), message=msg, evidence=ev, causes=list(causes.items()))]
+
+
+@rule("L002", "error")
+def divergence(run: Run, r: Rule) -> list[Finding]:
+    """What it does:
+        Finds a loss that climbs by an order of magnitude above its best level and does not come
+        back, usually on its way to Inf/NaN.
+
+    Why is this bad?
+        The optimizer is stepping uphill: updates are too large for the curvature of the loss,
+        so each step makes the model worse.
+
+    Evidence:
+        The smoothed loss (bin medians) against its running minimum: the step from which it stays
+        above 2× its best, and the final ratio (≥ 10×, or ≥ 3× with a steadily rising trend).
+
+    Example:
+        Loss 2.30 at step 0, 0.9 at step 40, then 2, 9, 85, 4e+03: divergence from step 45.
+
+    Use instead:
+        Lower the learning rate ×0.1, add warm-up, clip the gradient norm; standardise inputs and
+        regression targets.
+
+    Known false positives:
+        Losses that can be negative are skipped (ratios are meaningless there).
+    """
+    s = _loss(run)
+    if s is None:
+        return []
+    n = finite_prefix(s.values)
+    if n < 5:
+        return []
+    steps, vals = bin_medians(s.steps[:n], s.values[:n], max_bins=100 if n > 400 else n)
+    if vals.size < 5 or np.nanmin(vals) <= 0:
+        return []
+    best = np.fmin.accumulate(vals)
+    ratio = vals / best
+    above = ratio > 2.0
+    if not above[-1]:
+        return []
+    # onset: first bin of the final stretch that stays above 2x the running best
+    below_idx = np.nonzero(~above)[0]
+    onset = int(below_idx[-1] + 1) if below_idx.size else 0
+    if onset == 0:
+        return []  # never was below: that is a bad start, not a divergence
+    final = float(ratio[-1])
+    tau = kendall_tau(vals[onset:]) if vals.size - onset >= 3 else 1.0
+    if not (final >= 10 or (final >= 3 and tau >= 0.6 and vals.size - onset >= 3)):
+        return []
+    ev = {
+        "onset_step": int(steps[onset]),
+        "best_value": float(best[onset]),
+        "final_value": float(vals[-1]),
+        "growth": final,
+        "trend_tau": tau,
+        "followed_by_nonfinite": bool(n < len(s)),
+    }
+    msg = (
+        f"loss rose {fmt(final)}× above its best ({fmt(float(best[onset]))}) from step {int(steps[onset])}"
+        f" to {fmt(float(vals[-1]))}"
+    )
+    if n < len(s):
+        msg += f", then went non-finite at step {int(s.steps[n])}"
+    causes = [("lr-too-high", 0.7), ("exploding-gradient", 0.35), ("unnormalized-target", 0.1)]
+    return [r.finding(step=int(steps[onset]), step_end=int(s.steps[n - 1]), message=msg, evidence=ev, causes=causes)]
+
+
+@rule("L003", "warning")
+def loss_spikes(run: Run, r: Rule) -> list[Finding]:
+    """What it does:
+        Finds repeated sudden jumps of the loss far above its recent level mid-training.
+
+    Why is this bad?
+        Repeated spikes mean single batches push the weights far off: an LR too high for the
+        late, sharp part of training (no decay), dirty batches, or batches ordered by class.
+
+    Evidence:
+        Steps where the loss exceeds both 3× the median and 2× the maximum of the preceding
+        window. Three or more such spikes are needed: one isolated spike that recovers is
+        ordinary and stays silent.
+
+    Example:
+        Loss ≈ 0.4 with jumps to 3.1, 2.7 and 4.0 at steps 310, 520 and 800.
+
+    Use instead:
+        Decay the learning rate (×0.5 when validation stalls, or cosine); clip gradients;
+        shuffle every epoch; audit the batches at the listed steps.
+
+    Known false positives:
+        Very small batches (≤ 4) with heavy-tailed per-batch losses can produce isolated spikes;
+        the 2×-the-recent-maximum bar keeps ordinary noise out.
+    """
+    s = _loss(run)
+    if s is None:
+        return []
+    v = s.values
+    n = v.shape[0]
+    if n < 60:
+        return []
+    w = int(min(50, max(10, n // 20)))
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    win = sliding_window_view(np.where(np.isfinite(v), v, np.nan), w)[:-1]  # window before point i+w
+    with np.errstate(all="ignore"):
+        med = np.nanmedian(win, axis=1) if n <= 200_000 else np.repeat(
+            bin_medians(s.steps, v, max_bins=n // w)[1], w
+        )[: win.shape[0]]
+        mx = np.nanmax(win, axis=1)
+    cur = v[w:]
+    with np.errstate(all="ignore"):
+        spike = np.isfinite(cur) & (med > 0) & (cur > 3 * med) & (cur > 2 * mx)
+    idx = np.nonzero(spike)[0]
+    # collapse adjacent points into one spike event
+    if idx.size:
+        idx = idx[np.concatenate(([True], np.diff(idx) > 3))]
+    # a jump into divergence is L002's, not a spike: require recovery within the window
+    spikes = []
+    for j in idx[:1000]:
+        after = cur[j + 1 : j + 1 + w]
+        if after.size and np.isfinite(after).all() and np.median(after) < 2 * med[j]:
+            spikes.append(j)
+    if len(spikes) < 3:
+        return []
+    st = [int(s.steps[j + w]) for j in spikes]
+    ev = {
+        "spike_steps": st[:20],
+        "spike_values": [float(cur[j]) for j in spikes[:20]],
+        "levels_before": [float(med[j]) for j in spikes[:20]],
+        "count": len(spikes),
+    }
+    msg = f"{len(spikes)} loss spikes far above the running level (steps {', '.join(map(str, st[:5]))}{' …' if len(st) > 5 else ''})"
+    causes = [("no-lr-decay", 0.4), ("lr-too-high", 0.4), ("unshuffled-data", 0.15)]
+    return [r.finding(step=st[0], step_end=st[-1], message=msg, evidence=ev, causes=causes)]
+
+
+@rule("L004", "warning")
+def oscillation(run: Run, r: Rule) -> list[Finding]:
+    """What it does:
+        Finds a loss that swings widely from the start and never trends downward.
+
+    Why is this bad?
+        The steps are so large that the optimizer bounces across the valley instead of descending
+        into it; the model is not learning.
+
+    Evidence:
+        Interquartile range ≥ 0.5× the median in both halves of the run, and the last third's
+        median not below 0.9× the first third's.
+
+    Example:
+        SGD lr=3 on digits: loss jumps between 1.4 and 40 for 300 steps, ending where it began.
+
+    Use instead:
+        Lower the learning rate ×0.1 (search 0.1, 0.01, 0.001); a larger batch; shuffle the data;
+        standardise inputs.
+
+    Known false positives:
+        Very noisy small-batch SGD that does make progress is excluded by the trend condition.
+    """
+    s = _loss(run)
+    if s is None:
+        return []
+    v = s.values[np.isfinite(s.values)]
+    if v.size < 50 or finite_prefix(s.values) < len(s) * 0.9:
+        return []
+    first, last = nanmedian(segment(v, 0, 1 / 3)), nanmedian(segment(v, 2 / 3, 1))
+    h1, h2 = rel_iqr(segment(v, 0, 0.5)), rel_iqr(segment(v, 0.5, 1))
+    if not (h1 >= 0.5 and h2 >= 0.5 and last >= 0.9 * first):
+        return []
+    if last >= 3 * first:
+        return []  # rising: divergence's case
+    ev = {"first_third_median": first, "last_third_median": last, "rel_iqr_first_half": h1,
+          "rel_iqr_second_half": h2, "min": float(v.min()), "max": float(v.max()), **_lr_context(run)}
+    msg = (
+        f"loss swings widely (IQR {fmt(h1)}× and {fmt(h2)}× its median in each half, range {fmt(float(v.min()))}"
+        f"–{fmt(float(v.max()))}) with no downward trend ({fmt(first)} → {fmt(last)})"
+    )
+    bs = run.meta.get("batch_size")
+    causes = [("lr-too-high", 0.7), ("batch-too-small", 0.45 if isinstance(bs, int) and bs <= 8 else 0.15),
+              ("unnormalized-input", 0.15), ("unshuffled-data", 0.1)]
+    return [r.finding(step=int(s.steps[0]), step_end=int(s.steps[-1]), message=msg, evidence=ev, causes=causes)]
+
+
+@rule("L005", "warning")
+def no_progress(run: Run, r: Rule) -> list[Finding]:
+    """What it does:
+        Finds a loss that stays flat from the first step: the network is not learning at all.
+
+    Why is this bad?
+        Every step costs compute and changes nothing; usually the updates are too small to
+        matter, or no gradient reaches the weights.
+
+    Evidence:
+        The best smoothed loss anywhere in the run is within 1 % of the starting level, the trend
+        is not downward, and the curve is quiet (IQR < 0.2× median; a wild curve is L004).
+        Live, the update/weight ratio tells a too-small LR (≪ 1e-5) from a blocked gradient.
+
+    Example:
+        Adam lr=1e-7 on digits: loss 2.3031 at step 0 and 2.3027 at step 400.
+
+    Use instead:
+        Raise the learning rate ×10 (an LR range test finds the value); check that gradients flow
+        (no detach, nothing frozen); check the last activation and the loss fit each other.
+
+    Known false positives:
+        A run resumed from a converged checkpoint is flat too; it is skipped when the loss starts
+        below 1e-3.
+    """
+    s = _loss(run)
+    if s is None:
+        return []
+    n = finite_prefix(s.values)
+    if n < 50:
+        return []
+    v = s.values[:n]
+    _, b = bin_medians(s.steps[:n], v, max_bins=50)
+    start = nanmedian(segment(v, 0, 0.1))
+    if not math.isfinite(start) or abs(start) < 1e-3:
+        return []
+    best = float(np.nanmin(b))
+    improvement = (start - best) / abs(start)
+    tau = kendall_tau(b)
+    quiet = rel_iqr(v) < 0.2
+    if not (improvement < 0.01 and tau > -0.3 and quiet):
+        return []
+    end = nanmedian(segment(v, 0.9, 1))
+    ev = {"start": start, "end": end, "best_smoothed": best, "improvement": improvement, "trend_tau": tau,
+          **_lr_context(run)}
+    msg = f"loss flat from the start: {fmt(start)} → {fmt(end)} over {n} steps (best {fmt(best)}, {improvement * 100:.2f} % better)"
+    causes: dict[str, float] = {"lr-too-low": 0.55, "vanishing-gradient": 0.15, "wrong-output-activation": 0.1,
+                                "label-noise": 0.1}
+    ratios = [nanmedian(run.series[k].values) for k in run.names("update_ratio")]
+    ratios = [x for x in ratios if math.isfinite(x)]
+    if ratios:
+        med = float(np.median(ratios))
+        ev["median_update_ratio"] = med
+        if med < 1e-5:
+            causes["lr-too-low"] = 0.85
+            msg += f"; update/weight ratio {fmt(med)} ≪ 1e-3"
+        elif med > 1e-3:
+            causes["lr-too-low"] = 0.2
+    lr = run.meta.get("lr")
+    if isinstance(lr, (int, float)) and lr <= 1e-5:
+        causes["lr-too-low"] = max(causes["lr-too-low"], 0.8)
+    if "double_softmax" in _config_faults(run):
+        causes["double-softmax"] = 0.5
+    return [r.finding(step=int(s.steps[0]), step_end=int(s.steps[n - 1]), message=msg, evidence=ev,
+                      causes=list(causes.items()))]
+
+
+def _double_softmax_floor(c: int) -> float:
+    """Lowest cross-entropy reachable when its inputs are probabilities: ln(1 + (C-1)/e)."""
+    return math.log(1 + (c - 1) / math.e)
+
+
+@rule("L006", "warning")
+def stalled(run: Run, r: Rule) -> list[Finding]:
+    """What it does:
+        Finds a loss that fell, then stopped improving for a long stretch at a level far above
+        a good one.
+
+    Why is this bad?
+        The optimizer has settled at a plateau it cannot leave with the current settings: the
+        classic signal to decay the learning rate, or a sign the model cannot represent more.
+
+    Evidence:
+        Bin medians of the loss: from the first point after which the best loss improves by less
+        than 1 % of the starting loss in total, the plateau lasts ≥ 40 % of the run at ≥ 50 % of the starting loss (classification with a
+        known class count: ≥ 0.3·ln C). For cross-entropy, a plateau at ln(1 + (C−1)/e) — the
+        floor when the loss receives probabilities — points at a double softmax.
+
+    Example:
+        Digits with nn.Softmax before CrossEntropyLoss: 2.30 → 1.52 by step 150, then 1.50–1.52
+        until step 600 (floor ln(1 + 9/e) = 1.461).
+
+    Use instead:
+        Decay the LR ×0.5 when the loss stalls (ReduceLROnPlateau, cosine); check the last
+        activation and loss pairing; a larger model once the optimisation is ruled out.
+
+    Known false positives:
+        A regression model that has reached the noise level of its data plateaus legitimately;
+        without a known loss kind the bar is a plateau ≥ 50 % of the starting loss.
+    """
+    s = _loss(run)
+    if s is None:
+        return []
+    n = finite_prefix(s.values)
+    if n < 100:
+        return []
+    steps, b = bin_medians(s.steps[:n], s.values[:n], max_bins=100)
+    ok = np.isfinite(b)
+    if ok.sum() < 20 or np.nanmin(b) <= 0:
+        return []
+    start = nanmedian(b[: max(2, b.size // 20)])
+    best = np.fmin.accumulate(np.where(ok, b, np.inf))
+    # the stall begins at the first bin after which the running best gains < 1 % of the start in all
+    last_gain = int(np.argmax(best - best[-1] < 0.01 * start))
+    plateau_frac = (b.size - 1 - last_gain) / b.size
+    level = nanmedian(b[last_gain:])
+    drop = (start - level) / start
+    chance = _chance(run)
+    floor_bar = 0.3 * chance[0] if chance else 0.5 * start
+    if not (drop >= 0.05 and plateau_frac >= 0.4 and level >= floor_bar):
+        return []
+    ev = {"start": start, "plateau_level": level, "stalled_from_step": int(steps[last_gain]),
+          "plateau_fraction": plateau_frac, **_lr_context(run)}
+    msg = (
+        f"loss fell from {fmt(start)} to {fmt(level)} and has not improved since step {int(steps[last_gain])}"
+        f" ({plateau_frac * 100:.0f} % of the run)"
+    )
+    causes: dict[str, float] = {"no-lr-decay": 0.4, "optimization-difficulty": 0.25, "insufficient-capacity": 0.15}
+    opt = run.meta.get("optimizer") or {}
+    if opt.get("class") == "SGD" and not opt.get("momentum"):
+        causes["wrong-optimizer-settings"] = 0.35
+    if isinstance(opt.get("weight_decay"), (int, float)) and opt["weight_decay"] >= 1e-2:
+        causes["over-regularization"] = 0.4
+    c = run.meta.get("num_classes")
+    if run.meta.get("loss_kind") in ("cross_entropy", None) and isinstance(c, int) and c >= 2:
+        fl = _double_softmax_floor(c)
+        ev["double_softmax_floor"] = fl
+        if fl <= level <= fl + 0.25:
+            causes["double-softmax"] = 0.6
+            msg += f"; the plateau sits just above ln(1 + {c - 1}/e) = {fl:.3f}, the floor of cross-entropy fed probabilities"
+    return [r.finding(step=int(steps[last_gain]), step_end=int(s.steps[n - 1]), message=msg, evidence=ev,
+                      causes=list(causes.items()))]
+
+
+@rule("L007", "warning")
+def stuck_at_chance(run: Run, r: Rule) -> list[Finding]:
+    """What it does:
+        Finds a loss pinned at the value of a constant prediction: ln(C) for C-class
+        cross-entropy (ln 2 = 0.6931 for binary).
+
+    Why is this bad?
+        The model outputs the same (prior) distribution for every input: it has learned nothing
+        about the inputs. Typical after ReLUs died, with a softmax fed to the loss twice, or when
+        the output layer cannot express the classes.
+
+    Evidence:
+        The median of the last half of the run within 3 % of ln(C), with a quiet curve (IQR
+        < 5 % of the level). C comes from the live run (the loss input's width); in a log
+        without it, only a very tight match to ln(C) for C = 2…20 counts.
+
+    Example:
+        Loss 2.3026 ± 0.001 from step 50 to 500 with 10 classes: uniform predictions.
+
+    Use instead:
+        Return logits (no softmax/ReLU before CrossEntropyLoss); lower the LR if the units died;
+        reweight classes if the prior dominates.
+
+    Known false positives:
+        At initialisation the loss is ≈ ln(C) by design (that is L009's check); only a long
+        stretch pinned there counts.
+    """
+    s = _loss(run)
+    if s is None:
+        return []
+    n = finite_prefix(s.values)
+    if n < 40:
+        return []
+    tail = s.values[n // 2 : n]
+    level = nanmedian(tail)
+    spread = rel_iqr(tail)
+    chance = _chance(run)
+    candidates: list[tuple[float, str, float]] = []
+    if chance:
+        candidates.append((chance[0], chance[1], 0.03))
+    else:
+        candidates += [(math.log(c), f"ln({c})", 0.005) for c in range(2, 21)]
+    for value, label, tol in candidates:
+        if abs(level - value) <= tol * value and spread <= (0.05 if chance else 0.01):
+            ev = {"level": level, "chance_level": value, "chance": label, "rel_iqr": spread,
+                  "num_classes": run.meta.get("num_classes")}
+            msg = (
+                f"loss pinned at {fmt(level)} ≈ {label} = {value:.4f} from step {int(s.steps[n // 2])}:"
+                " the model predicts the same distribution for every input"
+            )
+            causes: dict[str, float] = {"wrong-output-activation": 0.3, "dying-relu": 0.25, "class-imbalance": 0.2,
+                                        "lr-too-high": 0.2, "double-softmax": 0.2, "wrong-loss-function": 0.15}
+            if "double_softmax" in _config_faults(run):
+                causes["double-softmax"] = 0.6
+            return [r.finding(step=int(s.steps[n // 2]), step_end=int(s.steps[n - 1]), message=msg, evidence=ev,
+                              causes=list(causes.items()))]
+    return []
+
+
+CLAMPS = (
+    (87.3365, "−ln(FLT_MIN): a probability underflowed to the float32 minimum"),
+    (103.2789, "−ln of the smallest float32 subnormal"),
+    (100.0, "PyTorch's BCELoss clamps log(p) at −100"),
+    (9.7041, "−ln of the float16 minimum"),
+    (16.6355, "−ln of the smallest float16 subnormal"),
+)
+
+
+@rule("L008", "error")
+def saturated_loss(run: Run, r: Rule) -> list[Finding]:
+    """What it does:
+        Finds a loss pinned at a numeric clamp: 87.3365 = −ln(FLT_MIN), 103.28, 100 (BCELoss's
+        log clamp), 9.70 (float16) — or, live, batch losses that are exact multiples of
+        clamp/batch size, meaning every sample's loss is either 0 or the clamp.
+
+    Why is this bad?
+        The logits have blown up and the softmax/sigmoid saturated to exactly 0 or 1: the loss
+        no longer measures anything and its gradient is zero or meaningless.
+
+    Evidence:
+        At least 3 steps within 0.05 % of a clamp value, or (live, with the batch size known)
+        ≥ 50 % of the last window's losses on the lattice clamp·k/batch.
+
+    Example:
+        nn.Sigmoid + nn.BCELoss with a large LR: losses 46.875, 50.0, 53.125 … with batch 32,
+        i.e. 15, 16, 17 samples at the 100 clamp.
+
+    Use instead:
+        Fused losses on logits (BCEWithLogitsLoss, CrossEntropyLoss); lower the LR; standardise
+        inputs.
+
+    Known false positives:
+        A loss that legitimately sits at one of these values for three logged steps is very
+        unlikely; the lattice test needs ten lattice points.
+    """
+    s = _loss(run)
+    if s is None:
+        return []
+    v = s.values
+    fin = np.isfinite(v)
+    for c, why in CLAMPS:
+        hits = fin & (np.abs(v - c) <= 5e-4 * c)
+        if hits.sum() >= 3:
+            i = int(np.argmax(hits))
+            ev = {"clamp": c, "meaning": why, "steps_at_clamp": int(hits.sum()), "first_step": int(s.steps[i])}
+            msg = f"loss pinned at {c} ({why}) on {int(hits.sum())} steps from step {int(s.steps[i])}"
+            return [r.finding(step=int(s.steps[i]), step_end=int(s.steps[-1]), message=msg, evidence=ev,
+                              causes=_l008_causes(run))]
+    bs = run.meta.get("batch_size")
+    if isinstance(bs, int) and bs > 0 and run.meta.get("loss_kind") in ("bce", "nll", "cross_entropy"):
+        tail = v[len(v) // 2 :]
+        tail = tail[np.isfinite(tail)]
+        if tail.size >= 10:
+            for c, why in CLAMPS[:3]:
+                k = tail * bs / c
+                on = (np.abs(k - np.round(k)) < 1e-3) & (np.round(k) >= 1)
+                if on.sum() >= 10 and on.mean() >= 0.5:
+                    ev = {"clamp": c, "meaning": why, "batch_size": bs, "fraction_on_lattice": float(on.mean()),
+                          "samples_at_clamp_median": float(np.median(np.round(k[on])))}
+                    msg = (
+                        f"per-sample losses clamped at {c:g} ({why}): {on.mean() * 100:.0f} % of the late batch losses are "
+                        f"exact multiples of {c:g}/{bs} = {c / bs:.4g} (median {int(ev['samples_at_clamp_median'])} of {bs} samples saturated)"
+                    )
+                    first = int(s.steps[len(v) // 2])
+                    return [r.finding(step=first, step_end=int(s.steps[-1]), message=msg, evidence=ev,
+                                      causes=_l008_causes(run))]
+    return []
+
+
+def _l008_causes(run: Run) -> list[tuple[str, float]]:
+    causes = {"numerically-unstable-loss": 0.6, "lr-too-high": 0.45, "unnormalized-input": 0.2}
+    if _config_faults(run) & {"sigmoid_bce", "log_softmax_unfused"}:
+        causes["numerically-unstable-loss"] = 0.85
+    return list(causes.items())
+
+
+@rule("L009", "warning")
+def bad_initial_loss(run: Run, r: Rule) -> list[Finding]:
+    """What it does:
+        Compares the first step's loss with what a freshly initialised model should give:
+        ≈ ln(C) for C-class cross-entropy, ln 2 for binary cross-entropy, ≈ mean(y²) for MSE.
+
+    Why is this bad?
+        A first loss far above that means the initial logits are huge: a wrong init scale,
+        unscaled inputs, or an output layer that is not what the loss expects. Training starts
+        in a saturated, badly conditioned region.
+
+    Evidence:
+        First loss > 3× the expected value (and > expected + 1 for cross-entropy); needs the
+        loss kind from the live run.
+
+    Example:
+        Cross-entropy on 10 classes starting at 41.7 instead of ≈ 2.30: inputs in [0, 255].
+
+    Use instead:
+        Standardise the inputs; Kaiming/Xavier init; zero the last layer's bias; return logits.
+
+    Known false positives:
+        Models initialised from a checkpoint start anywhere; only step 0 is judged.
+    """
+    s = _loss(run)
+    if s is None or s.steps[0] != 0 or not math.isfinite(s.values[0]):
+        return []
+    first = float(s.values[0])
+    chance = _chance(run)
+    expected, label = (chance[0], chance[1]) if chance else (None, "")
+    if expected is None and run.meta.get("loss_kind") == "mse" and isinstance(run.meta.get("target_sq_mean"), (int, float)):
+        expected, label = float(run.meta["target_sq_mean"]), "mean(y²)"
+    if expected is None or expected <= 0:
+        return []
+    if not (first > 3 * expected and (run.meta.get("loss_kind") == "mse" or first > expected + 1)):
+        return []
+    ev = {"first_loss": first, "expected": expected, "expected_formula": label, "ratio": first / expected}
+    msg = f"first loss {fmt(first)} is {first / expected:.1f}× the {fmt(expected)} ({label}) a fresh model gives"
+    causes = [("unnormalized-input", 0.45), ("bad-initialization", 0.45), ("wrong-output-activation", 0.15)]
+    return [r.finding(step=0, step_end=0, message=msg, evidence=ev, causes=causes)]
+
+
+@rule("L010", "info")
+def accuracy_jump_pending(run: Run, r: Rule) -> list[Finding]:
+    """What it does:
+        Finds accuracy flat at its floor (0 or chance) while the loss is still falling.
+
+    Why is this bad?
+        It is not bad yet: accuracy only moves once the right class's probability overtakes the
+        others, which can happen late. Stopping now throws the progress away.
+
+    Evidence:
+        Over the last 30 % of the run: accuracy range ≤ 1 point at ≤ chance + 5 points, while
+        the loss fell ≥ 5 % with a downward trend.
+
+    Example:
+        Loss 2.30 → 2.05 over 300 steps while accuracy stays at 0.10.
+
+    Use instead:
+        Train longer; judge progress by the loss, not the accuracy.
+
+    Known false positives:
+        A loss falling only by shrinking confident mistakes; the verdict is "wait", not "fix".
+    """
+    s = _loss(run)
+    acc = run.get("accuracy") or run.get("val_accuracy")
+    if s is None or acc is None or len(acc) < 10:
+        return []
+    lo = acc.steps[int(len(acc) * 0.7)]
+    a = acc.values[acc.steps >= lo]
+    a = a[np.isfinite(a)]
+    lv = s.values[(s.steps >= lo) & np.isfinite(s.values)]
+    if a.size < 3 or lv.size < 10:
+        return []
+    scale = 100.0 if np.nanmax(a) > 1.0 else 1.0
+    a = a / scale
+    c = run.meta.get("num_classes")
+    chance = 1.0 / c if isinstance(c, int) and c >= 2 else 0.1
+    l0, l1 = nanmedian(lv[: lv.size // 5 + 1]), nanmedian(lv[-(lv.size // 5 + 1) :])
+    if not (np.ptp(a) <= 0.01 and a.max() <= chance + 0.05 and l0 > 0 and (l0 - l1) / l0 >= 0.05
+            and kendall_tau(lv) < -0.3):
+        return []
+    ev = {"accuracy": float(np.median(a)), "loss_from": l0, "loss_to": l1, "window_start_step": int(lo)}
+    msg = f"accuracy flat at {np.median(a):.3f} since step {int(lo)} while the loss still falls ({fmt(l0)} → {fmt(l1)}): keep training"
+    return [r.finding(step=int(lo), step_end=int(s.steps[-1]), message=msg, evidence=ev, causes=[("undertrained", 0.6)])]

@@ -1,0 +1,165 @@
+"""Process-wide instrumentation for zero-code watching (``traindoctor run``) and the Doctor.
+
+PyTorch gives global hooks for module forwards (``register_module_forward_pre_hook``) and
+optimizer steps (``register_optimizer_step_pre_hook``/``post_hook``); we use those. It has no
+hook at the start of ``backward()``, where the loss is in hand and the weights that produced
+it are still untouched, so ``Tensor.backward`` is wrapped (one Python call per step). The data
+loader has no hook that tells which dataset indices form a batch, so the loader iterator's
+index fetch is wrapped to remember them (one call per batch): that is how a NaN names its
+samples. Every wrapper calls the original unchanged and contains its own failures.
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import torch
+from torch import nn
+
+from .monitor import Monitor
+
+_listeners: list[Monitor] = []
+_orig_backward: Any = None
+_orig_next_index: Any = None
+_orig_next: Any = None
+
+
+def _backward(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+    for m in list(_listeners):
+        m.on_backward(self)
+    return _orig_backward(self, *args, **kwargs)
+
+
+def _next_index(self: Any) -> Any:
+    idx = _orig_next_index(self)
+    try:
+        q = self.__dict__.get("_traindoctor_ids")
+        if q is None:
+            q = self.__dict__["_traindoctor_ids"] = deque()
+        q.append(idx)
+    except Exception:  # noqa: BLE001 - never break the loader
+        pass
+    return idx
+
+
+def _next(self: Any) -> Any:
+    data = _orig_next(self)
+    try:
+        q = self.__dict__.get("_traindoctor_ids")
+        if q:
+            idx = q.popleft()
+            ids = list(idx) if isinstance(idx, (list, tuple)) else None
+            if ids is not None and not all(isinstance(i, int) for i in ids):
+                ids = None
+            for m in _listeners:
+                m.set_batch_ids(ids)
+    except Exception:  # noqa: BLE001
+        pass
+    return data
+
+
+def add_listener(monitor: Monitor) -> None:
+    """Route backward() and loader batches to ``monitor`` (patches installed on first use)."""
+    global _orig_backward, _orig_next_index, _orig_next
+    if not _listeners:
+        from torch.utils.data import dataloader as dl
+
+        _orig_backward = torch.Tensor.backward
+        torch.Tensor.backward = _backward  # type: ignore[method-assign]
+        base = dl._BaseDataLoaderIter
+        _orig_next_index, _orig_next = base._next_index, base.__next__
+        base._next_index = _next_index  # type: ignore[method-assign]
+        base.__next__ = _next  # type: ignore[method-assign]
+    _listeners.append(monitor)
+
+
+def remove_listener(monitor: Monitor) -> None:
+    if monitor in _listeners:
+        _listeners.remove(monitor)
+    if not _listeners and _orig_backward is not None:
+        from torch.utils.data import dataloader as dl
+
+        torch.Tensor.backward = _orig_backward  # type: ignore[method-assign]
+        dl._BaseDataLoaderIter._next_index = _orig_next_index  # type: ignore[method-assign]
+        dl._BaseDataLoaderIter.__next__ = _orig_next  # type: ignore[method-assign]
+
+
+class AutoWatch:
+    """Finds the model(s) and optimizer(s) of an unmodified script and feeds a Monitor.
+
+    Discovery: until the first optimizer step, global forward hooks note the outermost modules
+    called with gradients on (the model, and nn loss modules). At the first step the models are
+    those outermost modules holding parameters the optimizer updates; the global module hooks are
+    then removed, so later steps pay only for one pre-hook on each model.
+    """
+
+    def __init__(self, monitor: Monitor) -> None:
+        self.monitor = monitor
+        self._depth = 0
+        self._roots: list[nn.Module] = []
+        self._loss_modules: list[str] = []
+        self._discovering = True
+        mm = torch.nn.modules.module
+        self._mod_handles = [
+            mm.register_module_forward_pre_hook(self._g_pre),
+            mm.register_module_forward_hook(self._g_post),
+        ]
+        import torch.optim.optimizer as om
+        self._opt_handles = [
+            om.register_optimizer_step_pre_hook(lambda o, a, k: self._opt_pre(o)),
+            om.register_optimizer_step_post_hook(lambda o, a, k: monitor.opt_post(o)),
+        ]
+        add_listener(monitor)
+
+    def _g_pre(self, module: nn.Module, args: Any) -> None:
+        try:
+            if self._depth == 0 and torch.is_grad_enabled() and self._discovering:
+                if all(module is not r for r in self._roots):
+                    self._roots.append(module)
+                    self.monitor.candidates.append(module)
+                if module.training:
+                    self.monitor._last_inputs[id(module)] = (args, {})
+                    if isinstance(module, nn.modules.loss._Loss):
+                        self._loss_modules.append(type(module).__name__)
+                        self.monitor.meta["loss_module"] = type(module).__name__
+            self._depth += 1
+        except Exception:  # noqa: BLE001
+            pass
+
+    def _g_post(self, module: nn.Module, args: Any, out: Any) -> None:
+        self._depth = max(0, self._depth - 1)
+
+    def _opt_pre(self, opt: Any) -> None:
+        if self._discovering:
+            self._finish_discovery(opt)
+        self.monitor.opt_pre(opt)
+
+    def _finish_discovery(self, opt: Any) -> None:
+        self._discovering = False
+        for h in self._mod_handles:
+            h.remove()
+        self._mod_handles = []
+        try:
+            opt_params = {id(p) for g in opt.param_groups for p in g["params"]}
+            for root in self._roots:
+                if any(id(p) in opt_params for p in root.parameters()):
+                    self.monitor.attach_model(root)
+            self.monitor.meta["optimizer"] = {
+                "class": type(opt).__name__,
+                **{k: v for k, v in opt.param_groups[0].items() if k != "params" and isinstance(v, (int, float, bool, str))},
+            }
+            if not self.monitor.models:
+                self.monitor.meta.setdefault("notes", []).append(
+                    "no model module was seen running forward before the first optimizer step; "
+                    "per-layer names and replays are unavailable"
+                )
+            # The first forward ran before the model was known: the pre-hook missed its inputs.
+            # Nothing to replay for step 0 from here; later steps are captured.
+        except Exception as exc:  # noqa: BLE001
+            self.monitor.event("doctor_error", {"part": "discovery", "message": repr(exc)})
+
+    def close(self) -> None:
+        for h in self._mod_handles + self._opt_handles:
+            h.remove()
+        self._mod_handles, self._opt_handles = [], []
+        remove_listener(self.monitor)
