@@ -10,6 +10,7 @@ numbers (the learning rate it used, the step to roll back to) where the run tell
 from __future__ import annotations
 
 import math
+import re
 import traceback
 import warnings
 from dataclasses import dataclass, field
@@ -110,9 +111,32 @@ def concrete_fixes(cause_id: str, run: Run, findings: list[Finding]) -> list[str
         mod = next((f.evidence.get("module") for f in findings if f.code == "M001" and f.evidence.get("module")), None)
         where = f" (remove the softmax after `{mod}`)" if mod else ""
         out.append(f"return logits from the model{where}: nn.CrossEntropyLoss applies log-softmax itself")
+    elif cause_id == "label-domain-error":
+        d004 = next((f for f in findings if f.code == "D004"), None)
+        if d004 is not None:
+            detail = d004.evidence.get("detail", "")
+            where = d004.evidence.get("where")
+            out.append(f"fix the labels at their source{f' (crash at {where})' if where else ''}: {detail}")
+            m = re.search(r"class index (-?\d+)", detail)
+            if m:
+                k = int(m.group(1))
+                out.append(
+                    f"class indices must lie in 0…C−1 for C outputs: remap the labels (e.g. y - y.min(), or "
+                    f"sklearn's LabelEncoder) or, if there really are {k + 1} classes, give the last layer {k + 1} outputs"
+                )
     elif cause_id == "numerically-unstable-loss":
-        out.append("replace sigmoid + nn.BCELoss with nn.BCEWithLogitsLoss on the raw logits")
-        out.append("replace log(softmax(x)) with F.log_softmax(x) or nn.CrossEntropyLoss on logits")
+        faults = {e.data.get("fault"): e.data for e in run.events_of("config")}
+        if "sigmoid_bce" in faults:
+            mod = faults["sigmoid_bce"].get("module")
+            out.append(
+                f"remove the sigmoid{f' `{mod}`' if mod else ''} from the model and replace nn.BCELoss with "
+                "nn.BCEWithLogitsLoss on the raw logits (apply torch.sigmoid only at prediction time)"
+            )
+        if "log_softmax_unfused" in faults:
+            out.append("replace torch.log(F.softmax(x)) with F.log_softmax(x), or nn.CrossEntropyLoss on the logits")
+        if not faults:
+            out.append("use the fused losses on logits: nn.CrossEntropyLoss, nn.BCEWithLogitsLoss, F.log_softmax")
+            out.append("add an epsilon inside hand-written logs and divisions: torch.log(p + 1e-7)")
     for fix in CAUSES[cause_id].fixes if cause_id in CAUSES else ():
         if not any(fix.split(" ")[0:3] == o.split(" ")[0:3] for o in out):
             out.append(fix)

@@ -95,7 +95,8 @@ def watch_script(
     except BaseException as exc:  # noqa: BLE001 - the script's crash becomes a finding
         # print it as Python would, without our frames on top
         tb = exc.__traceback__
-        while tb is not None and "traindoctor" in tb.tb_frame.f_code.co_filename and tb.tb_next is not None:
+        ours = (__file__, "<frozen runpy>", runpy.__file__)
+        while tb is not None and tb.tb_frame.f_code.co_filename in ours and tb.tb_next is not None:
             tb = tb.tb_next
         traceback.print_exception(type(exc), exc, tb, file=sys.stderr)
         monitor.event("crash", crash_event_data(exc))

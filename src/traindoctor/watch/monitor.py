@@ -575,6 +575,8 @@ class Monitor:
         if any(e.kind == "nonfinite_grad" for e in self._events):
             return
         self.event("nonfinite_grad", {"params": params[:20], "count": len(params)}, step)
+        if self.nonfinite_loss_step is not None and step >= self.nonfinite_loss_step:
+            return  # an echo of the non-finite loss, already reported
         self.on_critical(
             f"traindoctor: G003 nonfinite-gradients — non-finite gradient at step {step} in {', '.join(params[:3])}"
         )

@@ -1,0 +1,98 @@
+"""Injected faults on real tiny runs: the symptom code, where it happened, and the top cause."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from traindoctor.diagnosis import diagnose
+from traindoctor.store import load_store
+
+
+def test_watched_loss_is_exactly_what_the_script_computed(watched):
+    w = watched("healthy")
+    s = w.result.run.get("loss")
+    assert s is not None and len(s) == len(w.losses)
+    np.testing.assert_array_equal(s.values, np.array(w.losses))
+    np.testing.assert_array_equal(s.steps, np.arange(len(w.losses)))
+
+
+def test_lr_far_too_high_nan(watched):
+    w = watched("lr-too-high")
+    first = w.first_nonfinite_step()
+    assert first is not None
+    f = w.codes
+    assert f["L001"].step == first  # exact: the loss is read every step
+    assert "L002" in f and f["L002"].step < first  # it climbed before it broke
+    assert w.top_cause == "lr-too-high"
+    assert "L001 nonfinite-loss" in w.stderr  # printed live, before the end
+    fix = w.result.diagnosis.causes[0].fixes[0]
+    assert "→" in fix  # concrete new value from the run's own LR
+
+
+def test_lr_too_high_oscillation(watched):
+    w = watched("lr-oscillation")
+    assert all(math.isfinite(v) for v in w.losses)
+    f = w.codes
+    assert "L004" in f and f["L004"].step == 0
+    assert "L001" not in f
+    assert w.top_cause == "lr-too-high"
+
+
+def test_lr_too_low_no_progress(watched):
+    w = watched("lr-too-low")
+    f = w.codes
+    assert "L005" in f and f["L005"].step == 0
+    assert f["L005"].evidence["median_update_ratio"] < 1e-5
+    assert w.top_cause == "lr-too-low"
+
+
+def test_double_softmax(watched):
+    w = watched("double-softmax")
+    f = w.codes
+    assert "M001" in f and f["M001"].evidence["module"] is not None
+    assert w.top_cause == "double-softmax"
+
+
+def test_sigmoid_bce_saturates_at_100(watched):
+    w = watched("bce-saturation")
+    f = w.codes
+    assert "L008" in f and f["L008"].evidence["clamp"] == 100.0
+    assert "M002" in f
+    assert w.top_cause == "numerically-unstable-loss"
+
+
+def test_label_out_of_range_crash(watched):
+    w = watched("label-out-of-range")
+    assert w.result.exit_code == 1  # the script's own failure code is kept
+    f = w.codes
+    assert "D004" in f and "Target 10" in f["D004"].evidence["message"]
+    assert f["D004"].step == len(w.losses)  # the step that crashed
+    assert w.top_cause == "label-domain-error"
+
+
+def test_nan_in_a_few_samples(watched):
+    w = watched("nonfinite-data")
+    first = w.first_nonfinite_step()
+    f = w.codes
+    assert f["L001"].step == first
+    assert f["D001"].step == first
+    ids = f["D001"].evidence["sample_ids"]
+    assert ids and set(ids) <= {137, 602, 1111}  # the rows the script corrupted, by dataset index
+    assert w.top_cause == "nonfinite-data"
+
+
+@pytest.mark.parametrize("name", ["healthy", "healthy-noisy-sgd", "healthy-slow", "healthy-spike", "healthy-regression"])
+def test_healthy_runs_are_silent(watched, name):
+    w = watched(name)
+    assert w.result.diagnosis.findings == [], [f.message for f in w.result.diagnosis.findings]
+    assert w.result.exit_code == 0
+    assert "traindoctor:" not in w.stderr  # no live alarm either
+
+
+def test_store_diagnoses_the_same_later(watched):
+    w = watched("nonfinite-data")
+    again = diagnose(load_store(w.result.store_path))
+    assert [f.code for f in again.findings] == [f.code for f in w.result.diagnosis.findings]
+    assert again.causes[0].id == w.top_cause
