@@ -138,9 +138,15 @@ def concrete_fixes(cause_id: str, run: Run, findings: list[Finding]) -> list[str
             out.append("use the fused losses on logits: nn.CrossEntropyLoss, nn.BCEWithLogitsLoss, F.log_softmax")
             out.append("add an epsilon inside hand-written logs and divisions: torch.log(p + 1e-7)")
     for fix in CAUSES[cause_id].fixes if cause_id in CAUSES else ():
-        if not any(fix.split(" ")[0:3] == o.split(" ")[0:3] for o in out):
+        # the catalogue's general advice, unless a concrete fix above already says it
+        words = _words(fix)
+        if not any(len(words & _words(o)) >= 2 for o in out):
             out.append(fix)
     return out
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z_]{4,}", text.lower())}
 
 
 def rank_causes(findings: list[Finding], run: Run) -> list[CauseScore]:

@@ -96,3 +96,40 @@ def test_store_diagnoses_the_same_later(watched):
     again = diagnose(load_store(w.result.store_path))
     assert [f.code for f in again.findings] == [f.code for f in w.result.diagnosis.findings]
     assert again.causes[0].id == w.top_cause
+
+
+def test_exploding_gradients_before_the_nan():
+    """Linear regression on unscaled targets with an LR past the stability limit: every step
+    overshoots further, so the gradient norm grows geometrically for tens of steps before
+    anything overflows. G001 must fire on the growth, before the loss breaks."""
+    import io
+
+    import torch
+    from torch import nn
+
+    import traindoctor
+
+    torch.manual_seed(0)
+    X = torch.randn(256, 8)
+    y = X @ torch.randn(8, 1) * 50 + 300.0  # targets around 300, never standardised
+    model = nn.Sequential(nn.Linear(8, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    doctor = traindoctor.Doctor(model, opt, cadence=5, report_file=io.StringIO())
+    for step in range(150):
+        idx = torch.randint(0, 256, (32,))
+        opt.zero_grad()
+        loss = nn.functional.mse_loss(model(X[idx]), y[idx])
+        loss.backward()
+        opt.step()
+        doctor.step(loss)
+    doctor.close()
+    diag = doctor.diagnose()
+    f = {x.code: x for x in diag.findings}
+    assert "G001" in f, [x.message for x in diag.findings]
+    g = doctor.run_record().get("grad_norm")
+    assert f["G001"].evidence["growth"] >= 100
+    assert f["G001"].evidence["layer"] in {"0.weight", "0.bias"}
+    loss_first_bad = f["L001"].step if "L001" in f else 10**9
+    assert f["G001"].step < loss_first_bad  # seen growing before the loss broke
+    assert diag.causes[0].id in {"lr-too-high", "exploding-gradient"}
+    assert g is not None

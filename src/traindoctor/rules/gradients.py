@@ -39,6 +39,15 @@ def exploding_gradients(run: Run, r: Rule) -> list[Finding]:
     g = run.get("grad_norm")
     if g is None or len(g) < 4:
         return []
+    loss = run.get("loss")
+    cutoff = None
+    if loss is not None and (~np.isfinite(loss.values)).any():
+        # after the loss broke, gradients only echo it: judge the growth that came before
+        cutoff = int(loss.steps[int(np.argmax(~np.isfinite(loss.values)))])
+        keep = g.steps <= cutoff
+        g = type(g)(g.steps[keep], g.values[keep])
+        if len(g) < 4:
+            return []
     v = g.values
     k = max(2, len(v) // 5)
     base = nanmedian(v[:k])
@@ -61,7 +70,8 @@ def exploding_gradients(run: Run, r: Rule) -> list[Finding]:
                 "onset_step": onset, "went_nonfinite": went_nonfinite}
     worst, worst_growth = None, 0.0
     for name in run.names("grad_norm"):
-        lv = run.series[name].values
+        ls = run.series[name]
+        lv = ls.values if cutoff is None else ls.values[ls.steps <= cutoff]
         kb = max(1, len(lv) // 5)
         b = nanmedian(lv[:kb])
         p = lv[kb:][np.isfinite(lv[kb:])]

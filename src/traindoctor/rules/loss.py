@@ -119,8 +119,11 @@ def nonfinite_loss(run: Run, r: Rule) -> list[Finding]:
         msg += f"; first non-finite output: module `{fm['name']}` ({fm['type']})"
     elif nf.get("in_loss"):
         ev["in_loss"] = True
-        msg += "; the model's outputs were finite: the loss formula itself produced it (log of 0, 0/0)"
-        causes["numerically-unstable-loss"] = 0.7
+        if causes.get("lr-too-high"):
+            msg += "; the model's outputs were finite: the loss itself overflowed after that growth"
+        else:
+            msg += "; the model's outputs were finite: the loss formula itself produced it (log of 0, 0/0)"
+            causes["numerically-unstable-loss"] = 0.7
     if _config_faults(run) & {"sigmoid_bce", "log_softmax_unfused"}:
         causes["numerically-unstable-loss"] = max(causes.get("numerically-unstable-loss", 0), 0.6)
     if not causes:

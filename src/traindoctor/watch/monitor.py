@@ -294,7 +294,9 @@ class Monitor:
             return
         names = [self._param_names.get(id(p), f"param{i}") for i, p in enumerate(with_grad)]
         with torch.no_grad():
-            gnorms = torch.stack(torch._foreach_norm([p.grad for p in with_grad])).to(torch.float64)
+            # accumulate in float64: the float32 sum of squares of large-but-finite gradients
+            # overflows to inf and would fake a non-finite gradient
+            gnorms = torch.stack(torch._foreach_norm([p.grad for p in with_grad], 2, dtype=torch.float64))
             before = torch._foreach_mul([p.detach() for p in with_grad], 1.0)
         step = self.opt_steps
         self.record("@grad_norms", (names, gnorms), step)
@@ -313,8 +315,8 @@ class Monitor:
         with_grad, names, before, step = state
         with torch.no_grad():
             after = [p.detach() for p in with_grad]
-            upd = torch.stack(torch._foreach_norm(torch._foreach_sub(after, before))).to(torch.float64)
-            wn = torch.stack(torch._foreach_norm(before)).to(torch.float64)
+            upd = torch.stack(torch._foreach_norm(torch._foreach_sub(after, before), 2, dtype=torch.float64))
+            wn = torch.stack(torch._foreach_norm(before, 2, dtype=torch.float64))
         self.record("@updates", (names, upd, wn), step)
 
     # ------------------------------------------------------------------ activations

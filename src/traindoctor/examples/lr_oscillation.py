@@ -1,0 +1,84 @@
+"""Learning rate too high, but not enough to overflow: the loss swings wildly and never trends down.
+
+A tanh MLP (64-64-10) on the raw digit pixels (0..16, not standardised), plain SGD at lr=1.0,
+batch 32. Within a few steps the first layer is saturated (>99% of tanh units at +-1), and every
+step the output layer overshoots by tens of nats: within ~10 steps the loss climbs from 2.3 to
+about 25 and then swings between roughly 7 and 50 for the whole run, with no downward trend and
+nothing non-finite (tanh and the bounded cross-entropy gradient keep it from overflowing).
+Validation accuracy stays at chance. Fix: lr around 0.01 (and standardise the inputs).
+"""
+import argparse
+import json
+import math
+
+import numpy as np
+import torch
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--steps", type=int, default=None, help="stop after this many optimizer steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1.0)
+    p.add_argument("--save", default=None, help="save the final state_dict here")
+    p.add_argument("--dump-losses", default=None, help="write the per-step training losses here (JSON)")
+    return p.parse_args()
+
+
+def main():
+    args = parse_args()
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+
+    X, y = load_digits(return_X_y=True)
+    X_train, X_val, y_train, y_val = train_test_split(X, y, test_size=0.2, random_state=args.seed, stratify=y)
+    # (no StandardScaler: the raw pixel values 0..16 go straight in)
+    train_ds = TensorDataset(torch.tensor(X_train, dtype=torch.float32), torch.tensor(y_train))
+    X_val, y_val = torch.tensor(X_val, dtype=torch.float32), torch.tensor(y_val)
+    g = torch.Generator().manual_seed(args.seed)
+    loader = DataLoader(train_ds, batch_size=args.batch_size, shuffle=True, generator=g)
+
+    model = nn.Sequential(nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 10))
+    loss_fn = nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr)
+
+    epochs = math.ceil(args.steps / len(loader)) if args.steps else args.epochs
+    losses = []
+    for epoch in range(1, epochs + 1):
+        model.train()
+        total, count = 0.0, 0
+        for x, y in loader:
+            opt.zero_grad()
+            out = model(x)
+            loss = loss_fn(out, y)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            total += loss.item() * len(y)
+            count += len(y)
+            if args.steps and len(losses) >= args.steps:
+                break
+        model.eval()
+        with torch.no_grad():
+            out = model(X_val)
+            val_loss = loss_fn(out, y_val).item()
+            val_acc = (out.argmax(1) == y_val).float().mean().item()
+        print(f"epoch {epoch:3d}  train_loss {total / count:.4f}  val_loss {val_loss:.4f}  val_acc {val_acc:.3f}")
+        if args.steps and len(losses) >= args.steps:
+            break
+
+    if args.save:
+        torch.save(model.state_dict(), args.save)
+    if args.dump_losses:
+        with open(args.dump_losses, "w") as f:
+            json.dump({"losses": losses}, f)
+
+
+if __name__ == "__main__":
+    main()
