@@ -77,10 +77,9 @@ def test_context_manager_reports_a_crash_and_reraises():
     model = nn.Linear(4, 3)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     out = io.StringIO()
-    with pytest.raises(IndexError):
-        with traindoctor.Doctor(model, opt, report_file=out) as doctor:
-            loss = nn.CrossEntropyLoss()(model(torch.randn(8, 4)), torch.full((8,), 3))
-            loss.backward()
+    with pytest.raises(IndexError), traindoctor.Doctor(model, opt, report_file=out) as doctor:
+        loss = nn.CrossEntropyLoss()(model(torch.randn(8, 4)), torch.full((8,), 3))
+        loss.backward()
     assert "D004" in out.getvalue()
     assert doctor.diagnose().causes[0].id == "label-domain-error"
 

@@ -8,8 +8,8 @@ Public API, kept small:
 """
 __version__ = "0.1.0"
 
-from .diagnosis import Diagnosis, diagnose  # noqa: E402
-from .run import Run  # noqa: E402
+from .diagnosis import Diagnosis, diagnose
+from .run import Run
 
 
 def __getattr__(name: str):  # torch-dependent parts load on first use
@@ -24,4 +24,4 @@ def __getattr__(name: str):  # torch-dependent parts load on first use
     raise AttributeError(f"module 'traindoctor' has no attribute {name!r}")
 
 
-__all__ = ["Doctor", "Diagnosis", "Run", "diagnose", "load", "__version__"]
+__all__ = ["Diagnosis", "Doctor", "Run", "__version__", "diagnose", "load"]

@@ -10,8 +10,9 @@ Rules see numbers, never tensors: this module does not import torch.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +35,7 @@ class Series:
     def __len__(self) -> int:
         return int(self.values.shape[0])
 
-    def finite(self) -> "Series":
+    def finite(self) -> Series:
         """The points whose value is finite."""
         ok = np.isfinite(self.values)
         return Series(self.steps[ok], self.values[ok])
@@ -83,7 +84,7 @@ class Run:
         points: Iterable[tuple[str, int, float]],
         events: Iterable[Event] = (),
         meta: dict[str, Any] | None = None,
-    ) -> "Run":
+    ) -> Run:
         """Build a Run from ``(name, step, value)`` triples in any order.
 
         Points of one name at one step are kept in arrival order; the series is sorted by step

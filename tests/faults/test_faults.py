@@ -115,7 +115,7 @@ def test_exploding_gradients_before_the_nan():
     model = nn.Sequential(nn.Linear(8, 1))
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
     doctor = traindoctor.Doctor(model, opt, cadence=5, report_file=io.StringIO())
-    for step in range(150):
+    for _ in range(150):
         idx = torch.randint(0, 256, (32,))
         opt.zero_grad()
         loss = nn.functional.mse_loss(model(X[idx]), y[idx])

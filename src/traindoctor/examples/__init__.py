@@ -19,6 +19,7 @@ on a CPU.
 
 This module imports neither torch nor any script.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -41,44 +42,71 @@ def _ex(name: str, summary: str, healthy: bool = False) -> Example:
     return Example(name=name, script=name.replace("-", "_") + ".py", summary=summary, healthy=healthy)
 
 
-EXAMPLES: dict[str, Example] = {e.name: e for e in (
-    _ex("healthy",
-        "Nothing wrong: digits MLP with Adam lr 1e-3; the loss falls smoothly from 2.3 to ~0.1, val acc > 0.9.",
-        healthy=True),
-    _ex("lr-too-high",
-        "SGD lr=10 on the digits MLP: the loss grows ~10x a step and turns Inf/NaN around step 25, then stays NaN."),
-    _ex("lr-oscillation",
-        "SGD lr=1.0 on raw (unscaled) digits, tanh MLP: the loss swings between ~7 and ~50 with no downward "
-        "trend, never NaN."),
-    _ex("lr-too-low",
-        "SGD lr=1e-5: the loss sits flat at ln(10)=2.30 from the start; the network is not learning."),
-    _ex("double-softmax",
-        "nn.Softmax at the end of the model plus nn.CrossEntropyLoss: the loss plateaus at ~1.50, above the "
-        "1.4612 floor, although accuracy is fine."),
-    _ex("bce-saturation",
-        "Unscaled inputs into Sigmoid + BCELoss: the sigmoid saturates to exactly 0/1 and the batch loss sits at "
-        "multiples of 100/32 (BCELoss's clamp); no learning."),
-    _ex("label-out-of-range",
-        "Labels 1..10 for a 10-output model: CrossEntropyLoss crashes at the first batch with "
-        "'IndexError: Target 10 is out of bounds.'"),
-    _ex("nonfinite-data",
-        "Three all-NaN rows in the training inputs: the loss is NaN from the first batch that holds one, "
-        "then stays NaN."),
-    _ex("healthy-noisy-sgd",
-        "Nothing wrong: plain SGD with batch size 4; the per-step loss is very noisy but its trend falls clearly.",
-        healthy=True),
-    _ex("healthy-slow",
-        "Nothing wrong, just early: SGD lr 0.004; the loss falls steadily from 2.3 to ~1.7 with no plateau.",
-        healthy=True),
-    _ex("healthy-spike",
-        "Nothing wrong with training: one corrupted batch at step 150 gives a single loss spike (~100x), "
-        "recovered at the next step.",
-        healthy=True),
-    _ex("healthy-regression",
-        "Nothing wrong: MLP regression on standardised diabetes data with MSE; the loss falls from ~1 and "
-        "settles around 0.4.",
-        healthy=True),
-)}
+EXAMPLES: dict[str, Example] = {
+    e.name: e
+    for e in (
+        _ex(
+            "healthy",
+            "Nothing wrong: digits MLP with Adam lr 1e-3; the loss falls smoothly from 2.3 to ~0.1, val acc > 0.9.",
+            healthy=True,
+        ),
+        _ex(
+            "lr-too-high",
+            "SGD lr=10 on the digits MLP: the loss grows 10-100x a step and turns Inf/NaN around step 25, "
+            "then stays NaN.",
+        ),
+        _ex(
+            "lr-oscillation",
+            "SGD lr=1.0 on raw (unscaled) digits, tanh MLP: the loss swings between ~7 and ~50 with no downward "
+            "trend, never NaN.",
+        ),
+        _ex(
+            "lr-too-low", "SGD lr=1e-5: the loss sits flat at ln(10)=2.30 from the start; the network is not learning."
+        ),
+        _ex(
+            "double-softmax",
+            "nn.Softmax at the end of the model plus nn.CrossEntropyLoss: the loss plateaus at ~1.50, above the "
+            "1.4612 floor, although accuracy is fine.",
+        ),
+        _ex(
+            "bce-saturation",
+            "Unscaled inputs into Sigmoid + BCELoss: the sigmoid saturates to exactly 0/1 and the batch loss sits at "
+            "multiples of 100/32 (BCELoss's clamp); no learning.",
+        ),
+        _ex(
+            "label-out-of-range",
+            "Labels 1..10 for a 10-output model: CrossEntropyLoss crashes at the first batch with "
+            "'IndexError: Target 10 is out of bounds.'",
+        ),
+        _ex(
+            "nonfinite-data",
+            "Three all-NaN rows in the training inputs: the loss is NaN from the first batch that holds one, "
+            "then stays NaN.",
+        ),
+        _ex(
+            "healthy-noisy-sgd",
+            "Nothing wrong: plain SGD with batch size 4; the per-step loss is very noisy but its trend falls clearly.",
+            healthy=True,
+        ),
+        _ex(
+            "healthy-slow",
+            "Nothing wrong, just early: SGD lr 0.004; the loss falls steadily from 2.3 to ~1.7 with no plateau.",
+            healthy=True,
+        ),
+        _ex(
+            "healthy-spike",
+            "Nothing wrong with training: one corrupted batch at step 150 gives a single loss spike (~100x), "
+            "recovered at the next step.",
+            healthy=True,
+        ),
+        _ex(
+            "healthy-regression",
+            "Nothing wrong: MLP regression on standardised diabetes data with MSE; the loss falls from ~1 and "
+            "settles around 0.4.",
+            healthy=True,
+        ),
+    )
+}
 
 
 def script_path(name: str) -> Path:

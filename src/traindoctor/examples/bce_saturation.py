@@ -9,6 +9,7 @@ multiples of 100/32 = 3.125 (typically ~37.5: the model predicts one class for e
 gradient through the saturated sigmoid is exactly zero, and training is stuck without ever
 crashing. Fix: standardise the inputs, and use nn.BCEWithLogitsLoss on the raw logits.
 """
+
 import argparse
 import json
 import math

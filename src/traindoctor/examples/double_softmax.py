@@ -7,6 +7,7 @@ output) and its gradients are squashed. The loss falls from 2.30 for a few epoch
 plateaus at about 1.50 even though validation accuracy is fine. Fix: drop the nn.Softmax (or
 use NLLLoss on log_softmax).
 """
+
 import argparse
 import json
 import math

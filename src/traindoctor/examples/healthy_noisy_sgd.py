@@ -5,6 +5,7 @@ epochs (720 steps). A 4-sample batch loss is a very noisy estimate: consecutive 
 between ~0 and 2+ all run long, but the trend falls clearly, from 2.3 to about 0.15, and
 nothing goes non-finite. Nothing is broken; average the curve before judging it.
 """
+
 import argparse
 import json
 import math

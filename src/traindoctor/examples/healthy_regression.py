@@ -5,6 +5,7 @@ standardised, nn.MSELoss, Adam lr 1e-3, batch 32 (drop_last), 30 epochs. The los
 the target variance (about 1) and falls, then settles around 0.4 (validation MSE about 0.5: the
 data only support R^2 of about 0.5).
 """
+
 import argparse
 import json
 import math

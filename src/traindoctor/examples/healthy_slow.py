@@ -5,6 +5,7 @@ small but sane learning rate. Every epoch the loss drops by a steady ~0.07 (no p
 noise problem); it simply has not had time to get anywhere yet. More epochs (or a larger lr)
 would finish the job: nothing is broken.
 """
+
 import argparse
 import json
 import math

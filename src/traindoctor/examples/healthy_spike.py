@@ -7,6 +7,7 @@ step jumps from about 0.4 to about 40, recovers at the very next step and keeps 
 0.15. Nothing else is wrong: one spike that recovers at once points at that batch, not at the
 optimiser.
 """
+
 import argparse
 import json
 import math

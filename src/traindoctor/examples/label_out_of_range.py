@@ -6,6 +6,7 @@ CrossEntropyLoss needs targets in 0..9 for 10 logits, so the first batch that ho
 (almost always the very first batch) crashes with ``IndexError: Target 10 is out of bounds.``
 Fix: map labels to 0..C-1 (here ``y - 1``), or give the model C = max(label) + 1 outputs.
 """
+
 import argparse
 import json
 import math

@@ -7,6 +7,7 @@ about 25 and then swings between roughly 7 and 50 for the whole run, with no dow
 nothing non-finite (tanh and the bounded cross-entropy gradient keep it from overflowing).
 Validation accuracy stays at chance. Fix: lr around 0.01 (and standardise the inputs).
 """
+
 import argparse
 import json
 import math

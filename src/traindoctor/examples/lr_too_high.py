@@ -1,10 +1,11 @@
 """Learning rate far too high: the loss explodes to Inf/NaN within the first ~30 steps.
 
 The healthy digits MLP (64-64-10, standardised inputs, batch 32) trained with plain SGD at
-lr=10. Every step overshoots: the loss grows by about an order of magnitude a step (2.3, 6,
+lr=10. Every step overshoots: the loss grows by one to two orders of magnitude a step (2.3, 6,
 200, 1e4, ...), overflows to Inf/NaN around step 25, and stays NaN from then on because the
 weights themselves are NaN. Fix: lr around 0.01-0.1 for SGD.
 """
+
 import argparse
 import json
 import math

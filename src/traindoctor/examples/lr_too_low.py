@@ -5,6 +5,7 @@ lr=1e-5: the weights barely move (update/weight ratio ~1e-6), and over 450 steps
 about ln(10) = 2.30, changing by well under 0.5% between the first and the last 50 steps.
 Fix: lr around 0.01-0.1 for SGD (or Adam at 1e-3).
 """
+
 import argparse
 import json
 import math

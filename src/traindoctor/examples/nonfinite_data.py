@@ -7,6 +7,7 @@ contains one of them (in the first epoch), is NaN there, and stays NaN: the NaN 
 made every weight NaN. Fix: find and drop (or impute) the bad rows; check
 ``np.isfinite(X).all()`` before training.
 """
+
 import argparse
 import json
 import math
@@ -18,7 +19,6 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
-
 
 BAD_ROWS = [137, 602, 1111]
 
@@ -87,7 +87,9 @@ def main():
         torch.save(model.state_dict(), args.save)
     if args.dump_losses:
         with open(args.dump_losses, "w") as f:
-            json.dump({"losses": losses, "corrupted_samples": BAD_ROWS, "nonfinite_input_steps": nonfinite_input_steps}, f)
+            json.dump(
+                {"losses": losses, "corrupted_samples": BAD_ROWS, "nonfinite_input_steps": nonfinite_input_steps}, f
+            )
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ When it cannot judge, it returns no finding; ``not_judged`` in the diagnosis say
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..catalogue import SYMPTOMS
 from ..findings import Finding

@@ -102,7 +102,8 @@ def nonfinite_gradients(run: Run, r: Rule) -> list[Finding]:
     Evidence:
         Sampled per-parameter gradient norms that are non-finite, or a replay at the first
         non-finite loss that found the weights already non-finite. Gradients that go NaN only
-        after the loss did are an echo of L001 and are reported there.
+        after the loss did, or weights that overflow together with a loss that grew by orders of
+        magnitude and broke within two steps, are an echo of L001/L002 and are reported there.
 
     Example:
         ``x.norm()`` of an all-zero row inside the model: loss finite, grad of `encoder.weight`
@@ -148,6 +149,11 @@ def nonfinite_gradients(run: Run, r: Rule) -> list[Finding]:
     causes = [("numerically-unstable-loss", 0.45), ("exploding-gradient", 0.4), ("lr-too-high", 0.35)]
     if loss is not None:
         before = loss.values[(loss.steps <= first_step) & np.isfinite(loss.values)]
+        if before.size >= 2 and before[0] > 0 and before.max() / before[0] >= 1e3 and loss_bad_step is not None \
+                and loss_bad_step - first_step <= 2:
+            # the loss climbed by orders of magnitude and broke right after: the weights overflowed
+            # with it; L001 and L002 already tell this story (and L001 names the weights)
+            return []
         if before.size >= 2 and before[0] > 0 and before.max() / before[0] >= 10:
             # the loss was climbing into the overflow: the gradients grew with it
             ev["loss_growth_before"] = float(before.max() / before[0])

@@ -95,8 +95,10 @@ def nonfinite_loss(run: Run, r: Rule) -> list[Finding]:
         if math.isfinite(start) and start > 0 and last > 0:
             growth = last / start
             ev["growth_before"] = growth
-            trend = "up from" if growth >= 2 else "starting from"
-            msg += f"; it was {fmt(last)} at step {int(s.steps[i - 1])}, {trend} {fmt(start)} at step {int(s.steps[0])}"
+            msg += f"; it was {fmt(last)} at step {int(s.steps[i - 1])}"
+            if i > 1:
+                trend = "up from" if growth >= 2 else "starting from"
+                msg += f", {trend} {fmt(start)} at step {int(s.steps[0])}"
             if growth >= 10:
                 causes["lr-too-high"] = 0.8
                 causes["exploding-gradient"] = 0.45
@@ -201,7 +203,9 @@ def divergence(run: Run, r: Rule) -> list[Finding]:
     )
     if n < len(s):
         msg += f", then went non-finite at step {int(s.steps[n])}"
-    causes = [("lr-too-high", 0.7), ("exploding-gradient", 0.35), ("unnormalized-target", 0.1)]
+    causes = [("lr-too-high", 0.7), ("exploding-gradient", 0.35)]
+    if run.meta.get("loss_kind") in (None, "mse", "l1", "smooth_l1", "huber"):
+        causes.append(("unnormalized-target", 0.1))
     return [r.finding(step=int(steps[onset]), step_end=int(s.steps[n - 1]), message=msg, evidence=ev, causes=causes)]
 
 

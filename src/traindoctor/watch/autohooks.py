@@ -25,7 +25,7 @@ _orig_next: Any = None
 
 
 def _backward(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-    for m in list(_listeners):
+    for m in _listeners:
         m.on_backward(self)
     return _orig_backward(self, *args, **kwargs)
 

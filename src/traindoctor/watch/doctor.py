@@ -126,7 +126,7 @@ class Doctor:
             self._run = self.monitor.close()
         return self._run
 
-    def __enter__(self) -> "Doctor":
+    def __enter__(self) -> Doctor:
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:

@@ -27,7 +27,8 @@ import threading
 import time
 import traceback
 from collections import deque
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
