@@ -40,6 +40,42 @@ CONFIGS = {
 }
 
 
+class HookClock:
+    """Adds up the wall time spent inside the doctor's per-step callbacks (training thread).
+
+    A second, noise-robust view of the cost: on a shared machine the step-time ratio of two
+    runs wobbles by several percent, while the time inside our own code is measured directly.
+    """
+
+    NAMES = ("on_backward", "on_loss", "opt_pre", "opt_post", "_pre_forward", "_arm_activations", "_make_act_hook")
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self._orig = {n: getattr(Monitor, n) for n in self.NAMES}
+
+    def _timed(self, fn):
+        def wrapper(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                self.total += time.perf_counter() - t0
+        return wrapper
+
+    def install(self) -> None:
+        for n, fn in self._orig.items():
+            if n == "_make_act_hook":
+                def make(mon, *a, _fn=fn, **k):
+                    return self._timed(_fn(mon, *a, **k))
+                setattr(Monitor, n, make)
+            else:
+                setattr(Monitor, n, self._timed(fn))
+
+    def remove(self) -> None:
+        for n, fn in self._orig.items():
+            setattr(Monitor, n, fn)
+
+
 def bench(make, shape, reps: int, steps: int, device: str, cadence: int) -> dict[str, list[float]]:
     torch.manual_seed(0)
     model = make().to(device)
@@ -66,6 +102,9 @@ def bench(make, shape, reps: int, steps: int, device: str, cadence: int) -> dict
         return (time.perf_counter() - t0) / n
 
     times: dict[str, list[float]] = {"bare": [], "run (zero-code)": [], "Doctor": []}
+    inside: dict[str, float] = {"run (zero-code)": 0.0, "Doctor": 0.0}
+    counted: dict[str, int] = {"run (zero-code)": 0, "Doctor": 0}
+    clock = HookClock()
     block(20, None)  # warm-up
     for _ in range(reps):
         modes = list(times)
@@ -78,14 +117,28 @@ def bench(make, shape, reps: int, steps: int, device: str, cadence: int) -> dict
                 d = Doctor(model, opt, cadence=cadence, live=False)
                 block(5, d)
                 times[mode].append(block(steps, d))
+                clock.install()
+                clock.total = 0.0
+                block(steps, d)
+                inside[mode] += clock.total
+                counted[mode] += steps
+                clock.remove()
                 d.close()
             else:
                 mon = Monitor(cadence=cadence, on_critical=lambda m: None)
                 w = AutoWatch(mon)
                 block(5, None)
                 times[mode].append(block(steps, None))
+                clock.install()
+                clock.total = 0.0
+                block(steps, None)
+                inside[mode] += clock.total
+                counted[mode] += steps
+                clock.remove()
                 w.close()
                 mon.close()
+    for mode in inside:
+        times[mode + " @inside"] = [inside[mode] / max(1, counted[mode])]
     return times
 
 
@@ -103,9 +156,15 @@ def main() -> None:
         t = bench(make, shape, a.reps, a.steps, a.device, a.cadence)
         bare = statistics.median(t["bare"])
         for mode, xs in t.items():
+            if mode.endswith("@inside"):
+                continue
             med = statistics.median(xs)
             paired = statistics.median(x / b for x, b in zip(xs, t["bare"]))
             print(f"{name:40} {mode:16} {med * 1e3:10.3f}ms {med / bare:8.3f} {paired:14.3f}")
+        for mode in ("run (zero-code)", "Doctor"):
+            ins = t[mode + " @inside"][0]
+            print(f"{name:40} {mode:16} time inside the doctor's callbacks: {ins * 1e6:.1f} us/step"
+                  f" = {ins / bare * 100:.2f} % of a bare step")
 
 
 if __name__ == "__main__":
