@@ -69,7 +69,7 @@ def test_explain_rule_and_cause(capsys):
     assert "lower LR" in capsys.readouterr().out
     assert main(["explain", "--list"]) == 0
     out = capsys.readouterr().out
-    assert "* L001 nonfinite-loss" in out and "  V001 overfitting" in out
+    assert "* L001 nonfinite-loss" in out and "* V001 overfitting" in out and "    lr-too-high" in out
 
 
 def test_diagnose_csv_json(tmp_path, capsys):

@@ -33,6 +33,7 @@ class CauseScore:
     evidence: list[str]
     chain: list[str]
     fixes: list[str]
+    summary: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -41,6 +42,7 @@ class CauseScore:
             "confidence": round(self.confidence, 3),
             "evidence": self.evidence,
             "chain": self.chain,
+            "summary": self.summary,
             "fixes": self.fixes,
         }
 
@@ -88,6 +90,13 @@ def concrete_fixes(cause_id: str, run: Run, findings: list[Finding]) -> list[str
     if nonfinite is not None and nonfinite.step is not None:
         good_step = nonfinite.evidence.get("last_finite_step")
     if cause_id == "lr-too-high":
+        lrs = run.get("lr")
+        if lrs is not None and len(lrs) >= 2:
+            v = lrs.values[lrs.values > 0]
+            if v.size >= 2 and v[-1] >= 10 * v[0]:
+                out.append(f"the learning rate grew from {_fmt(v[0])} to {_fmt(v[-1])} during the run: check the "
+                           "scheduler (a decay factor above 1, a warm-up that never ends)")
+                lr = float(v[-1])
         if isinstance(lr, (int, float)) and lr > 0:
             out.append(
                 f"lower the learning rate ×0.1: {_fmt(lr)} → {_fmt(lr / 10)} (if it still fails, {_fmt(lr / 100)})"
@@ -140,7 +149,8 @@ def concrete_fixes(cause_id: str, run: Run, findings: list[Finding]) -> list[str
     for fix in CAUSES[cause_id].fixes if cause_id in CAUSES else ():
         # the catalogue's general advice, unless a concrete fix above already says it
         words = _words(fix)
-        if not any(len(words & _words(o)) >= 2 for o in out):
+        first = fix.split(" ", 1)[0].lower()
+        if not any(len(words & _words(o)) >= 2 or o.split(" ", 1)[0].lower() == first for o in out):
             out.append(fix)
     return out
 
@@ -167,8 +177,15 @@ def rank_causes(findings: list[Finding], run: Run) -> list[CauseScore]:
             if f.code not in codes:
                 codes.append(f.code)
         chain = [f"{f.code} {f.message}" for _, f in ws_sorted]
+        # the evidence chain in one line, in the order things happened
+        seen: list[Finding] = []
+        for _, f in sorted(ws_sorted, key=lambda t: (t[1].step if t[1].step is not None else -1)):
+            if f not in seen:
+                seen.append(f)
+        summary = "; ".join(f.message.split("; ")[0] for f in seen[:4])
+        summary += f" → {CAUSES[cid].title} ({conf:.2f})"
         scored.append(
-            CauseScore(cid, CAUSES[cid].title, conf, codes, chain, concrete_fixes(cid, run, findings))
+            CauseScore(cid, CAUSES[cid].title, conf, codes, chain, concrete_fixes(cid, run, findings), summary)
         )
     scored.sort(key=lambda c: (-c.confidence, c.id))
     return scored
@@ -198,8 +215,21 @@ def not_judged(run: Run) -> list[str]:
     loss = run.get("loss")
     if loss is None:
         out.append("no training loss series: the loss-curve rules (L) could not judge")
-    elif len(loss.finite()) < 20 and len(loss.finite()) == len(loss):
-        out.append(f"only {len(loss.finite())} finite loss points: too few to judge trends (need 20)")
+    elif len(loss.finite()) == 0:
+        out.append(
+            f"the training loss is never finite ({len(loss)} point{'s' if len(loss) != 1 else ''}, all NaN/Inf): "
+            "only L001 could judge it; trends, plateaus and spikes could not be judged"
+        )
+    elif len(loss.finite()) < 20:
+        k = len(loss.finite())
+        out.append(f"only {k} finite loss point{'s' if k != 1 else ''}: too few to judge trends (need 20)")
+    if run.get("val_loss") is None and run.get("val_accuracy") is None:
+        out.append("no validation metric (val_loss or val_accuracy): the train/validation rules (V) could not judge")
+    for name in ("val_loss", "val_accuracy", "accuracy", "grad_norm"):
+        s = run.get(name)
+        if s is not None and len(s.finite()) < 2:
+            what = "no finite value" if len(s.finite()) == 0 else "a single finite point"
+            out.append(f"{name} has {what} ({len(s)} logged): the rules reading it could not judge")
     if run.get("grad_norm") is None:
         out.append("no gradient norms: G001 could not judge")
     if run.meta.get("num_classes") is None and run.meta.get("loss_kind") is None:

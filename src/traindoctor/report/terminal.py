@@ -43,8 +43,8 @@ def render(diag: Diagnosis, file: IO[str] | None = None, *, title: str = "traind
             con.print("[bold]Most likely causes[/bold]")
             for i, c in enumerate(diag.causes[:max_causes], 1):
                 body = [f"[dim]evidence:[/dim] {', '.join(c.evidence)}"]
-                if i == 1:  # the chain of evidence in words for the leading cause; the table has the rest
-                    body += [f"  [dim]→[/dim] {escape(line)}" for line in c.chain[:3]]
+                if i == 1 and c.summary:  # the chain of evidence in words for the leading cause
+                    body.append(escape(c.summary))
                 body.append("[dim]fix:[/dim]")
                 body += [f"  {j}. {escape(fx)}" for j, fx in enumerate(c.fixes[: 4 if i == 1 else 2], 1)]
                 con.print(Panel("\n".join(body), title=f"{i}. {c.id} — {escape(c.title)} ({c.confidence:.2f})",

@@ -84,3 +84,20 @@ def fmt(x: float) -> str:
     if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
         return f"{x:.2e}"
     return f"{x:.4g}"
+
+
+def late(values: np.ndarray, frac: float = 0.5) -> np.ndarray:
+    """The last ``frac`` of a series (at least two points when it has them), finite values only."""
+    n = values.shape[0]
+    k = max(min(2, n), int(math.ceil(n * frac)))
+    v = values[n - k :]
+    return v[np.isfinite(v)]
+
+
+def sustained(values: np.ndarray, test, frac: float = 0.5) -> bool:
+    """Hysteresis: the condition holds for the median of the last ``frac`` of the samples and for
+    each of the last two samples, so one odd sample neither raises nor clears a finding."""
+    v = late(values, frac)
+    if v.size < 2:
+        return False
+    return bool(test(float(np.median(v))) and test(float(v[-1])) and test(float(v[-2])))

@@ -1,4 +1,4 @@
-"""Family G: gradients, weights and updates (G001, G003 here; the rest with issue 3)."""
+"""Family G: gradients, weights and updates (G001–G007), from the sampled per-layer norms."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,8 @@ import numpy as np
 from ..findings import Finding
 from ..run import Run
 from . import Rule, rule
-from ._stats import fmt, nanmedian
+from ._signals import per_step, weight_layers, weight_update_ratios, zero_weights
+from ._stats import fmt, late, nanmedian, sustained
 
 
 @rule("G001", "error")
@@ -146,7 +147,7 @@ def nonfinite_gradients(run: Run, r: Rule) -> list[Finding]:
     msg = f"non-finite {source}s at step {first_step} while the loss was finite, in {', '.join(params[:4])}"
     if len(params) > 4:
         msg += f" and {len(params) - 4} more"
-    causes = [("numerically-unstable-loss", 0.45), ("exploding-gradient", 0.4), ("lr-too-high", 0.35)]
+    causes = [("numerically-unstable-loss", 0.6), ("exploding-gradient", 0.3), ("lr-too-high", 0.2)]
     if loss is not None:
         before = loss.values[(loss.steps <= first_step) & np.isfinite(loss.values)]
         if before.size >= 2 and before[0] > 0 and before.max() / before[0] >= 1e3 and loss_bad_step is not None \
@@ -160,3 +161,289 @@ def nonfinite_gradients(run: Run, r: Rule) -> list[Finding]:
             msg += f", after the loss grew {fmt(ev['loss_growth_before'])}×"
             causes = [("lr-too-high", 0.6), ("exploding-gradient", 0.5)]
     return [r.finding(step=first_step, step_end=first_step, message=msg, evidence=ev, causes=causes)]
+
+
+def _loss_drop(run: Run) -> float | None:
+    """Relative drop of the loss from its first tenth to its last tenth (None when unknown)."""
+    s = run.get("loss")
+    if s is None:
+        return None
+    v = s.values[np.isfinite(s.values)]
+    if v.size < 20:
+        return None
+    a, b = np.median(v[: max(2, v.size // 10)]), np.median(v[-max(2, v.size // 10) :])
+    return float((a - b) / a) if a > 0 else None
+
+
+@rule("G002", "warning")
+def vanishing_gradients(run: Run, r: Rule) -> list[Finding]:
+    """What it does:
+        Compares the gradient reaching the first weight layer with the gradient at the last one.
+
+    Why is this bad?
+        When the gradient shrinks by orders of magnitude on its way back through the layers, the
+        early layers barely move: the network trains like a shallow one on top of random
+        features. Typical of deep stacks of sigmoid/tanh (each derivative ≤ 0.25 or ≤ 1) and of
+        too-small initialisation.
+
+    Evidence:
+        The RMS gradient (norm / √size) of the first weight layer over that of the last, median
+        of the last half of the sampled steps and each of the last two samples, below 1e-3; at
+        least three weight layers.
+
+    Example:
+        10-layer sigmoid MLP: `0.weight` RMS grad 2e-8, `18.weight` 4e-3 — ratio 5e-6.
+
+    Use instead:
+        ReLU/GELU in hidden layers; Kaiming init; normalisation layers; residual connections.
+
+    Known false positives:
+        A first layer fed by sparse or tiny inputs (most features zero) gets small gradients by
+        construction; check its input scale.
+    """
+    layers = weight_layers(run)
+    if len(layers) < 3:
+        return []
+    (first, n0), (lastl, n1) = layers[0], layers[-1]
+    a, b = run.series[f"grad_norm/{first}"], run.series[f"grad_norm/{lastl}"]
+    if len(a) < 2 or len(a) != len(b):
+        return []
+    with np.errstate(all="ignore"):
+        ratio = (a.values / math.sqrt(n0)) / (b.values / math.sqrt(n1))
+    if not sustained(ratio, lambda x: x < 1e-3):
+        return []
+    med = float(np.median(late(ratio)))
+    ev = {"first_layer": first, "last_layer": lastl, "rms_ratio": med,
+          "first_rms": float(np.median(late(a.values))) / math.sqrt(n0),
+          "last_rms": float(np.median(late(b.values))) / math.sqrt(n1), "weight_layers": len(layers)}
+    msg = (f"the gradient reaching `{first}` is {fmt(med)}× the one at `{lastl}` (RMS per weight, "
+           f"{len(layers)} weight layers): the early layers barely learn")
+    causes: dict[str, float] = {"vanishing-gradient": 0.65, "bad-initialization": 0.2}
+    sat = [float(np.median(late(run.series[k].values))) for k in run.names("saturated_frac")]
+    if sat and max(sat) >= 0.3:
+        causes["saturating-activation"] = 0.55
+        ev["max_saturated_fraction"] = max(sat)
+    else:
+        causes["saturating-activation"] = 0.3
+    return [r.finding(step=int(a.steps[len(a) // 2]), step_end=int(a.steps[-1]), message=msg, evidence=ev,
+                      causes=list(causes.items()))]
+
+
+@rule("G004", "warning")
+def update_ratio_high(run: Run, r: Rule) -> list[Finding]:
+    """What it does:
+        Measures each optimizer step's update against the weights it changes:
+        ‖Δw‖ / ‖w‖ per weight layer, on sampled steps.
+
+    Why is this bad?
+        A healthy step changes a weight matrix by roughly a thousandth of its size. Steps of a
+        few percent or more every time throw away what the weights learned: training is
+        unstable, units die, and the loss oscillates or diverges.
+
+    Evidence:
+        The median over weight layers of each layer's ratio above 3e-2, for the median of the
+        last half of the samples and each of the last two (Adam's normal early ratio of ~1e-2 on
+        small weights stays below the bar).
+
+    Example:
+        SGD lr=1.0 on a tanh MLP: update/weight ratio 0.4 at every sampled step.
+
+    Use instead:
+        Lower the learning rate until the ratio sits near 1e-3; warm-up; gradient clipping.
+
+    Known false positives:
+        The first steps from a zero or tiny initialisation have large ratios; only the last half
+        of the run is judged.
+    """
+    ratios = weight_update_ratios(run)
+    med_steps = per_step(ratios, "median")
+    if med_steps is None or not sustained(med_steps, lambda x: x > 3e-2):
+        return []
+    med = float(np.median(late(med_steps)))
+    worst = max(ratios, key=lambda k: float(np.nanmedian(late(ratios[k]))) if late(ratios[k]).size else -1)
+    steps = run.series[f"update_ratio/{worst}"].steps
+    lr = run.meta.get("lr")
+    ev = {"median_ratio": med, "worst_layer": worst, "worst_ratio": float(np.median(late(ratios[worst]))), "lr": lr}
+    msg = f"each step changes the weights by {fmt(med)} of their norm (≫ 1e-3), most in `{worst}`"
+    if isinstance(lr, (int, float)) and lr > 0:
+        msg += f"; at lr={fmt(lr)} a ratio near 1e-3 suggests lr ≈ {fmt(lr * 1e-3 / med)}"
+        ev["suggested_lr"] = lr * 1e-3 / med
+    causes = [("lr-too-high", 0.65)]
+    wd = (run.meta.get("optimizer") or {}).get("weight_decay")
+    if isinstance(wd, (int, float)) and isinstance(lr, (int, float)) and wd * lr >= 1e-2:
+        msg += f"; weight decay alone shrinks them {wd * lr * 100:.0f} % per step (weight_decay={fmt(wd)})"
+        causes = [("over-regularization", 0.6), ("lr-too-high", 0.3)]
+    return [r.finding(step=int(steps[len(steps) // 2]), step_end=int(steps[-1]), message=msg, evidence=ev,
+                      causes=causes)]
+
+
+@rule("G005", "warning")
+def update_ratio_low(run: Run, r: Rule) -> list[Finding]:
+    """What it does:
+        Finds optimizer steps that change the weights by less than 1e-5 of their norm while the
+        loss still has a long way to go.
+
+    Why is this bad?
+        At that rate a weight matrix needs a hundred thousand steps to change by its own size:
+        training crawls, and a run that "does not learn" is often just this.
+
+    Evidence:
+        ‖Δw‖/‖w‖ of the weight layer that moves most below 1e-5 (median of the last half of the
+        samples and each of the last two), while the loss fell less than 30 % over the run.
+        Using the best-moving layer keeps vanishing gradients (only early layers slow) out.
+
+    Example:
+        SGD lr=1e-5 on digits: ratio 3e-6, loss 2.331 → 2.330 over 450 steps.
+
+    Use instead:
+        Raise the learning rate ×10–×100 until the ratio nears 1e-3 (an LR range test finds it).
+
+    Known false positives:
+        A converged run can have tiny updates: a loss that fell by 30 % or more is not judged.
+    """
+    # the layer that moves most: an LR too low slows all of them, a vanishing gradient only some
+    best = per_step(weight_update_ratios(run), "max")
+    drop = _loss_drop(run)
+    if best is None or drop is None or drop >= 0.3 or not sustained(best, lambda x: x < 1e-5):
+        return []
+    med = float(np.median(late(best)))
+    steps = run.series[next(iter(run.names("update_ratio")))].steps
+    lr = run.meta.get("lr")
+    ev = {"median_ratio": med, "loss_drop": drop, "lr": lr}
+    msg = (f"each step changes even the fastest-moving weights by only {fmt(med)} of their norm (≪ 1e-3) "
+           f"while the loss fell {drop * 100:.1f} %")
+    if isinstance(lr, (int, float)) and lr > 0:
+        ev["suggested_lr"] = min(lr * 1e-3 / med, lr * 1000) if med > 0 else lr * 100
+        msg += f"; at lr={fmt(lr)} a ratio near 1e-3 suggests lr ≈ {fmt(ev['suggested_lr'])}"
+    causes = [("lr-too-low", 0.75), ("wrong-optimizer-settings", 0.2)]
+    return [r.finding(step=int(steps[0]), step_end=int(steps[-1]), message=msg, evidence=ev, causes=causes)]
+
+
+@rule("G006", "warning")
+def no_gradient_flow(run: Run, r: Rule) -> list[Finding]:
+    """What it does:
+        Names the parameters the optimizer is asked to train that never receive a gradient
+        (``.grad`` stays None), or whose gradient is exactly zero on every sampled step.
+
+    Why is this bad?
+        They never change. Usually a bug: a ``.detach()`` or ``.data`` cutting the graph, a
+        branch computed but not used in the loss, ``requires_grad=False`` left on by mistake,
+        or a layer registered but never called in ``forward``.
+
+    Evidence:
+        On every sampled step (at least two): the parameter had no gradient, or a gradient norm
+        of exactly 0. Parameters frozen on purpose and left out of the optimizer are not seen.
+
+    Example:
+        ``h = self.encoder(x).detach()``: all of `encoder.*` get no gradient.
+
+    Use instead:
+        Remove the detach/``.data``; make sure every branch reaches the loss; pass only the
+        parameters you mean to train to the optimizer (``filter(lambda p: p.requires_grad, ...)``).
+
+    Known false positives:
+        Embedding rows never looked up get zero gradients legitimately; only whole tensors that
+        are zero on every sample count.
+    """
+    evs = run.events_of("no_grad")
+    g = run.get("grad_norm")
+    samples = len(g) if g is not None else 0
+    never: list[str] = []
+    frozen: set[str] = set()
+    if evs and samples + len(evs) >= 2:
+        # an event is written on every sampled step that had missing gradients
+        counts: dict[str, int] = {}
+        for e in evs:
+            for p in e.data.get("params", []):
+                counts[p] = counts.get(p, 0) + 1
+            frozen.update(e.data.get("requires_grad_false", []))
+        total = max(samples, len(evs))
+        never = [p for p, c in counts.items() if c >= max(2, total)]
+    zero = []
+    for name in run.names("grad_norm"):
+        v = run.series[name].values
+        if v.size >= 2 and np.all(v == 0):
+            zero.append(name.split("/", 1)[1])
+    if not never and not zero:
+        return []
+    parts = []
+    if never:
+        parts.append(f"no gradient ever reached {', '.join(f'`{p}`' for p in never[:5])}"
+                     + (f" and {len(never) - 5} more" if len(never) > 5 else ""))
+    if zero:
+        parts.append(f"gradient exactly 0 on every sample for {', '.join(f'`{p}`' for p in zero[:5])}")
+    zinit = set(zero_weights(run))
+    zero_init = [p for p in zero if p in zinit or p.rsplit(".", 1)[0] + ".weight" in zinit]
+    frozen_named = sorted(set(never) & frozen)
+    if frozen_named:
+        parts.append(f"{', '.join(frozen_named[:5])} have requires_grad=False but are in the optimizer")
+    ev = {"no_gradient": never[:50], "zero_gradient": zero[:50], "requires_grad_false": frozen_named[:50],
+          "sampled_steps": max(samples, len(evs))}
+    causes: dict[str, float] = {"code-bug": 0.7}
+    if zero_init and not never:
+        # all-zero weights: every unit computes the same thing, no gradient can break the tie
+        parts.append("those weights are all zero: zero initialisation keeps the units symmetric")
+        ev["zero_initialised"] = zero_init[:50]
+        causes = {"bad-initialization": 0.85, "code-bug": 0.15}
+    first = evs[0].step if evs else int(run.series[f"grad_norm/{zero[0]}"].steps[0])
+    return [r.finding(step=first, step_end=None, message="; ".join(parts), evidence=ev, causes=list(causes.items()))]
+
+
+@rule("G007", "warning")
+def critical_point(run: Run, r: Rule) -> list[Finding]:
+    """What it does:
+        Finds a gradient norm that collapsed to nearly zero while the loss is still high: the
+        optimizer sits at a critical point. With a Hessian probe it tells a saddle point (mixed
+        eigenvalue signs: escapable) from a poor local minimum (all positive).
+
+    Why is this bad?
+        Gradient descent stops where the gradient vanishes, whether or not the point is good.
+
+    Evidence:
+        The sampled global gradient norm in the last half below 1e-3× its early median (each of
+        the last two samples too), while the loss is above half its starting value and fell less
+        than 10 % over the last half. ``Doctor.probe_hessian`` adds the extreme eigenvalues.
+
+    Example:
+        Gradient norm 2e-7 from step 300 on, loss flat at 1.9 of a 2.3 start.
+
+    Use instead:
+        Momentum or Adam (they carry through saddles); a learning-rate schedule with warm
+        restarts; normalisation and residual connections; a different initialisation.
+
+    Known false positives:
+        Converged runs have small gradients too; the loss bar (> half the start) keeps them out.
+    """
+    g = run.get("grad_norm")
+    s = run.get("loss")
+    if g is None or s is None or len(g) < 6:
+        return []
+    base = nanmedian(g.values[: max(2, len(g) // 5)])
+    if not math.isfinite(base) or base <= 0 or not sustained(g.values, lambda x: x < 1e-3 * base):
+        return []
+    v = s.values[np.isfinite(s.values)]
+    if v.size < 20:
+        return []
+    start = float(np.median(v[: max(2, v.size // 10)]))
+    half = v[v.size // 2 :]
+    end = float(np.median(half[-max(2, half.size // 5) :]))
+    if not (start > 0 and end > 0.5 * start and (float(np.median(half[: max(2, half.size // 5)])) - end) < 0.1 * end):
+        return []
+    gl = float(np.median(late(g.values)))
+    ev: dict = {"grad_norm": gl, "early_grad_norm": base, "loss": end, "start_loss": start}
+    msg = f"gradient norm fell to {fmt(gl)} ({fmt(gl / base)}× its early level) while the loss is still {fmt(end)}"
+    causes: dict[str, float] = {"optimization-difficulty": 0.6, "vanishing-gradient": 0.2}
+    hs = run.events_of("hessian")
+    if hs:
+        h = hs[-1].data
+        lo, hi = h.get("min_eigenvalue"), h.get("max_eigenvalue")
+        ev["hessian"] = h
+        if isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
+            kind = "a saddle point (eigenvalues of both signs)" if lo < -1e-3 * abs(hi) else "a local minimum (all eigenvalues ≥ 0)"
+            msg += f"; Hessian eigenvalues {fmt(lo)} … {fmt(hi)}: {kind}"
+            ev["kind"] = "saddle" if lo < -1e-3 * abs(hi) else "minimum"
+    opt = (run.meta.get("optimizer") or {})
+    if opt.get("class") == "SGD" and not opt.get("momentum"):
+        causes["wrong-optimizer-settings"] = 0.45
+    return [r.finding(step=int(g.steps[len(g) // 2]), step_end=int(g.steps[-1]), message=msg, evidence=ev,
+                      causes=list(causes.items()))]

@@ -13,7 +13,8 @@ import numpy as np
 from ..findings import Finding
 from ..run import Run, Series
 from . import Rule, rule
-from ._stats import bin_medians, finite_prefix, fmt, kendall_tau, nanmedian, rel_iqr, segment
+from ._signals import best_layer_update_ratio, inputs_look_normalised, vanishing_ratio, zero_weights
+from ._stats import bin_medians, finite_prefix, fmt, kendall_tau, late, nanmedian, rel_iqr, segment, sustained
 
 MIN_POINTS = 20  # fewer finite loss points than this: no trend verdicts
 
@@ -113,8 +114,10 @@ def nonfinite_loss(run: Run, r: Rule) -> list[Finding]:
     elif nf.get("weights_nonfinite"):
         ev["weights_nonfinite"] = nf["weights_nonfinite"]
         msg += f"; the weights were already non-finite ({', '.join(nf['weights_nonfinite'][:3])})"
-        causes.setdefault("lr-too-high", 0.5)
-        causes.setdefault("exploding-gradient", 0.4)
+        if not causes:
+            # the last update wrote NaN although the loss was finite and not growing: the
+            # backward pass produced it (a derivative that is infinite at the value it saw)
+            causes = {"numerically-unstable-loss": 0.55, "exploding-gradient": 0.25, "lr-too-high": 0.2}
     elif nf.get("first_module"):
         fm = nf["first_module"]
         ev["first_module"] = fm
@@ -277,6 +280,12 @@ def loss_spikes(run: Run, r: Rule) -> list[Finding]:
     }
     msg = f"{len(spikes)} loss spikes far above the running level (steps {', '.join(map(str, st[:5]))}{' …' if len(st) > 5 else ''})"
     causes = [("no-lr-decay", 0.4), ("lr-too-high", 0.4), ("unshuffled-data", 0.15)]
+    gaps = np.diff(st)
+    if gaps.size >= 2 and np.ptp(gaps) <= 2:
+        # spikes at a fixed period: the same batch or shard comes back, not the optimizer
+        ev["period"] = int(np.median(gaps))
+        msg += f"; they recur every {int(np.median(gaps))} steps: one batch or shard of data is bad"
+        causes = [("label-noise", 0.6), ("nonfinite-data", 0.1), ("lr-too-high", 0.2)]
     return [r.finding(step=st[0], step_end=st[-1], message=msg, evidence=ev, causes=causes)]
 
 
@@ -387,18 +396,34 @@ def no_progress(run: Run, r: Rule) -> list[Finding]:
     msg = f"loss flat from the start: {fmt(start)} → {fmt(end)} over {n} steps (best {fmt(best)}, {improvement * 100:.2f} % better)"
     causes: dict[str, float] = {"lr-too-low": 0.55, "vanishing-gradient": 0.15, "wrong-output-activation": 0.1,
                                 "label-noise": 0.1}
-    ratios = [nanmedian(run.series[k].values) for k in run.names("update_ratio")]
-    ratios = [x for x in ratios if math.isfinite(x)]
-    if ratios:
-        med = float(np.median(ratios))
-        ev["median_update_ratio"] = med
-        if med < 1e-5:
+    best = best_layer_update_ratio(run)
+    vanish = vanishing_ratio(run)
+    zeros = zero_weights(run)
+    if zeros:
+        causes = {"bad-initialization": 0.8, "optimization-difficulty": 0.3}
+        ev["zero_weights"] = zeros[:20]
+        msg += f"; {len(zeros)} weight tensors are still exactly zero (zero init)"
+    elif vanish is not None and vanish < 1e-3:
+        causes["vanishing-gradient"] = 0.6
+        causes["lr-too-low"] = 0.2
+        ev["vanishing_ratio"] = vanish
+    elif best is not None and math.isfinite(best):
+        ev["median_update_ratio"] = best
+        if best < 1e-5:
             causes["lr-too-low"] = 0.85
-            msg += f"; update/weight ratio {fmt(med)} ≪ 1e-3"
-        elif med > 1e-3:
+            msg += f"; update/weight ratio {fmt(best)} ≪ 1e-3"
+        elif best > 1e-3:
             causes["lr-too-low"] = 0.2
+    opt = run.meta.get("optimizer") or {}
+    wd, lr0 = opt.get("weight_decay"), run.meta.get("lr")
+    if isinstance(wd, (int, float)) and isinstance(lr0, (int, float)) and wd * lr0 >= 1e-2:
+        # decay alone shrinks the weights by ≥ 1 % a step: nothing learned survives
+        causes["over-regularization"] = 0.7
+        causes["lr-too-low"] = 0.1
+        ev["weight_decay"] = wd
+        msg += f"; weight_decay={fmt(wd)} shrinks the weights {wd * lr0 * 100:.0f} % every step"
     lr = run.meta.get("lr")
-    if isinstance(lr, (int, float)) and lr <= 1e-5:
+    if isinstance(lr, (int, float)) and lr <= 1e-5 and "lr-too-low" in causes:
         causes["lr-too-low"] = max(causes["lr-too-low"], 0.8)
     if "double_softmax" in _config_faults(run):
         causes["double-softmax"] = 0.5
@@ -663,6 +688,16 @@ def bad_initial_loss(run: Run, r: Rule) -> list[Finding]:
     ev = {"first_loss": first, "expected": expected, "expected_formula": label, "ratio": first / expected}
     msg = f"first loss {fmt(first)} is {first / expected:.1f}× the {fmt(expected)} ({label}) a fresh model gives"
     causes = [("unnormalized-input", 0.45), ("bad-initialization", 0.45), ("wrong-output-activation", 0.15)]
+    normal = inputs_look_normalised(run)
+    if normal is not None:
+        st = run.meta["input_stats"]
+        ev["input_stats"] = st
+        if normal:
+            msg += f"; the inputs are well scaled (std {fmt(st['std'])}), so the initial weights are"
+            causes = [("bad-initialization", 0.7), ("wrong-output-activation", 0.15)]
+        else:
+            msg += f"; the inputs are not standardised (mean {fmt(st['mean'])}, max |x| {fmt(st['absmax'])})"
+            causes = [("unnormalized-input", 0.7), ("bad-initialization", 0.3)]
     return [r.finding(step=0, step_end=0, message=msg, evidence=ev, causes=causes)]
 
 
@@ -676,8 +711,9 @@ def accuracy_jump_pending(run: Run, r: Rule) -> list[Finding]:
         others, which can happen late. Stopping now throws the progress away.
 
     Evidence:
-        Over the last 30 % of the run: accuracy range ≤ 1 point at ≤ chance + 5 points, while
-        the loss fell ≥ 5 % with a downward trend.
+        Over the last 40 % of the evaluations: validation accuracy within 1 point (a training
+        batch's accuracy: no upward trend) at ≤ chance + 5 points, while the loss fell ≥ 5 %
+        with a downward trend.
 
     Example:
         Loss 2.30 → 2.05 over 300 steps while accuracy stays at 0.10.
@@ -689,23 +725,86 @@ def accuracy_jump_pending(run: Run, r: Rule) -> list[Finding]:
         A loss falling only by shrinking confident mistakes; the verdict is "wait", not "fix".
     """
     s = _loss(run)
-    acc = run.get("accuracy") or run.get("val_accuracy")
-    if s is None or acc is None or len(acc) < 10:
+    if s is None:
         return []
-    lo = acc.steps[int(len(acc) * 0.7)]
-    a = acc.values[acc.steps >= lo]
-    a = a[np.isfinite(a)]
-    lv = s.values[(s.steps >= lo) & np.isfinite(s.values)]
-    if a.size < 3 or lv.size < 10:
-        return []
-    scale = 100.0 if np.nanmax(a) > 1.0 else 1.0
-    a = a / scale
+    em, tm = run.get("eval_mode_loss"), run.get("train_mode_loss")
+    if em is not None and tm is not None and len(em) == len(tm) and np.nanmedian(em.values / tm.values) >= 2:
+        return []  # evaluation is broken (V007), not pending: "keep training" would be wrong advice
     c = run.meta.get("num_classes")
     chance = 1.0 / c if isinstance(c, int) and c >= 2 else 0.1
-    l0, l1 = nanmedian(lv[: lv.size // 5 + 1]), nanmedian(lv[-(lv.size // 5 + 1) :])
-    if not (np.ptp(a) <= 0.01 and a.max() <= chance + 0.05 and l0 > 0 and (l0 - l1) / l0 >= 0.05
-            and kendall_tau(lv) < -0.3):
+    for name in ("val_accuracy", "accuracy"):
+        acc = run.get(name)
+        if acc is None or len(acc) < 4:
+            continue
+        lo = acc.steps[int(len(acc) * 0.6)]
+        a = acc.values[acc.steps >= lo]
+        a = a[np.isfinite(a)]
+        if a.size < 3:
+            continue
+        a = a / (100.0 if np.nanmax(a) > 1.0 else 1.0)
+        # evaluation accuracy is measured on many samples: flat means flat; a training batch's
+        # accuracy is noisy: flat means no upward trend around the same level
+        flat = np.ptp(a) <= 0.01 if name == "val_accuracy" else (kendall_tau(a) < 0.3 and np.ptp(a) <= 0.15)
+        if not (flat and float(np.median(a)) <= chance + 0.05):
+            continue
+        lv = s.values[(s.steps >= lo) & np.isfinite(s.values)]
+        if lv.size < 10:
+            return []
+        k = lv.size // 5 + 1
+        l0, l1 = nanmedian(lv[:k]), nanmedian(lv[-k:])
+        if not (l0 > 0 and (l0 - l1) / l0 >= 0.05 and kendall_tau(lv) < -0.2):
+            return []
+        ev = {"accuracy": float(np.median(a)), "accuracy_series": name, "loss_from": l0, "loss_to": l1,
+              "window_start_step": int(lo), "chance": chance}
+        msg = (f"{name.replace('_', ' ')} flat at {np.median(a):.3f} since step {int(lo)} while the loss still falls "
+               f"({fmt(l0)} → {fmt(l1)}): keep training")
+        return [r.finding(step=int(lo), step_end=int(s.steps[-1]), message=msg, evidence=ev, causes=[("undertrained", 0.6)])]
+    return []
+
+
+@rule("L011", "warning")
+def unbalanced_loss_terms(run: Run, r: Rule) -> list[Finding]:
+    """What it does:
+        Compares the terms of a loss summed from several loss functions (multi-task, auxiliary
+        losses): live, every call of a torch loss function with gradients on is one term,
+        valued on sampled steps.
+
+    Why is this bad?
+        The gradient of a sum is dominated by its largest term: a term 100× the others drowns
+        them, and the tasks they stand for are not learned.
+
+    Evidence:
+        Two or more terms per step; the largest term's median over the last half of the samples
+        at least 100× the smallest's (and each of the last two samples too).
+
+    Example:
+        cross_entropy ≈ 2.1 next to mse_loss on raw prices ≈ 3.4e+04.
+
+    Use instead:
+        Weight the terms so they sit within one order of magnitude (or standardise the
+        regression target); train the main task first, then add the others.
+
+    Known false positives:
+        Hand-written terms (``w.pow(2).sum()``) are not seen: only torch loss functions.
+    """
+    names = run.names("loss_term")
+    if len(names) < 2:
         return []
-    ev = {"accuracy": float(np.median(a)), "loss_from": l0, "loss_to": l1, "window_start_step": int(lo)}
-    msg = f"accuracy flat at {np.median(a):.3f} since step {int(lo)} while the loss still falls ({fmt(l0)} → {fmt(l1)}): keep training"
-    return [r.finding(step=int(lo), step_end=int(s.steps[-1]), message=msg, evidence=ev, causes=[("undertrained", 0.6)])]
+    series = {n.split("/", 1)[1]: run.series[n] for n in names}
+    lens = {len(s) for s in series.values()}
+    if len(lens) != 1 or lens.pop() < 2:
+        return []
+    mat = np.vstack([np.abs(s.values) for s in series.values()])
+    with np.errstate(all="ignore"):
+        ratio = mat.max(axis=0) / mat.min(axis=0)
+    if not sustained(ratio, lambda x: x >= 100):
+        return []
+    med = {k: float(np.median(late(s.values))) for k, s in series.items()}
+    big = max(med, key=lambda k: abs(med[k]))
+    small = min(med, key=lambda k: abs(med[k]))
+    steps = next(iter(series.values())).steps
+    ev = {"terms": med, "largest": big, "smallest": small, "ratio": float(np.median(late(ratio)))}
+    msg = (f"loss term {big} ≈ {fmt(med[big])} is {fmt(ev['ratio'])}× term {small} ≈ {fmt(med[small])}: "
+           "it dominates the gradient")
+    return [r.finding(step=int(steps[0]), step_end=int(steps[-1]), message=msg, evidence=ev,
+                      causes=[("unbalanced-loss-terms", 0.8), ("unnormalized-target", 0.3)])]

@@ -3,13 +3,16 @@
 PyTorch gives global hooks for module forwards (``register_module_forward_pre_hook``) and
 optimizer steps (``register_optimizer_step_pre_hook``/``post_hook``); we use those. It has no
 hook at the start of ``backward()``, where the loss is in hand and the weights that produced
-it are still untouched, so ``Tensor.backward`` is wrapped (one Python call per step). The data
+it are still untouched, so ``Tensor.backward`` is wrapped (one Python call per step); nor one
+for loss functions, so the functional losses (which the nn loss modules call too) are wrapped
+to tell training terms from evaluation losses (one Python call per loss call). The data
 loader has no hook that tells which dataset indices form a batch, so the loader iterator's
 index fetch is wrapped to remember them (one call per batch): that is how a NaN names its
 samples. Every wrapper calls the original unchanged and contains its own failures.
 """
 from __future__ import annotations
 
+import functools
 from collections import deque
 from typing import Any
 
@@ -20,6 +23,22 @@ from .monitor import Monitor
 
 _listeners: list[Monitor] = []
 _orig_backward: Any = None
+_orig_losses: dict[str, Any] = {}
+# the functional losses; nn loss modules call these too, so one wrapper sees both
+LOSS_FUNCTIONS = ("cross_entropy", "nll_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits",
+                  "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "kl_div")
+
+
+def _wrap_loss(name: str, orig: Any) -> Any:
+    @functools.wraps(orig)
+    def loss_fn(*args: Any, **kwargs: Any) -> Any:
+        out = orig(*args, **kwargs)
+        for m in list(_listeners):
+            m.on_loss_call(name, orig, args, kwargs, out)
+        return out
+
+    loss_fn.__traindoctor_wrapped__ = orig  # type: ignore[attr-defined]
+    return loss_fn
 _orig_next_index: Any = None
 _orig_next: Any = None
 
@@ -70,6 +89,13 @@ def add_listener(monitor: Monitor) -> None:
         _orig_next_index, _orig_next = base._next_index, base.__next__
         base._next_index = _next_index  # type: ignore[method-assign]
         base.__next__ = _next  # type: ignore[method-assign]
+        import torch.nn.functional as F
+
+        for name in LOSS_FUNCTIONS:
+            orig = getattr(F, name, None)
+            if orig is not None:
+                _orig_losses[name] = orig
+                setattr(F, name, _wrap_loss(name, orig))
     _listeners.append(monitor)
 
 
@@ -82,6 +108,11 @@ def remove_listener(monitor: Monitor) -> None:
         torch.Tensor.backward = _orig_backward  # type: ignore[method-assign]
         dl._BaseDataLoaderIter._next_index = _orig_next_index  # type: ignore[method-assign]
         dl._BaseDataLoaderIter.__next__ = _orig_next  # type: ignore[method-assign]
+        import torch.nn.functional as F
+
+        for name, orig in _orig_losses.items():
+            setattr(F, name, orig)
+        _orig_losses.clear()
 
 
 class AutoWatch:

@@ -104,6 +104,19 @@ class Doctor:
                 raise TypeError(f"doctor.log({name}=...) needs a number, got {value!r}") from exc
             self.monitor.record(name, v, at)
 
+    def probe_hessian(self, inputs: Any, targets: Any, loss_fn: Any, *, iters: int = 30) -> dict[str, float]:
+        """Extreme Hessian eigenvalues at the current weights, recorded for G007 (saddle or minimum).
+
+        Costs ~2 × ``iters`` backward passes; the model, its buffers and the RNG are left as
+        they were. Call it when the gradient has collapsed while the loss is still high.
+        """
+        from ..hessian import extreme_eigenvalues
+
+        model = self.monitor.models[0]
+        result = extreme_eigenvalues(model, loss_fn, inputs, targets, iters=iters)
+        self.monitor.event("hessian", dict(result), step=max(0, self.monitor.step - 1))
+        return result
+
     def run_record(self) -> Run:
         """The Run recorded so far."""
         return self._run if self._run is not None else self.monitor.snapshot()

@@ -159,6 +159,9 @@ class Monitor:
         self._handles: list[Any] = []
         self._closed = False
         self.nonfinite_loss_step: int | None = None
+        self._terms_this_step = 0
+        self._eval_acc: dict[str, list] = {"loss": [], "correct": []}
+        self._has_train_only = False
 
         self._stop = threading.Event()
         self._writer = threading.Thread(target=self._writer_loop, name="traindoctor-writer", daemon=True)
@@ -196,8 +199,11 @@ class Monitor:
             return
         self.models.append(model)
         prefix = "" if len(self.models) == 1 else f"model{len(self.models) - 1}."
+        pinfo = self.meta.setdefault("params", {})
         for name, p in model.named_parameters():
             self._param_names.setdefault(id(p), prefix + name)
+            pinfo[prefix + name] = {"numel": int(p.numel()), "ndim": int(p.dim()), "requires_grad": bool(p.requires_grad)}
+        self._has_train_only = any(isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.Dropout)) for m in model.modules())
         self._handles.append(model.register_forward_pre_hook(self._pre_forward, with_kwargs=True))
         info = self.meta.setdefault("models", [])
         info.append(
@@ -259,6 +265,8 @@ class Monitor:
                 self._nonfinite_loss(v, None)
         self._emit_loss()
         self.step += 1
+        if self._primary_opt is None:
+            self._terms_this_step = 0
         self._arm_activations()
 
     def _read_loss(self, loss: torch.Tensor) -> Any:
@@ -291,10 +299,16 @@ class Monitor:
             self._primary_opt = opt
         if opt is self._primary_opt:
             self.opt_steps += 1
+            self._terms_this_step = 0
             if not self.explicit_steps:
                 self._emit_loss()
                 self.step += 1
                 self._guard("activations", self._arm_activations)
+
+    @property
+    def _clock(self) -> int:
+        """The step count that drives sampling: optimizer steps once one is seen, else loss steps."""
+        return self.opt_steps if self._primary_opt is not None else self.step
 
     def _sampled(self, opt: Any) -> bool:
         primary = self._primary_opt is None or opt is self._primary_opt
@@ -318,7 +332,10 @@ class Monitor:
         self.record("@grad_norms", (names, gnorms), step)
         self._opt_state[id(opt)] = (with_grad, names, before, step)
         if len(with_grad) < len(params):
-            self.record("params_without_grad", float(len(params) - len(with_grad)), step)
+            missing = [self._param_names.get(id(p), f"param{i}") for i, p in enumerate(params) if p.grad is None]
+            frozen = [self._param_names.get(id(p), "?") for p in params if not p.requires_grad]
+            self.event("no_grad", {"params": missing[:200], "count": len(missing), "requires_grad_false": frozen[:200],
+                                   "of": len(params)}, step)
         lr = opt.param_groups[0].get("lr")
         if isinstance(lr, (int, float)):
             self.record("lr", float(lr), step)
@@ -340,14 +357,41 @@ class Monitor:
         for h in self._act_handles:
             h.remove()
         self._act_handles = []
-        next_opt_step = self.opt_steps
-        if next_opt_step % self.cadence != 0 or "activations" in self._disabled:
+        if self._clock % self.cadence != 0 or "activations" in self._disabled:
             return
         step = self.step
         for model in self.models:
+            self._act_handles.append(model.register_forward_hook(self._make_output_hook(step)))
             for name, mod in model.named_modules():
                 if isinstance(mod, RELU_TYPES + SQUASH_TYPES):
                     self._act_handles.append(mod.register_forward_hook(self._make_act_hook(name, mod, step)))
+
+    def _make_output_hook(self, step: int) -> Callable[..., None]:
+        """Logit magnitude and prediction confidence of the model's output, on a sampled step."""
+        fired = [False]
+
+        def hook(m: nn.Module, inp: Any, out: Any) -> None:
+            if fired[0] or not torch.is_grad_enabled() or not m.training:
+                return
+            fired[0] = True
+            t = out if isinstance(out, torch.Tensor) else None
+            if t is None or not t.is_floating_point() or t.dim() == 0:
+                return
+
+            def measure() -> None:
+                with torch.no_grad():
+                    o = t.detach()
+                    self.record("logits_absmax", o.abs().max().to(torch.float64), step)
+                    kind = self.meta.get("loss_kind")
+                    if kind in ("cross_entropy",) and o.dim() == 2 and o.shape[1] >= 2:
+                        self.record("pred_confidence", torch.softmax(o.float(), 1).max(1).values.mean(), step)
+                    elif kind == "bce_logits" or (kind == "bce" and o.dim() <= 2):
+                        pr = torch.sigmoid(o.float()) if kind == "bce_logits" else o.float()
+                        self.record("pred_confidence", torch.maximum(pr, 1 - pr).mean(), step)
+
+            self._guard("outputs", measure)
+
+        return hook
 
     def _make_act_hook(self, name: str, mod: nn.Module, step: int) -> Callable[..., None]:
         fired = [False]
@@ -364,6 +408,7 @@ class Monitor:
                     o = out.detach().reshape(out.shape[0], -1)
                     if relu:
                         self.record(f"dead_frac/{name}", 1.0 - (o > 0).any(dim=0).to(torch.float32).mean(), step)
+                        self.record(f"act_absmax/{name}", o.abs().max().to(torch.float64), step)
                     elif sigmoid_like:
                         self.record(f"saturated_frac/{name}", ((o < 0.01) | (o > 0.99)).to(torch.float32).mean(), step)
                     else:
@@ -372,6 +417,84 @@ class Monitor:
             self._guard("activations", measure)
 
         return hook
+
+    # ------------------------------------------------------------------ loss function calls
+    def on_loss_call(self, fn_name: str, orig: Callable[..., Any], args: tuple, kwargs: dict, out: Any) -> None:
+        """Every call of a torch.nn.functional loss (nn loss modules call these too).
+
+        With gradients on it is a term of the training loss: counted per step, valued on sampled
+        steps (L011). Without (torch.no_grad(), or a model in eval mode) it is an evaluation: the
+        calls between two training steps are averaged into ``val_loss`` (and ``val_accuracy`` for
+        class-index targets), so a script's validation loop is seen with no help.
+        """
+        self._guard("loss-calls", self._on_loss_call, fn_name, orig, args, kwargs, out)
+
+    def _on_loss_call(self, fn_name: str, orig: Callable[..., Any], args: tuple, kwargs: dict, out: Any) -> None:
+        if not isinstance(out, torch.Tensor) or out.numel() != 1 or len(args) < 2:
+            return
+        inp, target = args[0], args[1]
+        training = torch.is_grad_enabled() and out.requires_grad
+        if training:
+            self._flush_eval()
+            idx = self._terms_this_step
+            self._terms_this_step += 1
+            if self._clock % self.cadence == 0:
+                self.record(f"loss_term/{idx}:{fn_name}", out.detach().to(torch.float64).reshape(()))
+                if fn_name in ("cross_entropy", "nll_loss") and isinstance(target, torch.Tensor) \
+                        and not target.is_floating_point() and inp.dim() == 2:
+                    self.record("accuracy", (inp.detach().argmax(1) == target).to(torch.float32).mean())
+                if idx == 0 and self._has_train_only and self._clock % (self.cadence * 4) == 0:
+                    self._guard("eval-gap", self._eval_gap, orig, args, kwargs, out)
+            return
+        n = int(inp.shape[0]) if isinstance(inp, torch.Tensor) and inp.dim() > 0 else 1
+        ev = self._eval_acc
+        ev["loss"].append((out.detach().to(torch.float64).reshape(()), n))
+        if fn_name in ("cross_entropy", "nll_loss") and isinstance(target, torch.Tensor) \
+                and not target.is_floating_point() and isinstance(inp, torch.Tensor) and inp.dim() == 2:
+            ev["correct"].append(((inp.detach().argmax(1) == target).sum(), int(target.numel())))
+
+    def _flush_eval(self) -> None:
+        ev = self._eval_acc
+        if not ev["loss"]:
+            return
+        self._eval_acc = {"loss": [], "correct": []}
+        total = sum(n for _, n in ev["loss"])
+        step = max(0, self.step - 1)
+        self.record("val_loss@auto", sum(v * n for v, n in ev["loss"]) / max(total, 1), step)
+        if ev["correct"]:
+            seen = sum(n for _, n in ev["correct"])
+            self.record("val_accuracy@auto", sum(c for c, _ in ev["correct"]).to(torch.float64) / max(seen, 1), step)
+
+    def _eval_gap(self, orig: Callable[..., Any], args: tuple, kwargs: dict, out: Any) -> None:
+        """Loss of the same batch in eval mode, against train mode (V007).
+
+        Side-effect free by construction: in eval mode BatchNorm neither reads nor updates batch
+        statistics and dropout draws no random numbers; every module's train/eval flag is put
+        back as it was. Skipped when modules carry forward hooks of their own (user code that
+        could observe the extra pass).
+        """
+        for model in self.models:
+            captured = self._last_inputs.get(id(model))
+            if captured is None:
+                continue
+            ours = {h.id for h in self._act_handles + self._handles}
+            for m in model.modules():
+                if m is not model and (set(m._forward_hooks) - ours or set(m._forward_pre_hooks) - ours):
+                    return
+            flags = [(m, m.training) for m in model.modules()]
+            try:
+                model.eval()
+                with torch.no_grad():
+                    out_eval = model(*captured[0], **captured[1])
+                    if not isinstance(out_eval, torch.Tensor) or out_eval.shape != args[0].shape:
+                        return
+                    loss_eval = orig(out_eval, *args[1:], **kwargs)
+            finally:
+                for m, f in flags:
+                    m.training = f
+            self.record("eval_mode_loss", loss_eval.detach().to(torch.float64).reshape(()))
+            self.record("train_mode_loss", out.detach().to(torch.float64).reshape(()))
+            return
 
     # ------------------------------------------------------------------ data ids
     def set_batch_ids(self, ids: Iterable[int] | None) -> None:
@@ -430,6 +553,22 @@ class Monitor:
             self.event("config", {"fault": "sigmoid_bce", "graph": [name_pre, type(node).__name__],
                                   "module": self._last_module_of(nn.Sigmoid)})
         self.meta["loss_graph"] = info
+        self._guard("input-stats", self._input_stats)
+
+    def _input_stats(self) -> None:
+        """Scale of the first batch's inputs: tells unscaled data from a bad init later (one-off)."""
+        for model in self._known_models():
+            captured = self._last_inputs.get(id(model))
+            if captured is None:
+                continue
+            for t in _tensors(captured):
+                if t.is_floating_point() and t.numel():
+                    x = t.detach().to(torch.float64)
+                    x = x[torch.isfinite(x)]
+                    if x.numel():
+                        self.meta["input_stats"] = {"mean": float(x.mean()), "std": float(x.std()) if x.numel() > 1 else 0.0,
+                                                    "absmax": float(x.abs().max()), "shape": list(t.shape)}
+                    return
 
     def _known_models(self) -> list[nn.Module]:
         if self.models:
@@ -568,8 +707,10 @@ class Monitor:
             elif name == "@updates":
                 names, u, w = value
                 for n, uu, ww in zip(names, u.tolist(), w.tolist()):
-                    ratio = uu / ww if ww > 0 else (float("nan") if not math.isfinite(uu) else 0.0 if uu == 0 else float("inf"))
+                    # a weight of norm 0 (zero init) has no meaningful ratio
+                    ratio = uu / ww if ww > 0 else float("nan")
                     points.append((f"update_ratio/{n}", step, ratio))
+                    points.append((f"weight_norm/{n}", step, ww))
             else:
                 v = float(value) if not isinstance(value, float) else value
                 if name == "loss" and not math.isfinite(v) and self.nonfinite_loss_step is None:
@@ -610,6 +751,7 @@ class Monitor:
             self._closed = True
             if self._loss_acc:
                 self._emit_loss()
+            self._guard("loss-calls", self._flush_eval)
             for h in self._handles + self._act_handles:
                 h.remove()
             self._handles, self._act_handles = [], []
@@ -632,7 +774,23 @@ class Monitor:
         with self._lock:
             points = list(self._points)
             events = list(self._events)
-        return Run.from_points(points, events, dict(self.meta))
+        # validation seen automatically stands in only where the user logged none himself
+        explicit = {n for n, _, _ in points if n in ("val_loss", "val_accuracy")}
+        used: list[str] = []
+        out = []
+        for n, st, v in points:
+            if n.endswith("@auto"):
+                base = n[: -len("@auto")]
+                if base in explicit:
+                    continue
+                if base not in used:
+                    used.append(base)
+                n = base
+            out.append((n, st, v))
+        meta = dict(self.meta)
+        if used:
+            meta["auto_captured"] = used
+        return Run.from_points(out, events, meta)
 
 
 def wall_clock() -> float:

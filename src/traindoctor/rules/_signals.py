@@ -1,0 +1,112 @@
+"""Derived signals several rules consult, so each is computed one way (pure numpy over a Run)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..run import Run
+from ._stats import late
+
+
+def weight_layers(run: Run) -> list[tuple[str, int]]:
+    """Weight matrices/kernels (ndim ≥ 2) with a sampled gradient norm, in registration order."""
+    info = run.meta.get("params") or {}
+    out = []
+    for name in run.names("grad_norm"):
+        p = name.split("/", 1)[1]
+        meta = info.get(p) or {}
+        if meta.get("ndim", 2) >= 2:
+            out.append((p, int(meta.get("numel", 1) or 1)))
+    return out
+
+
+def weight_update_ratios(run: Run) -> dict[str, np.ndarray]:
+    """Per weight layer, the sampled ‖Δw‖/‖w‖ (NaN where the weight norm is 0)."""
+    info = run.meta.get("params") or {}
+    out = {}
+    for name in run.names("update_ratio"):
+        p = name.split("/", 1)[1]
+        if (info.get(p) or {}).get("ndim", 2) >= 2:
+            out[p] = run.series[name].values
+    return out
+
+
+def per_step(ratios: dict[str, np.ndarray], how: str) -> np.ndarray | None:
+    """Across layers, per sampled step: ``how`` is "median" or "max" (NaN-safe)."""
+    if not ratios:
+        return None
+    n = len(next(iter(ratios.values())))
+    rows = [v for v in ratios.values() if len(v) == n]
+    mat = np.vstack(rows)
+    mat = np.where(np.isfinite(mat), mat, np.nan)
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmedian(mat, axis=0) if how == "median" else np.nanmax(mat, axis=0)
+
+
+def best_layer_update_ratio(run: Run) -> float | None:
+    """The late update ratio of the layer that moves most: an LR too low slows every layer, a
+    vanishing gradient only the early ones, so this is the LR's own signal."""
+    v = per_step(weight_update_ratios(run), "max")
+    if v is None:
+        return None
+    lv = late(v)
+    return float(np.median(lv)) if lv.size else None
+
+
+def vanishing_ratio(run: Run) -> float | None:
+    """Late RMS gradient of the first weight layer over the last one's (None with < 3 layers)."""
+    layers = weight_layers(run)
+    if len(layers) < 3:
+        return None
+    (first, n0), (lastl, n1) = layers[0], layers[-1]
+    a, b = run.series[f"grad_norm/{first}"].values, run.series[f"grad_norm/{lastl}"].values
+    if len(a) != len(b) or len(a) < 2:
+        return None
+    with np.errstate(all="ignore"):
+        r = (a / math.sqrt(n0)) / (b / math.sqrt(n1))
+    lr = late(r)
+    return float(np.median(lr)) if lr.size else None
+
+
+def zero_weights(run: Run) -> list[str]:
+    """Parameters whose weight norm is exactly 0 on every sample (zero initialisation never broken)."""
+    out = []
+    for name in run.names("weight_norm"):
+        v = run.series[name].values
+        if v.size >= 2 and np.all(v == 0):
+            out.append(name.split("/", 1)[1])
+    return out
+
+
+def inputs_look_normalised(run: Run) -> bool | None:
+    """From the first batch's input statistics: None when unknown."""
+    st = run.meta.get("input_stats")
+    if not isinstance(st, dict):
+        return None
+    try:
+        return abs(float(st["mean"])) <= 3 and float(st["std"]) <= 5 and float(st["absmax"]) <= 100
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def first_nonfinite_loss_step(run: Run) -> int | None:
+    s = run.get("loss")
+    if s is None:
+        return None
+    bad = ~np.isfinite(s.values)
+    return int(s.steps[int(np.argmax(bad))]) if bad.any() else None
+
+
+def before_nonfinite(run: Run, name: str):
+    """Series ``name`` cut at the first non-finite loss: after it, every statistic only echoes the NaN."""
+    s = run.get(name)
+    cut = first_nonfinite_loss_step(run)
+    if s is None or cut is None:
+        return s
+    keep = s.steps < cut
+    return type(s)(s.steps[keep], s.values[keep])

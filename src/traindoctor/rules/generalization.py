@@ -1,0 +1,378 @@
+"""Family V: training against validation (V001–V007).
+
+The backbone is the five train/validation curve patterns practitioners read off their plots:
+both falling (learning), train falling while validation rises (overfitting), train flat while
+validation falls (a data problem), both flat (underfitting), both rising (broken setup). The
+training loss is compared at the validation points: for each evaluation, the median training
+loss over the steps since the previous one.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..findings import Finding
+from ..run import Run
+from . import Rule, rule
+from ._signals import best_layer_update_ratio
+from ._stats import fmt, kendall_tau, late, nanmedian, sustained
+
+MIN_EVALS = 4
+
+
+def _paired(run: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(steps, train level, val loss) at each evaluation; train level from the steps before it."""
+    val, tr = run.get("val_loss"), run.get("loss")
+    if val is None or tr is None:
+        return None
+    ok = np.isfinite(val.values)
+    vs, vv = val.steps[ok], val.values[ok]
+    if vs.size < MIN_EVALS:
+        return None
+    fin = np.isfinite(tr.values)
+    ts, tv = tr.steps[fin], tr.values[fin]
+    if ts.size < MIN_EVALS:
+        return None
+    edges = np.searchsorted(ts, vs, side="right")
+    starts = np.concatenate(([0], edges[:-1]))
+    level = np.array([np.median(tv[a:b]) if b > a else np.nan for a, b in zip(starts, edges)])
+    keep = np.isfinite(level)
+    if keep.sum() < MIN_EVALS:
+        return None
+    return vs[keep], level[keep], vv[keep]
+
+
+def _epoch_of(run: Run, step: int) -> int | None:
+    ep = run.get("epoch")
+    if ep is None:
+        return None
+    i = int(np.searchsorted(ep.steps, step, side="right")) - 1
+    return int(ep.values[i]) if i >= 0 and math.isfinite(ep.values[i]) else None
+
+
+def _trend(y: np.ndarray) -> float:
+    return kendall_tau(y)
+
+
+@rule("V001", "warning")
+def overfitting(run: Run, r: Rule) -> list[Finding]:
+    """What it does:
+        Finds validation loss that passed its minimum and rises while the training loss keeps
+        falling, and names the best evaluation to keep.
+
+    Why is this bad?
+        From the best step on, the model memorises the training set: every further step makes
+        it worse on new data.
+
+    Evidence:
+        The validation minimum is neither the first evaluation nor among the last two, it is
+        ≥ 10 % below the first; since it, validation rose steadily (Kendall τ ≥ 0.5 over ≥ 4
+        evaluations, the last two ≥ 3 % and ≥ 5 % above the minimum) or by ≥ 10 %; and the
+        training loss fell ≥ 5 % since the minimum.
+
+    Example:
+        val_loss 0.41 at step 600 (best), 0.48 at 900, 0.57 at 1200, while train goes 0.30 → 0.05.
+
+    Use instead:
+        Early stopping with best-checkpoint restore (keep step of the minimum); more data or
+        augmentation; dropout; weight decay; a smaller model.
+
+    Known false positives:
+        Noisy validation on a tiny validation set; the 10 % bar and two evaluations guard it.
+    """
+    p = _paired(run)
+    if p is None:
+        return []
+    steps, tr, va = p
+    k = int(np.argmin(va))
+    best = float(va[k])
+    # it must have learned something general first: a minimum at the first evaluation, or one
+    # barely below it, is a validation set that never matched (V005), not memorisation
+    if k == 0 or k >= len(va) - 2 or best <= 0 or best > 0.9 * float(va[0]):
+        return []
+    after = va[k:]
+    rising = after.size >= 4 and _trend(after) >= 0.5
+    if not (va[-1] >= 1.05 * best and va[-2] >= 1.03 * best and (rising or va[-1] >= 1.1 * best)
+            and tr[-1] <= 0.95 * tr[k]):
+        return []
+    ep = _epoch_of(run, int(steps[k]))
+    ev = {"best_step": int(steps[k]), "best_val_loss": best, "last_val_loss": float(va[-1]),
+          "train_at_best": float(tr[k]), "train_last": float(tr[-1]), "best_epoch": ep}
+    where = f"step {int(steps[k])}" + (f" (epoch {ep})" if ep is not None else "")
+    msg = (f"validation loss bottomed at {fmt(best)} at {where} and rose to {fmt(float(va[-1]))} while the "
+           f"training loss fell {fmt(float(tr[k]))} → {fmt(float(tr[-1]))}: keep the checkpoint from {where}")
+    return [r.finding(step=int(steps[k]), step_end=int(steps[-1]), message=msg, evidence=ev,
+                      causes=[("overfitting", 0.8), ("batch-too-large", 0.1)])]
+
+
+def _rel_drop(y: np.ndarray) -> float:
+    a = float(np.median(y[: max(1, len(y) // 4)]))
+    b = float(np.min(y[len(y) // 4 :])) if len(y) > 1 else a
+    return (a - b) / abs(a) if a else 0.0
+
+
+@rule("V002", "warning")
+def underfitting(run: Run, r: Rule) -> list[Finding]:
+    """What it does:
+        Finds training and validation losses that are both high and both flat.
+
+    Why is this bad?
+        The model does not fit even the training data: more epochs will not help. It lacks
+        capacity, is over-regularised, or cannot be optimised as set up.
+
+    Evidence:
+        Over the evaluations: neither loss improves by 10 % after the first quarter, and the
+        training loss stays above half its first level (above 0.5·ln C when the class count is
+        known).
+
+    Example:
+        weight_decay=1.0: train 1.95 → 1.93, val 1.96 → 1.95 over 20 epochs on digits.
+
+    Use instead:
+        Lower weight decay and dropout; a wider/deeper model; check optimisation first
+        (compare with a shallower model, LR range test).
+
+    Known false positives:
+        A hard task at its noise floor is flat and "high"; with a known class count the bar is
+        half the chance loss.
+    """
+    p = _paired(run)
+    if p is None:
+        return []
+    steps, tr, va = p
+    first_train = nanmedian(run.get("loss").values[:5])
+    c = run.meta.get("num_classes")
+    floor = 0.5 * math.log(c) if isinstance(c, int) and c >= 2 else 0.5 * first_train
+    if not (_rel_drop(tr) < 0.1 and _rel_drop(va) < 0.1 and float(np.median(tr)) >= floor and float(tr[-1]) > 0):
+        return []
+    ev = {"train": float(tr[-1]), "val": float(va[-1]), "train_drop": _rel_drop(tr), "val_drop": _rel_drop(va),
+          "evaluations": int(len(va))}
+    msg = f"training ({fmt(float(tr[-1]))}) and validation ({fmt(float(va[-1]))}) losses both high and flat over {len(va)} evaluations"
+    causes: dict[str, float] = {"insufficient-capacity": 0.35, "optimization-difficulty": 0.2, "missing-nonlinearity": 0.1}
+    wd = (run.meta.get("optimizer") or {}).get("weight_decay")
+    if isinstance(wd, (int, float)) and wd >= 1e-2:
+        causes["over-regularization"] = 0.7
+        ev["weight_decay"] = wd
+        msg += f"; weight_decay={fmt(wd)} is strong"
+    else:
+        causes["over-regularization"] = 0.2
+    return [r.finding(step=int(steps[0]), step_end=int(steps[-1]), message=msg, evidence=ev, causes=list(causes.items()))]
+
+
+@rule("V003", "warning")
+def train_flat_val_falls(run: Run, r: Rule) -> list[Finding]:
+    """What it does:
+        Finds a training loss that stays flat while the validation loss falls.
+
+    Why is this bad?
+        The model learns something general that the training loss does not show: the training
+        targets are mostly noise (wrong or shuffled labels, misaligned data and labels), or the
+        training loss is computed on corrupted inputs. Almost always a data problem.
+
+    Evidence:
+        Training loss changes < 10 % over the evaluations and less than half as much as the
+        validation loss, which falls ≥ 10 % with a downward trend (Kendall τ ≤ −0.5).
+
+    Example:
+        80 % of training labels shuffled: train 2.28 → 2.25, val 2.30 → 1.70.
+
+    Use instead:
+        Audit label/data alignment in the training loader; compare a few samples with their
+        labels by eye; check augmentation is not destroying the signal.
+
+    Known false positives:
+        Heavy dropout or augmentation makes the training loss lag; it still falls.
+    """
+    p = _paired(run)
+    if p is None:
+        return []
+    steps, tr, va = p
+    drop_tr = (float(tr[0]) - float(np.median(tr[-2:]))) / abs(float(tr[0])) if tr[0] else 0.0
+    drop_va = (float(va[0]) - float(np.median(va[-2:]))) / abs(float(va[0])) if va[0] else 0.0
+    if not (abs(drop_tr) < 0.1 and abs(drop_tr) < 0.5 * drop_va and drop_va >= 0.1 and _trend(va) <= -0.5):
+        return []
+    ev = {"train_first": float(tr[0]), "train_last": float(tr[-1]), "val_first": float(va[0]), "val_last": float(va[-1])}
+    msg = (f"training loss flat ({fmt(float(tr[0]))} → {fmt(float(tr[-1]))}) while validation falls "
+           f"({fmt(float(va[0]))} → {fmt(float(va[-1]))}): the training data or labels are suspect")
+    return [r.finding(step=int(steps[0]), step_end=int(steps[-1]), message=msg, evidence=ev,
+                      causes=[("label-noise", 0.65), ("code-bug", 0.3)])]
+
+
+@rule("V004", "error")
+def both_rising(run: Run, r: Rule) -> list[Finding]:
+    """What it does:
+        Finds training and validation losses that rise together.
+
+    Why is this bad?
+        The optimisation itself goes the wrong way: the setup is broken (learning rate, loss
+        sign, architecture) or the data is dirty.
+
+    Evidence:
+        Over the last half of the evaluations both losses trend upward (Kendall τ ≥ 0.5) and end
+        ≥ 20 % above their minimum.
+
+    Example:
+        train 0.8 → 1.9 and val 0.9 → 2.2 over the last 10 epochs.
+
+    Use instead:
+        Lower the learning rate; check the loss and its sign; check the data pipeline.
+
+    Known false positives:
+        None known beyond short noisy windows; the trend must hold over half the evaluations.
+    """
+    p = _paired(run)
+    if p is None:
+        return []
+    steps, tr, va = p
+    h = len(va) // 2
+    t2, v2 = tr[h:], va[h:]
+    if len(v2) < 3:
+        return []
+    if not (_trend(t2) >= 0.5 and _trend(v2) >= 0.5 and t2[-1] >= 1.2 * tr.min() and v2[-1] >= 1.2 * va.min()):
+        return []
+    ev = {"train_min": float(tr.min()), "train_last": float(tr[-1]), "val_min": float(va.min()), "val_last": float(va[-1])}
+    msg = (f"training ({fmt(float(tr.min()))} → {fmt(float(tr[-1]))}) and validation ({fmt(float(va.min()))} → "
+           f"{fmt(float(va[-1]))}) losses both rise since step {int(steps[h])}")
+    return [r.finding(step=int(steps[h]), step_end=int(steps[-1]), message=msg, evidence=ev,
+                      causes=[("lr-too-high", 0.5), ("code-bug", 0.3), ("label-noise", 0.2)])]
+
+
+@rule("V005", "warning")
+def distribution_mismatch(run: Run, r: Rule) -> list[Finding]:
+    """What it does:
+        Finds validation far worse than training from the first evaluation, with a gap that does
+        not close as training improves.
+
+    Why is this bad?
+        The model learns the training distribution well, and the validation data is something
+        else: a different preprocessing, a shifted source, a split by time or by class. More
+        training or regularisation cannot fix that.
+
+    Evidence:
+        Training loss falls ≥ 50 % while validation never improves by 10 % on its first
+        evaluation, and ends ≥ 2× the training loss. (Overfitting, V001, first improves.)
+
+    Example:
+        Validation features shifted by +3 std: train 2.2 → 0.1, val 6.4 → 7.9.
+
+    Use instead:
+        Re-split the data randomly; apply identical preprocessing (same scaler fitted on
+        training) to both; check the sources match.
+
+    Known false positives:
+        A tiny validation set dominated by hard cases; check it has the class balance of
+        training.
+    """
+    p = _paired(run)
+    if p is None:
+        return []
+    steps, tr, va = p
+    drop_tr = (float(tr[0]) - float(tr.min())) / abs(float(tr[0])) if tr[0] else 0.0
+    val_gain = (float(va[0]) - float(va.min())) / abs(float(va[0])) if va[0] else 0.0
+    if not (drop_tr >= 0.5 and val_gain < 0.1 and va[-1] >= 2 * tr[-1]):
+        return []
+    ev = {"train_first": float(tr[0]), "train_last": float(tr[-1]), "val_first": float(va[0]), "val_last": float(va[-1]),
+          "gap_ratio_last": float(va[-1] / tr[-1]) if tr[-1] else None}
+    msg = (f"validation ({fmt(float(va[0]))} → {fmt(float(va[-1]))}) is far worse than training "
+           f"({fmt(float(tr[0]))} → {fmt(float(tr[-1]))}) from the first evaluation and never catches up")
+    return [r.finding(step=int(steps[0]), step_end=int(steps[-1]), message=msg, evidence=ev,
+                      causes=[("distribution-mismatch", 0.7), ("overfitting", 0.15)])]
+
+
+@rule("V006", "info")
+def unconfident_predictions(run: Run, r: Rule) -> list[Finding]:
+    """What it does:
+        Measures the mean probability the model gives its predicted class (sampled steps).
+
+    Why is this bad?
+        Probabilities near uniform (1/C, or 0.5 for binary) mean the classifier has not
+        separated the classes yet: it is undertrained or not learning.
+
+    Evidence:
+        The mean top-class probability within 0.05 of 1/C (0.5 for binary) for the median of the
+        last half of the samples and each of the last two, after at least 100 steps, while the
+        loss fell less than 5 % over the last half (a run still learning is left alone).
+
+    Example:
+        10 classes, mean top probability 0.12 at step 400.
+
+    Use instead:
+        Train longer, or fix what keeps it from learning (see the loss findings).
+
+    Known false positives:
+        Genuinely ambiguous data; calibrated models on hard tasks stay well above the bar.
+    """
+    s = run.get("pred_confidence")
+    if s is None or len(s) < 3 or int(s.steps[-1]) < 100:
+        return []
+    c = run.meta.get("num_classes")
+    kind = run.meta.get("loss_kind")
+    if kind in ("bce", "bce_logits"):
+        uniform = 0.5
+    elif isinstance(c, int) and c >= 2:
+        uniform = 1.0 / c
+    else:
+        return []
+    if not sustained(s.values, lambda x: x <= uniform + 0.05):
+        return []
+    loss = run.get("loss")
+    if loss is not None:
+        half = loss.values[len(loss) // 2 :]
+        half = half[np.isfinite(half)]
+        k = max(2, half.size // 5)
+        if half.size >= 10 and np.median(half[:k]) > 0 and (np.median(half[:k]) - np.median(half[-k:])) / np.median(half[:k]) >= 0.05:
+            return []  # still learning: near-uniform now is the start of a healthy run
+    v = float(np.median(late(s.values)))
+    ev = {"mean_top_probability": v, "uniform": uniform}
+    msg = f"the model gives its predicted class a mean probability of {v:.3f}, near uniform ({uniform:.3f})"
+    causes = [("undertrained", 0.5)]
+    best = best_layer_update_ratio(run)
+    if best is not None and best < 1e-4:
+        causes.append(("lr-too-low", 0.3))
+    return [r.finding(step=int(s.steps[len(s) // 2]), step_end=int(s.steps[-1]), message=msg, evidence=ev,
+                      causes=causes)]
+
+
+@rule("V007", "error")
+def eval_mode_gap(run: Run, r: Rule) -> list[Finding]:
+    """What it does:
+        Compares the loss of the same training batch in eval mode and in train mode (live: a
+        side-effect-free eval-mode pass on sampled steps when the model has BatchNorm or
+        dropout).
+
+    Why is this bad?
+        Eval mode should do at least as well on data the model is training on. A far higher
+        eval-mode loss means BatchNorm's running statistics do not describe the data (momentum
+        0, frozen statistics on new data, tiny or unshuffled batches) or dropout is misused:
+        validation and deployment see a different, worse model.
+
+    Evidence:
+        Eval-mode loss ≥ 2× the train-mode loss and ≥ 0.1 above it, for the median of the last
+        half of the samples and each of the last two.
+
+    Example:
+        BatchNorm1d(momentum=0.0) on raw inputs: train-mode loss 0.2, eval-mode loss 9.8.
+
+    Use instead:
+        Let BatchNorm statistics update on the new data (momentum 0.1, model.train() while
+        training); call model.eval() only for evaluation, model.train() after it.
+
+    Known false positives:
+        The first steps, before running statistics settle; only the last half is judged.
+    """
+    e, t = run.get("eval_mode_loss"), run.get("train_mode_loss")
+    if e is None or t is None or len(e) != len(t) or len(e) < 2:
+        return []
+    with np.errstate(all="ignore"):
+        ratio = e.values / t.values
+        diff = e.values - t.values
+    if not (sustained(ratio, lambda x: x >= 2) and sustained(diff, lambda x: x >= 0.1)):
+        return []
+    ev = {"eval_mode_loss": float(np.median(late(e.values))), "train_mode_loss": float(np.median(late(t.values))),
+          "ratio": float(np.median(late(ratio)))}
+    msg = (f"the same batch scores {fmt(ev['eval_mode_loss'])} in eval mode against {fmt(ev['train_mode_loss'])} in "
+           f"train mode ({fmt(ev['ratio'])}×): BatchNorm statistics or dropout misused")
+    return [r.finding(step=int(e.steps[len(e) // 2]), step_end=int(e.steps[-1]), message=msg, evidence=ev,
+                      causes=[("batchnorm-misuse", 0.8)])]
+
