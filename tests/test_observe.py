@@ -73,3 +73,32 @@ def test_script_sees_its_own_argv_and_main(tmp_path):
     script.write_text("import sys\nif __name__ == '__main__':\n    print(sys.argv[1:], sys.argv[0].endswith('args.py'))\n")
     p = _run([sys.executable, "-m", "traindoctor", "run", "--no-store", str(script), "--lr", "3", "x"], tmp_path)
     assert p.returncode == 0 and p.stdout == "['--lr', '3', 'x'] True\n"
+
+
+def test_printed_validation_metrics_are_read_and_stdout_is_untouched(tmp_path):
+    import io
+
+    from traindoctor.watch.launcher import watch_script
+
+    script = tmp_path / "printed.py"
+    script.write_text(textwrap.dedent(
+        """
+        import torch, torch.nn as nn
+        torch.manual_seed(0)
+        X = torch.randn(256, 10); y = (X[:, 0] > 0).long()
+        m = nn.Linear(10, 2); opt = torch.optim.SGD(m.parameters(), 0.1)
+        for ep in range(3):
+            for i in range(0, 256, 32):
+                opt.zero_grad()
+                out = m(X[i:i + 32])
+                loss = -torch.log_softmax(out, 1).gather(1, y[i:i + 32, None]).mean()  # by hand: no loss function
+                loss.backward(); opt.step()
+            print(f"epoch {ep}: val_acc={50 + 10 * ep:.1f}%  Validation loss: {1 / (ep + 1):.3f}")
+        """))
+    r = watch_script(script, [], store="", err=io.StringIO())
+    acc, vl = r.run.get("val_accuracy"), r.run.get("val_loss")
+    assert list(acc.values) == [0.5, 0.6, 0.7] and list(acc.steps) == [7, 15, 23]
+    assert list(vl.values) == [1.0, 0.5, 0.333]
+    bare = _run([sys.executable, str(script)], tmp_path)
+    watched = _run([sys.executable, "-m", "traindoctor", "run", "--no-store", str(script)], tmp_path)
+    assert bare.stdout == watched.stdout

@@ -7,7 +7,9 @@ the diagnosis at the end.
 """
 from __future__ import annotations
 
+import io
 import os
+import re
 import runpy
 import sys
 import time
@@ -22,6 +24,48 @@ from ..run import Run
 from .autohooks import AutoWatch
 from .doctor import crash_event_data
 from .monitor import Monitor
+
+_PRINTED = re.compile(
+    r"\b(?:val|valid|validation|eval|dev)[\s_/-]*(loss|acc|accuracy)\b\s*[:=]?\s*(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)(\s*%)?",
+    re.IGNORECASE,
+)
+
+
+class PrintedMetrics(io.TextIOBase):
+    """stdout as the script wrote it, byte for byte, with validation metrics read off its lines.
+
+    Scripts print "epoch 3 val_loss 0.41 val_acc 92.5%" more often than they log it anywhere:
+    those numbers become ``val_loss``/``val_accuracy`` when no loss-function call gave them.
+    """
+
+    def __init__(self, inner: IO[str], monitor: Monitor) -> None:
+        self._inner, self._monitor, self._buf = inner, monitor, ""
+
+    def write(self, text: str) -> int:
+        n = self._inner.write(text)
+        try:
+            self._buf += text
+            if "\n" in self._buf:
+                lines, self._buf = self._buf.rsplit("\n", 1)
+                for line in lines.splitlines():
+                    self._scan(line)
+            if len(self._buf) > 10_000:
+                self._buf = self._buf[-1000:]
+        except Exception:  # noqa: BLE001 - never break the script's output
+            pass
+        return n
+
+    def _scan(self, line: str) -> None:
+        for what, num, pct in _PRINTED.findall(line):
+            v = float(num) / (100.0 if pct else 1.0)
+            name = "val_loss" if what.lower() == "loss" else "val_accuracy"
+            self._monitor.record(f"{name}@printed", v, max(0, self._monitor.step - 1))
+
+    def flush(self) -> None:
+        self._inner.flush()
+
+    def __getattr__(self, name: str):  # fileno, isatty, encoding, buffer ... as the real stream
+        return getattr(self._inner, name)
 
 
 @dataclass
@@ -79,6 +123,8 @@ def watch_script(
     else:
         sys.path.insert(0, script_dir)
     code = 0
+    real_stdout = sys.stdout
+    sys.stdout = PrintedMetrics(real_stdout, monitor)
     try:
         runpy.run_path(str(path), run_name="__main__")
     except SystemExit as exc:
@@ -102,6 +148,11 @@ def watch_script(
         monitor.event("crash", crash_event_data(exc))
         code = 1
     finally:
+        try:
+            sys.stdout.flush()
+        except Exception:  # noqa: BLE001
+            pass
+        sys.stdout = real_stdout
         sys.argv = old_argv
         if old_path0 is not None and sys.path:
             sys.path[0] = old_path0

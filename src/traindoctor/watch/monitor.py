@@ -774,14 +774,15 @@ class Monitor:
         with self._lock:
             points = list(self._points)
             events = list(self._events)
-        # validation seen automatically stands in only where the user logged none himself
-        explicit = {n for n, _, _ in points if n in ("val_loss", "val_accuracy")}
+        # validation seen automatically stands in only where nothing better exists: what the user
+        # logged himself, then what the loss functions computed, then what the script printed
+        present = {n for n, _, _ in points}
         used: list[str] = []
         out = []
         for n, st, v in points:
-            if n.endswith("@auto"):
-                base = n[: -len("@auto")]
-                if base in explicit:
+            if "@" in n:
+                base, how = n.split("@", 1)
+                if base in present or (how == "printed" and f"{base}@auto" in present):
                     continue
                 if base not in used:
                     used.append(base)
