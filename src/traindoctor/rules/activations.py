@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..findings import Finding
-from ..run import Run
+from ..run import Run, Series
 from . import Rule, rule
 from ._signals import before_nonfinite, inputs_look_normalised
 from ._stats import fmt, late, sustained
@@ -18,6 +18,18 @@ def _update_ratio_until(run: Run, step: int) -> float | None:
         if v.size:
             vals.append(float(v.max()))
     return float(np.median(vals)) if vals else None
+
+
+def _worst_module(run: Run, prefix: str, bar: float = 0.5) -> tuple[str, float, Series] | None:
+    """The module whose fraction (dead, saturated) stays at or above ``bar`` highest, before any NaN."""
+    best: tuple[str, float, Series] | None = None
+    for name in run.names(prefix):
+        s = before_nonfinite(run, name)
+        if s is not None and len(s) >= 2 and sustained(s.values, lambda x: x >= bar):
+            v = float(np.median(late(s.values)))
+            if best is None or v > best[1]:
+                best = (name.split("/", 1)[1], v, s)
+    return best
 
 
 @rule("A001", "warning")
@@ -46,15 +58,10 @@ def dead_relu(run: Run, r: Rule) -> list[Finding]:
         Very small batches can leave a unit silent for one batch by chance; the fraction must
         hold over half the run.
     """
-    worst, worst_v, worst_s = None, 0.0, None
-    for name in run.names("dead_frac"):
-        s = before_nonfinite(run, name)
-        if s is not None and len(s) >= 2 and sustained(s.values, lambda x: x >= 0.5):
-            v = float(np.median(late(s.values)))
-            if v > worst_v:
-                worst, worst_v, worst_s = name.split("/", 1)[1], v, s
-    if worst is None or worst_s is None:
+    found = _worst_module(run, "dead_frac")
+    if found is None:
         return []
+    worst, worst_v, worst_s = found
     ev: dict = {"module": worst, "dead_fraction": worst_v, "first_fraction": float(worst_s.values[0])}
     msg = f"{worst_v * 100:.0f} % of the units of `{worst}` output 0 for every sample (dead ReLUs)"
     causes: dict[str, float] = {"dying-relu": 0.65}
@@ -95,15 +102,10 @@ def saturated_activations(run: Run, r: Rule) -> list[Finding]:
         Gating units (LSTM gates, attention gates) saturate by design; only nn.Sigmoid/nn.Tanh
         modules are measured.
     """
-    worst, worst_v, worst_s = None, 0.0, None
-    for name in run.names("saturated_frac"):
-        s = before_nonfinite(run, name)
-        if s is not None and len(s) >= 2 and sustained(s.values, lambda x: x >= 0.5):
-            v = float(np.median(late(s.values)))
-            if v > worst_v:
-                worst, worst_v, worst_s = name.split("/", 1)[1], v, s
-    if worst is None or worst_s is None:
+    found = _worst_module(run, "saturated_frac")
+    if found is None:
         return []
+    worst, worst_v, worst_s = found
     ev = {"module": worst, "saturated_fraction": worst_v}
     msg = f"{worst_v * 100:.0f} % of the outputs of `{worst}` sit in the flat tails of the activation"
     causes = [("saturating-activation", 0.65), ("unnormalized-input", 0.3), ("bad-initialization", 0.25)]
