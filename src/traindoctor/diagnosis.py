@@ -89,6 +89,10 @@ def concrete_fixes(cause_id: str, run: Run, findings: list[Finding]) -> list[str
     good_step = None
     if nonfinite is not None and nonfinite.step is not None:
         good_step = nonfinite.evidence.get("last_finite_step")
+    sweep = next((e.data for e in run.events_of("lr_range_test") if e.data.get("suggested_lr")), None)
+    if sweep is not None and cause_id in ("lr-too-high", "lr-too-low"):  # measured beats a rule of thumb
+        out.append(f"set the learning rate to {_fmt(sweep['suggested_lr'])}: the steepest-descent point of an LR range "
+                   f"test on this model and data with {sweep.get('optimizer')}")
     if cause_id == "lr-too-high":
         lrs = run.get("lr")
         if lrs is not None and len(lrs) >= 2:
@@ -146,17 +150,94 @@ def concrete_fixes(cause_id: str, run: Run, findings: list[Finding]) -> list[str
         if not faults:
             out.append("use the fused losses on logits: nn.CrossEntropyLoss, nn.BCEWithLogitsLoss, F.log_softmax")
             out.append("add an epsilon inside hand-written logs and divisions: torch.log(p + 1e-7)")
+    out += _measured_fixes(cause_id, run, {f.code: f for f in findings})
     for fix in CAUSES[cause_id].fixes if cause_id in CAUSES else ():
         # the catalogue's general advice, unless a concrete fix above already says it
         words = _words(fix)
         first = fix.split(" ", 1)[0].lower()
-        if not any(len(words & _words(o)) >= 2 or o.split(" ", 1)[0].lower() == first for o in out):
+        if not any(words & _words(o) or o.split(" ", 1)[0].lower() == first for o in out):
             out.append(fix)
     return out
 
 
+def _measured_fixes(cause_id: str, run: Run, f: dict[str, Finding]) -> list[str]:
+    """Fixes whose numbers and names come from the run: the layer, the step, the clip value."""
+    out: list[str] = []
+    opt = run.meta.get("optimizer") or {}
+    lr = run.meta.get("lr")
+    if cause_id in ("exploding-gradient", "lr-too-high"):
+        g = run.get("grad_norm")
+        if g is not None:
+            v = g.values[: max(2, len(g) // 5)]
+            v = v[np.isfinite(v)]
+            if v.size:
+                clip = float(np.median(v)) * 5
+                out.append(f"clip the gradient norm near 5× its healthy early level: "
+                           f"torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm={_fmt(clip)})")
+    if cause_id == "vanishing-gradient":
+        acts = [n.split("/", 1)[1] for n in run.names("saturated_frac")]
+        if acts:
+            shown = ", ".join(f"`{a}`" for a in acts[:6]) + (" …" if len(acts) > 6 else "")
+            out.append(f"replace the sigmoid/tanh activations {shown} with nn.ReLU or nn.GELU, and initialise the "
+                       "Linear layers with nn.init.kaiming_normal_(w, nonlinearity='relu')")
+        out.append("if the depth is needed, add residual connections (x + block(x)) or nn.LayerNorm/BatchNorm "
+                   "between the layers")
+    elif cause_id == "dying-relu" and "A001" in f:
+        mod = f["A001"].evidence.get("module")
+        if isinstance(lr, (int, float)):
+            out.append(f"lower the learning rate {_fmt(lr)} → {_fmt(lr / 10)}: large steps pushed the units below zero")
+        out.append(f"replace nn.ReLU `{mod}` with nn.LeakyReLU(0.01) (or nn.GELU), so dead units still get a gradient")
+    elif cause_id == "bad-initialization":
+        if "G006" in f and f["G006"].evidence.get("zero_initialised"):
+            names = ", ".join(f["G006"].evidence["zero_initialised"][:4])
+            out.append(f"do not initialise weights to zero ({names}): use the default init or "
+                       "nn.init.kaiming_normal_ (ReLU) / nn.init.xavier_uniform_ (tanh, sigmoid); zeros are fine for biases only")
+        else:
+            out.append("re-initialise: nn.init.kaiming_normal_(m.weight, nonlinearity='relu') for ReLU layers, "
+                       "nn.init.xavier_uniform_ for tanh/sigmoid, nn.init.zeros_(m.bias)")
+    elif cause_id == "over-regularization":
+        wd = opt.get("weight_decay")
+        if isinstance(wd, (int, float)) and wd > 0:
+            out.append(f"lower weight_decay {_fmt(wd)} → {_fmt(min(wd, 1e-2) / 100)} (raise it again only once "
+                       "validation shows overfitting)")
+    elif cause_id == "overfitting" and "V001" in f:
+        ev = f["V001"].evidence
+        where = f"step {ev.get('best_step')}" + (f" (epoch {ev['best_epoch']})" if ev.get("best_epoch") is not None else "")
+        out.append(f"stop at the validation minimum and keep that checkpoint: {where}, val_loss {_fmt(ev['best_val_loss'])}")
+        out.append("add regularisation: weight_decay=1e-4 (AdamW) and nn.Dropout(0.2) before the last layer; "
+                   "or more data / augmentation")
+    elif cause_id == "batchnorm-misuse":
+        out.append("let BatchNorm statistics follow the data: nn.BatchNorm1d(..., momentum=0.1) (not 0), "
+                   "model.train() while training, model.eval() only to evaluate")
+    elif cause_id == "code-bug" and "G006" in f:
+        ev = f["G006"].evidence
+        if ev.get("no_gradient"):
+            out.append(f"find what cuts the graph before {', '.join(ev['no_gradient'][:3])}: a .detach(), .data, "
+                       "torch.no_grad() or .item() on the path to the loss, or a branch whose output is not used")
+        if ev.get("requires_grad_false"):
+            out.append(f"{', '.join(ev['requires_grad_false'][:3])}: set requires_grad_(True), or leave them out of the "
+                       "optimizer if freezing was intended")
+    elif cause_id == "unbalanced-loss-terms" and "L011" in f:
+        ev = f["L011"].evidence
+        ratio = float(ev.get("ratio") or 0)
+        if ratio > 0:
+            out.append(f"scale the term {ev['largest']} by about {_fmt(1 / ratio)} (or standardise its target) so the "
+                       f"terms sit within one order of magnitude of {ev['smallest']}")
+    elif cause_id == "distribution-mismatch":
+        out.append("fit the preprocessing (scaler, normalisation constants, image orientation) on the training data "
+                   "and apply exactly the same transform to validation; then re-split at random")
+    elif cause_id == "label-noise" and "L003" in f and f["L003"].evidence.get("period"):
+        out.append(f"the spikes recur every {f['L003'].evidence['period']} steps: inspect the batch loaded at steps "
+                   f"{', '.join(map(str, f['L003'].evidence['spike_steps'][:3]))} (inputs and labels)")
+    return out
+
+
+_COMMON = {"learning", "rate", "model", "layer", "layers", "with", "when", "from", "that", "the", "than", "data",
+           "more", "smaller", "larger", "each", "every", "them", "only", "once", "train", "training", "loss"}
+
+
 def _words(text: str) -> set[str]:
-    return {w for w in re.findall(r"[a-z_]{4,}", text.lower())}
+    return {w for w in re.findall(r"[a-z_]{4,}", text.lower())} - _COMMON
 
 
 def rank_causes(findings: list[Finding], run: Run) -> list[CauseScore]:

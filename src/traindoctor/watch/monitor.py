@@ -229,7 +229,16 @@ class Monitor:
     # ------------------------------------------------------------------ loss
     def on_backward(self, loss: torch.Tensor) -> None:
         """The launcher calls this from ``Tensor.backward``: the loss of the current step."""
-        self._guard("loss", self._on_backward, loss)
+        if "loss" in self._disabled:
+            return
+        try:  # inlined containment: this runs every step
+            self._on_backward(loss)
+        except Exception:  # noqa: BLE001
+            self._guard("loss", self._raise_again)
+
+    @staticmethod
+    def _raise_again() -> None:
+        raise  # re-raised inside _guard so it is reported and the part disabled like any other
 
     def _on_backward(self, loss: torch.Tensor) -> None:
         if loss.numel() != 1 or not loss.is_floating_point():
@@ -325,12 +334,14 @@ class Monitor:
         if not with_grad:
             return
         names = [self._param_names.get(id(p), f"param{i}") for i, p in enumerate(with_grad)]
+        step = self.opt_steps
         with torch.no_grad():
             gnorms = _norms([p.grad for p in with_grad])
-            before = torch._foreach_mul([p.detach() for p in with_grad], 1.0)
-        step = self.opt_steps
+            # the update/weight ratio needs a copy of the weights: every other sampled step only
+            if (self.opt_steps // self.cadence) % 2 == 0:
+                before = torch._foreach_mul([p.detach() for p in with_grad], 1.0)
+                self._opt_state[id(opt)] = (with_grad, names, before, step)
         self.record("@grad_norms", (names, gnorms), step)
-        self._opt_state[id(opt)] = (with_grad, names, before, step)
         if len(with_grad) < len(params):
             missing = [self._param_names.get(id(p), f"param{i}") for i, p in enumerate(params) if p.grad is None]
             frozen = [self._param_names.get(id(p), "?") for p in params if not p.requires_grad]
@@ -354,9 +365,10 @@ class Monitor:
 
     # ------------------------------------------------------------------ activations
     def _arm_activations(self) -> None:
-        for h in self._act_handles:
-            h.remove()
-        self._act_handles = []
+        if self._act_handles:
+            for h in self._act_handles:
+                h.remove()
+            self._act_handles = []
         if self._clock % self.cadence != 0 or "activations" in self._disabled:
             return
         step = self.step
