@@ -2,7 +2,7 @@
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/detection.py
 
-Each faulty script is watched once with `traindoctor run`'s machinery (default cadence 25). The
+Each faulty script is watched once with `traindoctor run`'s machinery (default cadence, 50 steps). The
 rules are then evaluated on the run as it stood at every step t (every series and event cut at
 t), as they would be evaluated live, to find the first step at which the symptom is reported.
 Latency = that step − the step the fault begins (0 for faults present from the start; the first

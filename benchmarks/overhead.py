@@ -19,7 +19,7 @@ from torch import nn
 
 from traindoctor.watch.autohooks import AutoWatch
 from traindoctor.watch.doctor import Doctor
-from traindoctor.watch.monitor import Monitor
+from traindoctor.watch.monitor import DEFAULT_CADENCE, Monitor
 
 
 def mlp() -> nn.Module:
@@ -51,15 +51,20 @@ class HookClock:
 
     def __init__(self) -> None:
         self.total = 0.0
+        self._depth = 0
         self._orig = {n: getattr(Monitor, n) for n in self.NAMES}
 
     def _timed(self, fn):
         def wrapper(*a, **k):
+            if self._depth:  # nested (opt_post arms the activation hooks): counted by the outer call
+                return fn(*a, **k)
+            self._depth += 1
             t0 = time.perf_counter()
             try:
                 return fn(*a, **k)
             finally:
                 self.total += time.perf_counter() - t0
+                self._depth -= 1
         return wrapper
 
     def install(self) -> None:
@@ -146,7 +151,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--cadence", type=int, default=25)
+    ap.add_argument("--cadence", type=int, default=DEFAULT_CADENCE)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a = ap.parse_args()
     print(f"torch {torch.__version__}, device {a.device}, threads {torch.get_num_threads()}, "

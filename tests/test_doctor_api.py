@@ -50,7 +50,9 @@ def test_healthy_doctor_run_records_everything_and_is_silent(tmp_path):
     assert len(run.get("loss")) == 300
     assert len(run.get("val_loss")) == 6 and run.get("val_loss").steps[0] == 49
     g = run.get("grad_norm")
-    assert g is not None and list(g.steps[:3]) == [0, 25, 50]
+    from traindoctor.watch.monitor import DEFAULT_CADENCE
+
+    assert g is not None and list(g.steps[:3]) == [0, DEFAULT_CADENCE, 2 * DEFAULT_CADENCE]
     assert run.names("update_ratio") and run.names("dead_frac")
     assert d.diagnose().healthy
     stored = load_store(tmp_path / "r.db")

@@ -28,7 +28,7 @@ from torch import nn
 from ..diagnosis import Diagnosis, diagnose
 from ..run import Run
 from .autohooks import add_listener, remove_listener
-from .monitor import Monitor
+from .monitor import DEFAULT_CADENCE, Monitor
 
 
 def crash_event_data(exc: BaseException) -> dict[str, Any]:
@@ -52,7 +52,7 @@ class Doctor:
         model: nn.Module,
         optimizer: torch.optim.Optimizer | None = None,
         *,
-        cadence: int = 25,
+        cadence: int = DEFAULT_CADENCE,
         store: str | os.PathLike[str] | None = None,
         live: bool = True,
         report_file: IO[str] | None = None,

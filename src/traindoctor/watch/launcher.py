@@ -23,7 +23,7 @@ from ..errors import TrainDoctorError
 from ..run import Run
 from .autohooks import AutoWatch
 from .doctor import crash_event_data
-from .monitor import Monitor
+from .monitor import DEFAULT_CADENCE, Monitor
 
 _PRINTED = re.compile(
     r"\b(?:val|valid|validation|eval|dev)[\s_/-]*(loss|acc|accuracy)\b\s*[:=]?\s*(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)(\s*%)?",
@@ -86,7 +86,7 @@ def watch_script(
     args: list[str],
     *,
     store: str | os.PathLike[str] | None = None,
-    cadence: int = 25,
+    cadence: int = DEFAULT_CADENCE,
     err: IO[str] | None = None,
 ) -> WatchResult:
     path = Path(script)

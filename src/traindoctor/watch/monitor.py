@@ -113,13 +113,16 @@ def _tensors(obj: Any) -> list[torch.Tensor]:
     return []
 
 
+DEFAULT_CADENCE = 50  # sampled steps: keeps the watcher under 2 % of a step (benchmarks/overhead.py)
+
+
 class Monitor:
     """Collects signals from hooks into a Run (and a run store), shared by Doctor and ``run``."""
 
     def __init__(
         self,
         *,
-        cadence: int = 25,
+        cadence: int = DEFAULT_CADENCE,
         store: Any = None,
         flush_interval: float = 1.0,
         on_critical: Callable[[str], None] | None = None,
@@ -455,7 +458,7 @@ class Monitor:
                 if fn_name in ("cross_entropy", "nll_loss") and isinstance(target, torch.Tensor) \
                         and not target.is_floating_point() and inp.dim() == 2:
                     self.record("accuracy", (inp.detach().argmax(1) == target).to(torch.float32).mean())
-                if idx == 0 and self._has_train_only and self._clock % (self.cadence * 4) == 0:
+                if idx == 0 and self._has_train_only and self._clock % (self.cadence * 2) == 0:
                     self._guard("eval-gap", self._eval_gap, orig, args, kwargs, out)
             return
         n = int(inp.shape[0]) if isinstance(inp, torch.Tensor) and inp.dim() > 0 else 1
