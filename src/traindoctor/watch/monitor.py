@@ -163,6 +163,7 @@ class Monitor:
         self._closed = False
         self.nonfinite_loss_step: int | None = None
         self._terms_this_step = 0
+        self._bw_seen: tuple[torch.Tensor, Any] | None = None
         self._eval_acc: dict[str, list] = {"loss": [], "correct": []}
         self._has_train_only = False
 
@@ -252,7 +253,7 @@ class Monitor:
         if self.explicit_steps:
             # Doctor mode: doctor.step(loss) records the loss; here only the first sight of a
             # non-finite value matters, while the weights that produced it are still intact.
-            self._read_loss(loss)
+            self._bw_seen = (loss, self._read_loss(loss))
             return
         if self._primary_opt is None and self._loss_acc:
             # no optimizer has stepped yet: one backward is one step (manual updates)
@@ -269,7 +270,12 @@ class Monitor:
             if not self._first_backward_seen and loss.grad_fn is not None:
                 self._first_backward_seen = True
                 self._guard("loss-graph", self._inspect_loss_graph, loss)
-            self._loss_acc.append(self._read_loss(loss.detach().reshape(-1)[0] if loss.numel() else loss))
+            seen = self._bw_seen
+            if seen is not None and seen[0] is loss:
+                self._loss_acc.append(seen[1])  # already read at backward(): no second read
+            else:
+                self._loss_acc.append(self._read_loss(loss.detach().reshape(-1)[0] if loss.numel() else loss))
+            self._bw_seen = None
         else:
             v = float(loss)
             self._loss_acc.append(v)
