@@ -302,6 +302,12 @@ def test_binary_files(tmp_path):
     assert one_line(ei.value) == f"{noise}: is a binary file, not a CSV log"
 
 
+UNKNOWN = (
+    "unknown log format (expected a traindoctor run store, CSV/TSV, JSON Lines, a TensorBoard event file, "
+    "a Hugging Face trainer_state.json or an MLflow run)"
+)
+
+
 def test_load_dispatch(tmp_path):
     csv = write(tmp_path, "log.txt", "step,loss\n0,1\n")
     run = load(csv)
@@ -316,28 +322,22 @@ def test_load_dispatch(tmp_path):
     with pytest.raises(LogError) as ei:
         load(tmp_path)
     msg = one_line(ei.value)
-    assert msg.startswith(f"{tmp_path}: is a directory") and "not supported yet" in msg
+    assert msg == f"{tmp_path}: is a directory that holds no training log; name one log, or diagnose the directory"
     text = write(tmp_path, "train.txt", "epoch 1 loss 0.5\nepoch 2 loss 0.4\n")
     with pytest.raises(LogError) as ei:
         load(text)
-    assert one_line(ei.value) == (
-        f"{text}: unknown log format (expected a traindoctor run store or a CSV/TSV log)"
-    )
+    assert one_line(ei.value) == f"{text}: {UNKNOWN}"
     write(tmp_path, "rel.csv", "loss\n1\n")
     assert load(f"{tmp_path}/./rel.csv").meta["source"] == f"{tmp_path}/./rel.csv"
     other = write(tmp_path, "notes.log", "just some words\nno separators\n")
     with pytest.raises(LogError) as ei:
         load(other)
-    assert one_line(ei.value) == (
-        f"{other}: unknown log format (expected a traindoctor run store or a CSV/TSV log)"
-    )
+    assert one_line(ei.value) == f"{other}: {UNKNOWN}"
     binary = tmp_path / "weights.bin"
     binary.write_bytes(b"\x80\x02\x00\x01" * 100)
     with pytest.raises(LogError) as ei:
         load(binary)
-    assert one_line(ei.value) == (
-        f"{binary}: unknown log format (expected a traindoctor run store or a CSV/TSV log)"
-    )
+    assert one_line(ei.value) == f"{binary}: {UNKNOWN}"
 
 
 def test_large_nan_column_stays_vectorised(tmp_path):

@@ -21,6 +21,10 @@ def __getattr__(name: str):  # torch-dependent parts load on first use
         from .logs import load
 
         return load
+    if name == "checkup":
+        from .checks.checkup import checkup
+
+        return checkup
     raise AttributeError(f"module 'traindoctor' has no attribute {name!r}")
 
 

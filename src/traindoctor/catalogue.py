@@ -84,17 +84,19 @@ SYMPTOMS: dict[str, Symptom] = {s.code: s for s in (
     Symptom('M008', 'loss-task-mismatch', 'the loss does not fit the task or the labels: mean-squared error on class indices, binary cross-entropy on a multi-class target, cross-entropy on a continuous target'),
     Symptom('M009', 'output-activation-mismatch', "the last layer's activation does not fit the loss: ReLU or sigmoid on logits fed to cross-entropy, raw outputs fed to a loss that expects probabilities, softmax where labels are multi-label, ReLU on a regression output whose targets go negative"),
     Symptom('M010', 'missing-nonlinearity', 'stacked linear (or convolution) layers with no activation between them: the network collapses to one linear map'),
+    Symptom('M011', 'input-ignored', 'after the same short training the model does as well with its inputs zeroed as with the real ones: its output does not depend on the input (input overwritten, detached or never fed), or the labels do not depend on it'),
+    Symptom('M012', 'lr-outside-working-range', "the optimizer's learning rate lies outside the range where an LR range test made the loss fall: at or above the LR where the loss diverged, or orders of magnitude below the steepest-descent LR"),
 )}
 
 CAUSES: dict[str, Cause] = {c.id: c for c in (
-    Cause('lr-too-high', 'learning rate too high', ('L001', 'L002', 'L003', 'L004', 'G001', 'G004', 'A001', 'L008'), ('lower LR ×0.1 (search on a log scale: 0.1, 0.01, 0.001, …)', 'add warm-up', 'clip gradient norm (5, 10 or 15 for RNNs)', 'run an LR range test')),
-    Cause('lr-too-low', 'learning rate too low', ('L005', 'G005'), ('raise LR ×10', 'LR range test')),
+    Cause('lr-too-high', 'learning rate too high', ('L001', 'L002', 'L003', 'L004', 'G001', 'G004', 'A001', 'L008', 'M012'), ('lower LR ×0.1 (search on a log scale: 0.1, 0.01, 0.001, …)', 'add warm-up', 'clip gradient norm (5, 10 or 15 for RNNs)', 'run an LR range test')),
+    Cause('lr-too-low', 'learning rate too low', ('L005', 'G005', 'M012'), ('raise LR ×10', 'LR range test')),
     Cause('no-lr-decay', 'LR never decays', ('L006', 'L003'), ('decay ×0.5 (or ÷2 to ÷5) when validation stops improving', 'cosine/step schedule')),
     Cause('nonfinite-data', 'NaN/Inf in data', ('D001', 'L001'), ('drop or repair the listed samples', 'validate data at load time')),
     Cause('unnormalized-input', 'inputs not standardised', ('D002', 'L001', 'L004', 'A003'), ('subtract mean, divide by std per feature (pixels to [−1, 1] or standardised)',)),
     Cause('unnormalized-target', 'regression targets not standardised', ('D003', 'L001', 'L002'), ('standardise targets, invert at prediction time',)),
     Cause('label-domain-error', 'labels do not fit the loss', ('D004', 'L001'), ('fix label encoding or the loss/output size pairing',)),
-    Cause('label-noise', 'wrong or shuffled labels', ('D008', 'L005', 'V003'), ('audit the listed samples', 'check data/label alignment in the loader')),
+    Cause('label-noise', 'wrong or shuffled labels', ('D008', 'L005', 'V003', 'M011'), ('audit the listed samples', 'check data/label alignment in the loader')),
     Cause('numerically-unstable-loss', 'log of 0 or exp overflow in the loss', ('M002', 'L001', 'L008'), ('use fused forms (`CrossEntropyLoss` on logits, `BCEWithLogitsLoss`, `log_softmax`)', 'add eps inside logs')),
     Cause('double-softmax', 'softmax applied twice', ('M001', 'L005', 'L007'), ('return logits from the model',)),
     Cause('bad-initialization', 'init scale wrong', ('M003', 'L009', 'G001', 'G002', 'A002'), ('Xavier for tanh/sigmoid, Kaiming for ReLU, zero biases',)),
@@ -120,5 +122,5 @@ CAUSES: dict[str, Cause] = {c.id: c for c in (
     Cause('wrong-optimizer-settings', 'optimiser or its settings unsuited (plain SGD without momentum on a hard problem, Adam epsilon or betas off)', ('L006', 'L005', 'G005'), ('Adam with defaults, or SGD with momentum 0.9',)),
     Cause('unbalanced-loss-terms', 'loss terms on different scales', ('L011',), ('weight the terms so they sit within one order of magnitude', "begin with the main task's term, add the others once it trains")),
     Cause('batch-too-large', 'batch so large that updates are few and generalisation suffers', ('V001', 'L006'), ('smaller batch, or scale the LR with it',)),
-    Cause('code-bug', 'plumbing bug in model, loss or data', ('M004', 'M006', 'V004'), ("the doctor's probes narrow it down: overfit one batch, repeat one sample, gradient check, compare with a shallow model",)),
+    Cause('code-bug', 'plumbing bug in model, loss or data', ('M004', 'M006', 'V004', 'M011'), ("the doctor's probes narrow it down: overfit one batch, repeat one sample, gradient check, compare with a shallow model",)),
 )}

@@ -91,8 +91,9 @@ def concrete_fixes(cause_id: str, run: Run, findings: list[Finding]) -> list[str
         good_step = nonfinite.evidence.get("last_finite_step")
     sweep = next((e.data for e in run.events_of("lr_range_test") if e.data.get("suggested_lr")), None)
     if sweep is not None and cause_id in ("lr-too-high", "lr-too-low"):  # measured beats a rule of thumb
-        out.append(f"set the learning rate to {_fmt(sweep['suggested_lr'])}: the steepest-descent point of an LR range "
-                   f"test on this model and data with {sweep.get('optimizer')}")
+        sug = float(sweep["suggested_lr"])
+        out.append(f"set the learning rate between {_fmt(sug / 3)} and {_fmt(sug)}: an LR range test on this model and "
+                   f"data with {sweep.get('optimizer')} falls fastest at {_fmt(sug)} (start at the low end with momentum)")
     if cause_id == "lr-too-high":
         lrs = run.get("lr")
         if lrs is not None and len(lrs) >= 2:

@@ -14,6 +14,8 @@ vectorised, path.
 from __future__ import annotations
 
 import codecs
+import csv
+import io
 import os
 import re
 from pathlib import Path
@@ -24,120 +26,29 @@ import pandas as pd
 
 from ..errors import LogError
 from ..run import Run, Series
-
-# role → series name in the Run (the same, today)
-METRIC_ROLES = ("loss", "val_loss", "accuracy", "val_accuracy", "lr", "grad_norm")
-INDEX_ROLES = ("step", "epoch")
-ROLES = METRIC_ROLES + INDEX_ROLES
-
-# aliases as normalised names (lower case, separators → "_"), in order of preference
-_ALIASES: dict[str, tuple[str, ...]] = {
-    "loss": ("loss", "train_loss", "training_loss", "trn_loss"),
-    "val_loss": ("val_loss", "valid_loss", "validation_loss", "eval_loss"),
-    "accuracy": ("acc", "accuracy", "train_acc", "train_accuracy", "training_acc", "training_accuracy"),
-    "val_accuracy": (
-        "val_acc",
-        "val_accuracy",
-        "valid_acc",
-        "valid_accuracy",
-        "validation_acc",
-        "validation_accuracy",
-        "eval_acc",
-        "eval_accuracy",
-    ),
-    "lr": ("lr", "learning_rate", "train_lr", "train_learning_rate"),
-    "grad_norm": ("grad_norm", "gradient_norm", "train_grad_norm", "grad_2_0_norm_total"),
-    "step": ("step", "global_step", "trainer_global_step", "iteration", "iter"),
-    "epoch": ("epoch",),
-}
-# used for val_loss only when no validation-loss column exists
-_TEST_LOSS = ("test_loss",)
-
-# Lightning adds _step/_epoch when a metric is logged with on_step and on_epoch. Training metrics
-# prefer the step-level column; validation metrics the epoch aggregate (the _step one holds one
-# value per validation batch, all at the same global step).
-_SUFFIX_RANK_TRAIN = {"": 0, "_step": 1, "_epoch": 2}
-_SUFFIX_RANK_VAL = {"": 0, "_epoch": 1, "_step": 2}
+from .roles import (  # noqa: F401 - re-exported: the role names were first defined here
+    INDEX_ROLES,
+    METRIC_ROLES,
+    ROLES,
+    NoTrainingLoss,
+    assign_columns,
+    names_list,
+)
+from .roles import norm_name as _norm
 
 _NAN_WORDS = ("nan", "+nan", "-nan")
 _SNIFF_BYTES = 8192
-
-
-def _norm(name: str) -> str:
-    return re.sub(r"[\s/\-._]+", "_", str(name).strip().lower()).strip("_")
-
-
-def _split_suffix(norm: str) -> tuple[str, str]:
-    for suffix in ("_step", "_epoch"):
-        if norm.endswith(suffix) and len(norm) > len(suffix):
-            return norm[: -len(suffix)], suffix
-    return norm, ""
-
-
-def _match_rank(role: str, norm: str, aliases: tuple[str, ...]) -> tuple[int, int] | None:
-    """(suffix rank, alias rank) of column ``norm`` for ``role``; None when it does not match."""
-    ranks = _SUFFIX_RANK_VAL if role.startswith("val_") else _SUFFIX_RANK_TRAIN
-    if role in INDEX_ROLES:
-        return (0, aliases.index(norm)) if norm in aliases else None
-    base, suffix = _split_suffix(norm)
-    for cand, sfx in ((norm, ""), (base, suffix)):
-        if cand in aliases:
-            return ranks[sfx], aliases.index(cand)
-    if role == "lr" and norm.startswith("lr_"):
-        # LearningRateMonitor: lr-Adam, lr-SGD-momentum, lr-AdamW/pg1 ...
-        return 3, 0
-    return None
+# a header wider than this is read column-selectively (pandas builds every column otherwise: a
+# million-column header took two minutes); ragged rows are not checked then
+_WIDE = 1000
+_MAX_HEADER_BYTES = 64 << 20
 
 
 def _cols_list(columns: list[str]) -> str:
-    return ", ".join(columns) if columns else "(none)"
+    return names_list(columns)
 
 
-def assign_columns(
-    columns: list[str], overrides: dict[str, str] | None = None, path: str | os.PathLike[str] = "<log>"
-) -> dict[str, str]:
-    """Role → column name for ``columns``: the user's overrides first, then found by name."""
-    chosen: dict[str, str] = {}
-    for role, name in (overrides or {}).items():
-        if role not in ROLES:
-            raise LogError(
-                f"unknown metric role {role!r} in --metric {role}={name}; roles are: {', '.join(ROLES)}; "
-                f"columns are: {_cols_list(columns)}",
-                path=path,
-            )
-        col = name if name in columns else None
-        if col is None:
-            loose = [c for c in columns if c.strip().lower() == str(name).strip().lower()]
-            col = loose[0] if len(loose) == 1 else None
-        if col is None:
-            raise LogError(
-                f"no column {name!r} for --metric {role}={name}; columns are: {_cols_list(columns)}",
-                path=path,
-            )
-        chosen[role] = col
-
-    norms = {c: _norm(c) for c in columns}
-
-    def best(role: str, aliases: tuple[str, ...]) -> str | None:
-        taken = set(chosen.values())
-        hits = []
-        for i, c in enumerate(columns):
-            if c in taken:
-                continue
-            rank = _match_rank(role, norms[c], aliases)
-            if rank is not None:
-                hits.append((rank, i, c))
-        return min(hits)[2] if hits else None
-
-    for role in ROLES:
-        if role in chosen:
-            continue
-        col = best(role, _ALIASES[role])
-        if col is None and role == "val_loss":
-            col = best(role, _TEST_LOSS)
-        if col is not None:
-            chosen[role] = col
-    return chosen
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")  # as pandas splits lines
 
 
 def _sniff(path: Path) -> tuple[str, str, int]:
@@ -147,6 +58,11 @@ def _sniff(path: Path) -> tuple[str, str, int]:
     """
     with open(path, "rb") as f:
         head = f.read(_SNIFF_BYTES)
+        while head and not head.strip() and len(head) < (1 << 20):
+            more = f.read(_SNIFF_BYTES)  # a long run of blank lines above the header
+            if not more:
+                break
+            head += more
     if b"\x00" in head:
         raise LogError("is a binary file, not a CSV log", path=path)
     try:
@@ -158,17 +74,148 @@ def _sniff(path: Path) -> tuple[str, str, int]:
     controls = sum(1 for ch in text if ord(ch) < 32 and ch not in "\t\n\r\f\v")
     if text and controls > 0.05 * len(text):
         raise LogError("is a binary file, not a CSV log", path=path)
-    all_lines = text.splitlines()
-    lines = [ln for ln in all_lines if ln.strip()]
-    if not lines:
+    all_lines = _LINE_BREAK.split(text)
+    lead = next((i for i, ln in enumerate(all_lines) if ln.strip()), None)
+    if lead is None:
         raise LogError("is empty", path=path)
-    header = lines[0]
-    lead = all_lines.index(header)
+    header = all_lines[lead]
     counts = {sep: header.count(sep) for sep in ("\t", ",", ";")}
     sep = max(counts, key=lambda s: counts[s])  # ties: tab, comma, semicolon (dict order)
     if counts[sep] == 0:
         sep = ","
     return encoding, sep, lead
+
+
+_LINE_BREAK_B = re.compile(rb"\r\n|\r|\n")
+
+
+def _header(path: Path, encoding: str, sep: str, lead: int) -> list[str]:
+    """The header's field names, read whole however long the line (the sniff saw 8 KB of it)."""
+    line = b""
+    with open(path, "rb") as f:
+        data, pos, skipped = b"", 0, 0
+        while True:
+            m = _LINE_BREAK_B.search(data, pos)
+            if m is None or (m.group() == b"\r" and m.end() == len(data)):
+                more = f.read(1 << 20)
+                if more:
+                    if len(data) - pos > _MAX_HEADER_BYTES:
+                        raise LogError(
+                            f"header line is longer than {_MAX_HEADER_BYTES >> 20} MiB, expected a CSV header",
+                            path=path,
+                            line=lead + 1,
+                        )
+                    data, pos = data[pos:] + more, 0
+                    continue
+                if m is None:
+                    line = data[pos:] if skipped == lead else b""
+                    break
+            if skipped == lead:
+                line = data[pos : m.start()]
+                break
+            pos, skipped = m.end(), skipped + 1
+    text = line.decode(encoding, errors="replace")
+    try:
+        fields = next(csv.reader([text], delimiter=sep, skipinitialspace=True), [])
+    except csv.Error:
+        fields = text.split(sep)
+    return [str(c).strip() for c in fields]
+
+
+def _incomplete_tail(path: Path, sep: str, header: list[str], role_cols: list[str]) -> tuple[int, str] | None:
+    """(line number, why) of a last line left unfinished by a writer still at work, else None.
+
+    Only a last line with no line end can be unfinished: one with fewer fields than the header,
+    an open quote, or a cell of a used column that is not (yet) a number. A complete last line
+    that merely lacks its line end is kept.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        f.seek(max(0, size - (1 << 16)))
+        tail = f.read()
+    if not tail or tail.endswith((b"\n", b"\r")):
+        return None
+    cut = max(tail.rfind(b"\n"), tail.rfind(b"\r"))
+    if cut < 0 and size > len(tail):
+        return None  # a last line over 64 KiB: leave it to the parser
+    last = tail[cut + 1 :].decode("latin-1")
+    if not last.strip():
+        return None
+    with open(path, "rb") as f:
+        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b"")) + 1
+    if tail.count(b"\n") == 0 and tail.count(b"\r") > 0:
+        lines = tail.count(b"\r") + 1
+    if last.count('"') % 2:
+        return lines, "an open quote"
+    try:
+        cells = next(csv.reader([last], delimiter=sep, skipinitialspace=True), [])
+    except csv.Error:
+        return lines, "a broken field"
+    if len(cells) < len(header):
+        return lines, f"{len(cells)} of {len(header)} fields"
+    for col in role_cols:
+        if col in header:
+            i = header.index(col)
+            cell = cells[i].strip() if i < len(cells) else ""
+            if cell:
+                try:
+                    float(cell.replace(",", ".") if sep == ";" else cell)
+                except ValueError:
+                    return lines, f"column {col!r} holds {cell[:40]!r}"
+    return None
+
+
+# A logged NaN written as text ("nan", "NaN", "-nan") makes pandas' C parser keep the whole column
+# as Python strings (seconds for a million rows), because an empty cell (nothing logged) must stay
+# told apart from a NaN (logged). Such cells are rewritten, in the bytes, to this number, which
+# parses exactly and nobody logs; after parsing it is turned back into a logged NaN.
+_NAN_MARK = -9007199254740991.0
+_NAN_MARK_B = b"-9007199254740991"
+
+
+def _mark_nans(data: bytes, sep: str, body: int) -> bytes | None:
+    """``data`` with every whole cell ``[+-]nan`` (any case) after byte ``body`` as :data:`_NAN_MARK`.
+
+    None when there is none. Vectorised: numpy finds the cells, one join rebuilds the bytes.
+    """
+    u8 = np.frombuffer(data, dtype=np.uint8)
+    n = u8.shape[0]
+    if n < 3:
+        return None
+    low = u8 | np.uint8(0x20)
+    at = np.flatnonzero((low[:-2] == ord("n")) & (low[1:-1] == ord("a")) & (low[2:] == ord("n")))
+    at = at[at >= body]
+    if at.size == 0:
+        return None
+    signed = (at > 0) & np.isin(u8[np.maximum(at - 1, 0)], np.frombuffer(b"+-", dtype=np.uint8))
+    start = at - signed
+    ends = at + 3
+    bounds = np.frombuffer(sep.encode("latin-1") + b"\n\r", dtype=np.uint8)
+    before = np.where(start > 0, u8[np.maximum(start - 1, 0)], ord("\n"))
+    after = np.where(ends < n, u8[np.minimum(ends, n - 1)], ord("\n"))
+    whole = np.isin(before, bounds) & np.isin(after, bounds)
+    start, ends = start[whole], ends[whole]
+    if start.size == 0:
+        return None
+    pieces = []
+    prev = 0
+    for a, b in zip(start.tolist(), ends.tolist()):
+        pieces.append(data[prev:a])
+        pieces.append(_NAN_MARK_B)
+        prev = b
+    pieces.append(data[prev:])
+    return b"".join(pieces)
+
+
+def _body_offset(data: bytes, lead: int) -> int:
+    """Byte offset just past the header line (``lead`` blank lines above it)."""
+    pos = 0
+    for _ in range(lead + 1):
+        m = _LINE_BREAK_B.search(data, pos)
+        if m is None:
+            return len(data)
+        pos = m.end()
+    return pos
 
 
 def _parse_error(path: Path, e: Exception) -> LogError:
@@ -184,37 +231,63 @@ def _parse_error(path: Path, e: Exception) -> LogError:
     return LogError(f"cannot parse as CSV: {msg}", path=path)
 
 
-def _read_frame(path: Path, encoding: str, sep: str, lead: int) -> pd.DataFrame:
+def _read_frame(
+    source: Path | io.BytesIO,
+    path: Path,
+    encoding: str,
+    sep: str,
+    lead: int,
+    usecols: list[int] | None = None,
+) -> pd.DataFrame:
     kwargs: dict[str, Any] = {
         "sep": sep,
-        "skiprows": lead,  # blank lines above the header
         "keep_default_na": False,  # "nan" stays a text, so a logged NaN is told from an empty cell
         "na_values": [""],  # an empty cell: nothing logged
         "skip_blank_lines": False,  # data row i is line lead + i + 2, for error messages
         "skipinitialspace": True,
         "low_memory": False,
     }
+    if usecols is None:
+        kwargs["skiprows"] = lead  # blank lines above the header
+    else:
+        kwargs.update(skiprows=lead + 1, header=None, usecols=usecols)
     try:
         try:
-            return pd.read_csv(path, encoding=encoding, **kwargs)
+            return pd.read_csv(source, encoding=encoding, **kwargs)
         except UnicodeDecodeError:
             if encoding == "latin-1":
                 raise
-            return pd.read_csv(path, encoding="latin-1", **kwargs)
+            if isinstance(source, io.BytesIO):
+                source.seek(0)
+            return pd.read_csv(source, encoding="latin-1", **kwargs)
     except pd.errors.EmptyDataError as e:
         raise LogError("is empty", path=path) from e
     except pd.errors.ParserError as e:
         raise _parse_error(path, e) from e
-    except UnicodeDecodeError as e:
-        raise LogError("is not a text file, not a CSV log", path=path) from e
+    except (UnicodeDecodeError, ValueError, OverflowError, MemoryError) as e:
+        if isinstance(e, UnicodeDecodeError):
+            raise LogError("is not a text file, not a CSV log", path=path) from e
+        raise LogError(f"cannot parse as CSV: {' '.join(str(e).split())[:200]}", path=path) from e
 
 
 def _to_float(
+    col: pd.Series, name: str, path: Path, sep: str, first_line: int, marked: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """(values, logged) of one column: ``logged`` is False where the cell is empty.
+
+    ``marked``: NaN cells were rewritten to :data:`_NAN_MARK` (see :func:`_mark_nans`).
+    """
+    values, logged = _to_float_raw(col, name, path, sep, first_line)
+    if marked:
+        values[values == _NAN_MARK] = np.nan
+    return values, logged
+
+
+def _to_float_raw(
     col: pd.Series, name: str, path: Path, sep: str, first_line: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(values, logged) of one column: ``logged`` is False where the cell is empty."""
     if col.dtype.kind in "iuf":
-        values = col.to_numpy(dtype=np.float64)
+        values = col.to_numpy(dtype=np.float64, copy=True)
         # the C parser returns NaN only for an empty cell: a "nan" text keeps the column textual
         return values, ~np.isnan(values)
     if col.dtype.kind == "b":
@@ -254,19 +327,20 @@ def _to_float(
 
 
 def _index(
-    df: pd.DataFrame, col: str, path: Path, sep: str, first_line: int, strict: bool
+    df: pd.DataFrame, col: str, path: Path, sep: str, first_line: int, strict: bool, marked: bool = False
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """(steps int64, usable rows) from an index column; None when not whole numbers and not strict."""
-    values, logged = _to_float(df[col], col, path, sep, first_line)
+    values, logged = _to_float(df[col], col, path, sep, first_line, marked)
     bad = logged & ~np.isfinite(values)
     if not bad.any():
-        bad = logged & (values != np.round(values))
+        bad = logged & ((values != np.round(values)) | (np.abs(values) > 2.0**62))
     if bad.any():
         if not strict:
             return None
         i = int(np.flatnonzero(bad)[0])
+        cell = "nan" if np.isnan(values[i]) and marked else str(df[col].iloc[i])
         raise LogError(
-            f"column {col!r} holds {str(df[col].iloc[i])!r}, expected a whole number (the step index)",
+            f"column {col!r} holds {cell!r}, expected a whole number (the step index)",
             path=path,
             line=first_line + i,
         )
@@ -282,8 +356,12 @@ def read_csv(path: str | os.PathLike[str], overrides: dict[str, str] | None = No
     ``epoch`` (``meta["step_unit"] == "epoch"``), else the data row number (``"row"``). Rows with
     an empty step cell are left out. ``overrides`` maps role → column name.
 
+    A last line left unfinished by a writer still at work (no line end, and too few fields or a
+    number cut short) is left out, with a note in ``meta["notes"]``.
+
     meta: ``source``, ``format`` (``csv``/``tsv``), ``columns`` (role → column), ``step_unit``,
-    and ``lr`` (the first finite learning rate) when there is an lr column.
+    ``lr`` (the first finite learning rate) when there is an lr column, ``notes`` when any.
+    Raises :class:`LogError` (:class:`NoTrainingLoss` when no column is a training loss).
     """
     p = Path(path)
     if not p.exists():
@@ -293,17 +371,50 @@ def read_csv(path: str | os.PathLike[str], overrides: dict[str, str] | None = No
     if p.stat().st_size == 0:
         raise LogError("is empty", path=path)
     encoding, sep, lead = _sniff(p)
-    df = _read_frame(p, encoding, sep, lead)
-    first_line = lead + 2  # the file line of data row 0, as an editor numbers it
-    df.columns = [str(c).strip() for c in df.columns]
-    columns = list(df.columns)
+    header = _header(p, encoding, sep, lead)
     fmt = "tsv" if sep == "\t" else "csv"
+    # the roles from the header alone: a CSV that is not a training log is told before its body is read
+    early = assign_columns(header, overrides, path=path)
+    if "loss" not in early:
+        raise NoTrainingLoss(
+            f"no training-loss column found; columns are: {_cols_list(header)}; "
+            "name one with --metric loss=COLUMN",
+            path=path,
+        )
+    notes: list[str] = []
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise LogError(f"cannot read: {e.strerror or e}", path=path) from e
+    tail = _incomplete_tail(p, sep, header, list(early.values()))
+    if tail is not None:
+        line, why = tail
+        cut = max(data.rfind(b"\n"), data.rfind(b"\r"))
+        data = data[: cut + 1]
+        notes.append(
+            f"the last line ({line}) is unfinished ({why}, no line end): read up to line {line - 1}; "
+            "the log may still be being written"
+        )
+    marked_data = _mark_nans(data, sep, _body_offset(data, lead))
+    marked = marked_data is not None
+    source = io.BytesIO(marked_data if marked_data is not None else data)
+    del data, marked_data
+    wide = len(header) > _WIDE
+    if wide:
+        positions = sorted({header.index(c) for c in early.values()})
+        df = _read_frame(source, p, encoding, sep, lead, usecols=positions)
+        df.columns = [header[i] for i in positions]
+    else:
+        df = _read_frame(source, p, encoding, sep, lead)
+        df.columns = [str(c).strip() for c in df.columns]
+    first_line = lead + 2  # the file line of data row 0, as an editor numbers it
+    columns = header if wide else list(df.columns)
     if len(df) == 0 or not df.notna().to_numpy().any():
         raise LogError(f"has no data rows (header only: {_cols_list(columns)})", path=path)
 
-    roles = assign_columns(columns, overrides, path=path)
+    roles = early if wide else assign_columns(columns, overrides, path=path)
     if "loss" not in roles:
-        raise LogError(
+        raise NoTrainingLoss(
             f"no training-loss column found; columns are: {_cols_list(columns)}; "
             "name one with --metric loss=COLUMN",
             path=path,
@@ -313,10 +424,10 @@ def read_csv(path: str | os.PathLike[str], overrides: dict[str, str] | None = No
     step_unit = "row"
     idx: tuple[np.ndarray, np.ndarray] | None = None
     if "step" in roles:
-        idx = _index(df, roles["step"], p, sep, first_line, strict=True)
+        idx = _index(df, roles["step"], p, sep, first_line, strict=True, marked=marked)
         step_unit = "epoch" if _norm(roles["step"]) == "epoch" else "step"
     elif "epoch" in roles:
-        idx = _index(df, roles["epoch"], p, sep, first_line, strict=False)
+        idx = _index(df, roles["epoch"], p, sep, first_line, strict=False, marked=marked)
         if idx is not None:
             step_unit = "epoch"
     if idx is None:
@@ -331,7 +442,7 @@ def read_csv(path: str | os.PathLike[str], overrides: dict[str, str] | None = No
     if "epoch" in roles and step_unit != "epoch":
         series_cols.append(("epoch", roles["epoch"]))
     for role, col in series_cols:
-        values, logged = _to_float(df[col], col, p, sep, first_line)
+        values, logged = _to_float(df[col], col, p, sep, first_line, marked)
         keep = logged & usable
         s, v = steps[keep], values[keep]
         if not in_order and s.size > 1 and np.any(np.diff(s) < 0):
@@ -357,5 +468,7 @@ def read_csv(path: str | os.PathLike[str], overrides: dict[str, str] | None = No
         finite = lr.values[np.isfinite(lr.values)]
         if finite.size:
             meta["lr"] = float(finite[0])
+    if notes:
+        meta["notes"] = notes
     run.meta = meta
     return run

@@ -81,6 +81,6 @@ def rule(code: str, severity: str) -> Callable[[Callable[[Run, Rule], list[Findi
 
 def all_rules() -> dict[str, Rule]:
     # Importing the modules registers their rules.
-    from . import activations, data, generalization, gradients, loss, model  # noqa: F401
+    from . import activations, data, generalization, gradients, loss, model, probes  # noqa: F401
 
     return dict(sorted(RULES.items()))

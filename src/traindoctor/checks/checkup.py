@@ -1,0 +1,877 @@
+"""``traindoctor.checkup``: test a training pipeline before spending days on it.
+
+    report = traindoctor.checkup(model, train_loader, loss_fn, val_loader, optimizer)
+
+reads the data (non-finite values with sample ids, scales, labels against the loss's domain —
+before the loss crashes on them —, class balance, ordering, train/validation overlap), reads
+the model (loss formula from the autograd graph, per-layer init scale, float16 headroom, custom
+autograd functions) and runs short experiments (LR range test, overfit a tiny batch, fit one
+repeated sample, short training for suspect labels, the input-independent baseline and the
+train/eval gap, gradient check, shallow against deep when asked, bad-batch bisection). Every
+measurement goes into a :class:`~traindoctor.run.Run` as events, series and metadata; the same
+rules that judge a live run judge it, and the diagnosis ranks causes.
+
+The model, optimizer, RNGs and loaders' generators are left bitwise as they were: every probe
+starts from the user's weights and is rolled back (``checks/state.py``), and a final comparison
+proves it (``report.restored``).
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import torch
+from torch import nn
+
+from ..diagnosis import Diagnosis, diagnose
+from ..errors import TrainDoctorError
+from ..run import Event, Run, Series
+from .batches import Batch, BatchFn, Scan, read_batches
+from .data import CLASS_LOSSES, DataProfile, Leakage
+from .model import (
+    capture_function_calls,
+    custom_functions,
+    describe_loss,
+    gradcheck_function,
+    init_scale,
+    loss_graph_facts,
+    precision_facts,
+)
+from .probes import (
+    Pipeline,
+    bisect_nonfinite,
+    derive_shallow,
+    fit_probe,
+    initial_loss,
+    label_outliers,
+    loss_floor,
+    lr_range_test,
+    mean_loss,
+    per_sample_losses,
+    repeated_sample,
+    short_training,
+    shuffled_batches,
+    tiny_batch,
+    train_curve,
+)
+from .state import Snapshot, rolled_back
+
+PROBES = ("lr_range", "overfit", "repeat", "short_training", "gradcheck", "bisect", "depth")
+DEFAULT_PROBES = ("lr_range", "overfit", "repeat", "short_training", "gradcheck", "bisect")
+
+
+@dataclass
+class Options:
+    max_samples: int = 20000
+    probe_samples: int = 2048
+    steps: int = 300
+    lr_start: float = 1e-7
+    lr_end: float = 10.0
+    lr_iters: int = 100
+    probes: tuple[str, ...] = DEFAULT_PROBES
+    shallow: nn.Module | str | None = None
+    nonfinite_step: int | None = None
+    amp_dtype: str | None = None
+    seed: int = 0
+    batch_fn: BatchFn | None = None
+    val_optional: bool = False  # a validation loader that cannot be read is skipped, not an error
+
+
+@dataclass
+class ProbeLine:
+    probe: str
+    outcome: str
+    ok: bool | None = None  # True passed, False found something, None information / not run
+
+
+@dataclass
+class CheckupReport:
+    """The checkup's Run (every measurement), its Diagnosis and a line per check and probe."""
+
+    run: Run
+    diagnosis: Diagnosis
+    lines: list[ProbeLine] = field(default_factory=list)
+    not_checked: list[str] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    restored: bool = True
+
+    @property
+    def findings(self) -> list[Any]:
+        return self.diagnosis.findings
+
+    @property
+    def causes(self) -> list[Any]:
+        return self.diagnosis.causes
+
+    @property
+    def healthy(self) -> bool:
+        return self.diagnosis.healthy
+
+    @property
+    def codes(self) -> list[str]:
+        return [f.code for f in self.diagnosis.findings]
+
+    def finding(self, code: str) -> Any:
+        return next((f for f in self.diagnosis.findings if f.code == code), None)
+
+    @property
+    def suggested_lr(self) -> float | None:
+        e = self.run.events_of("lr_range_test")
+        return e[0].data.get("suggested_lr") if e else None
+
+    def to_json(self) -> dict[str, Any]:
+        from ..findings import clean
+
+        out = self.diagnosis.to_json()
+        out["checkup"] = clean({
+            "probes": [{"probe": p.probe, "ok": p.ok, "outcome": p.outcome} for p in self.lines],
+            "not_checked": self.not_checked,
+            "elapsed_s": round(self.elapsed_s, 2),
+            "restored": self.restored,
+            "lr_range": {k: v for k, v in (self.run.events_of("lr_range_test")[0].data.items()
+                                           if self.run.events_of("lr_range_test") else [])},
+        })
+        return out
+
+    def render(self, file: IO[str] | None = None, *, title: str = "traindoctor checkup", width: int | None = None) -> None:
+        from .report import render_checkup
+
+        render_checkup(self, file=file, title=title, width=width)
+
+    def __repr__(self) -> str:
+        return (f"CheckupReport(findings={self.codes}, causes={[c.id for c in self.causes[:3]]}, "
+                f"suggested_lr={self.suggested_lr}, elapsed_s={self.elapsed_s:.1f})")
+
+
+def _fmt(x: Any) -> str:
+    if isinstance(x, float):
+        return f"{x:.3g}" if math.isfinite(x) else str(x)
+    return str(x)
+
+
+def _one_line(s: str, n: int = 200) -> str:
+    return " ".join(str(s).split())[:n]
+
+
+def _call(pipe: Pipeline, x: torch.Tensor, what: str = "model(inputs)") -> Any:
+    """The model's output on ``x``, or a one-line error naming what the model raised and where."""
+    from ..watch.doctor import crash_event_data
+
+    try:
+        with torch.no_grad():
+            return pipe.forward(x)
+    except TrainDoctorError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's model failed: one line, not a traceback
+        d = crash_event_data(exc)
+        where = f" at {d['where']}" if d.get("where") else ""
+        shape = f"tensor{list(x.shape)} of {str(x.dtype).replace('torch.', '')}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise TrainDoctorError(
+            f"{what} raised {d['type']}: {_one_line(d['message'])}{where} — the checkup calls the model on each "
+            f"batch's inputs ({shape}) as the training loop would"
+        ) from None
+
+
+def checkup(
+    model: nn.Module,
+    train_loader: Iterable[Any],
+    loss_fn: Callable[[Any, Any], torch.Tensor],
+    val_loader: Iterable[Any] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    batch_fn: BatchFn | None = None,
+    probes: Iterable[str] | None = None,
+    shallow: nn.Module | str | None = None,
+    nonfinite_step: int | None = None,
+    amp_dtype: str | torch.dtype | None = None,
+    max_samples: int = 20000,
+    probe_samples: int = 2048,
+    steps: int = 300,
+    show: bool = True,
+    file: IO[str] | None = None,
+) -> CheckupReport:
+    """Check a training pipeline before a long run; returns a :class:`CheckupReport`.
+
+    ``train_loader`` (and ``val_loader``) yield ``(inputs, targets)`` batches (``batch_fn``
+    adapts other layouts: ``batch_fn=lambda b: (b["image"], b["label"])``). ``optimizer`` is
+    read, never stepped: the LR range test and the shallow/deep comparison use a fresh one of
+    its class and settings (Adam when none is given). ``shallow="auto"`` (or a shallower
+    ``nn.Module``) adds the shallow-against-deep comparison; ``nonfinite_step=K`` replays batch
+    K of ``train_loader`` and names the samples that make the loss non-finite; ``amp_dtype``
+    (``"float16"``/``"bfloat16"``) says the training will run in reduced precision.
+    ``max_samples`` bounds the data read per split, ``probe_samples`` the samples kept for the
+    experiments, ``steps`` the length of each short training.
+
+        >>> report = traindoctor.checkup(model, train_loader, nn.CrossEntropyLoss(), val_loader, optimizer)
+        >>> report.codes, report.suggested_lr
+    """
+    if not isinstance(model, nn.Module):
+        raise TrainDoctorError(f"checkup(model, ...) needs a torch.nn.Module, got {type(model).__name__}")
+    if loss_fn is None or not callable(loss_fn):
+        raise TrainDoctorError(
+            f"checkup(..., loss_fn) needs a callable loss (an nn.Module like nn.CrossEntropyLoss() or a function "
+            f"loss_fn(outputs, targets)), got {type(loss_fn).__name__}"
+        )
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise TrainDoctorError(f"checkup(..., optimizer) needs a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    chosen = tuple(probes) if probes is not None else DEFAULT_PROBES
+    unknown = [p for p in chosen if p not in PROBES]
+    if unknown:
+        raise TrainDoctorError(f"unknown probe(s) {unknown}; choose from {', '.join(PROBES)}")
+    if shallow is not None and "depth" not in chosen:
+        chosen = (*chosen, "depth")
+    if isinstance(amp_dtype, torch.dtype):
+        amp_dtype = str(amp_dtype).replace("torch.", "")
+    if amp_dtype is not None and amp_dtype not in ("float16", "bfloat16"):
+        raise TrainDoctorError(f"amp_dtype must be 'float16' or 'bfloat16', got {amp_dtype!r}")
+    for name, v in (("max_samples", max_samples), ("probe_samples", probe_samples), ("steps", steps)):
+        if not isinstance(v, int) or v < 1:
+            raise TrainDoctorError(f"{name} must be a positive integer, got {v!r}")
+    pipe = Pipeline(model, loss_fn, optimizer, describe_loss(loss_fn))
+    opts = Options(max_samples=max_samples, probe_samples=probe_samples, steps=steps, probes=chosen, shallow=shallow,
+                   nonfinite_step=nonfinite_step, amp_dtype=amp_dtype, batch_fn=batch_fn)
+    report = run_checkup(pipe, train_loader, val_loader, opts)
+    if show:
+        report.render(file=file or sys.stderr)
+    return report
+
+
+class _Recorder:
+    """Collects what the checks measure into a Run, and one line per check for the report."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.series: dict[str, Series] = {}
+        self.meta: dict[str, Any] = {"mode": "checkup"}
+        self.lines: list[ProbeLine] = []
+        self.not_checked: list[str] = []
+        self.notes: list[str] = []
+
+    def event(self, kind: str, data: dict[str, Any], step: int = 0) -> None:
+        self.events.append(Event(step, kind, data))
+
+    def line(self, probe: str, outcome: str, ok: bool | None = None) -> None:
+        self.lines.append(ProbeLine(probe, outcome, ok))
+
+    def curve(self, name: str, values: list[float], steps: list[int] | None = None) -> None:
+        if values:
+            self.series[name] = Series(steps if steps is not None else list(range(len(values))), values)
+
+    def run(self) -> Run:
+        meta = dict(self.meta)
+        if self.notes:
+            meta["notes"] = list(self.notes)
+        return Run(series=dict(self.series), events=list(self.events), meta=meta)
+
+
+def run_checkup(pipe: Pipeline, train_loader: Iterable[Any], val_loader: Iterable[Any] | None, opts: Options,
+                source: str | None = None, intro: list[ProbeLine] | None = None,
+                missing: list[str] | None = None) -> CheckupReport:
+    """The checkup proper, on a prepared :class:`Pipeline` (the API and the CLI both end here)."""
+    t0 = time.perf_counter()
+    rec = _Recorder()
+    if source:
+        rec.meta["source"] = source
+    rec.lines += intro or []
+    rec.not_checked += missing or []
+    rec.notes += pipe.notes
+    snapshot = Snapshot.take(pipe.model, pipe.optimizer, [train_loader, val_loader])
+    try:
+        with torch.random.fork_rng(devices=[]):
+            _checks(pipe, train_loader, val_loader, opts, rec, snapshot)
+    finally:
+        snapshot.restore()
+    restored = snapshot.identical()
+    if not restored:
+        rec.notes.append("internal error: the model, optimizer or RNG state could not be restored bitwise")
+    rec.notes += [n for n in pipe.notes if n not in rec.notes]
+    run = rec.run()
+    diag = diagnose(run)
+    diag.not_judged = list(rec.not_checked)
+    diag.source = {"source": source} if source else {}
+    return CheckupReport(run, diag, rec.lines, rec.not_checked, time.perf_counter() - t0, restored)
+
+
+def _data_summary(profile: DataProfile) -> str:
+    """The few numbers worth a glance: input scale, class balance, classes per batch."""
+    f = profile.facts()
+    x, t = f.get("inputs") or {}, f.get("targets") or {}
+    parts = []
+    if "mean" in x and not str(x.get("dtype", "")).startswith(("int", "uint", "bool")):
+        parts.append(f"inputs mean {x['mean']:.3g}, std {x['std']:.3g}")
+    counts = (f.get("classes") or {}).get("counts") or {}
+    live = [v for v in counts.values() if v > 0]
+    if len(live) >= 2:
+        parts.append(f"{len(live)} classes, most/least frequent {max(live) / min(live):.3g}")
+    elif t.get("kind") == "continuous" and "mean" in t:
+        parts.append(f"targets mean {t['mean']:.3g}, std {t['std']:.3g}")
+    o = f.get("order")
+    if o:
+        parts.append(f"{o['mean_classes_per_batch']:.2g} classes per batch (shuffled ≈ {o['expected_classes_per_batch']:.2g})")
+    return "; " + "; ".join(parts) if parts else ""
+
+
+def _domain_blocks_loss(rec: _Recorder) -> list[str]:
+    """Label problems of the training split: the probes would crash on them or learn garbage."""
+    out: list[str] = []
+    for e in rec.events:
+        if e.kind == "label_domain" and e.data.get("split") == "train" and e.data["problem"] not in out:
+            out.append(e.data["problem"])
+    return out
+
+
+def _checks(pipe: Pipeline, train_loader: Any, val_loader: Any, opts: Options, rec: _Recorder,
+            snapshot: Snapshot) -> None:
+    model = pipe.model
+    info = pipe.loss_info
+    rec.meta["loss"] = {k: v for k, v in info.items() if v is not None}
+    if info.get("kind"):
+        rec.meta["loss_kind"] = info["kind"]
+    if pipe.optimizer is not None:
+        g = pipe.optimizer.param_groups[0]
+        rec.meta["optimizer"] = {"class": type(pipe.optimizer).__name__,
+                                 **{k: v for k, v in g.items() if k != "params" and isinstance(v, (int, float, bool, str))}}
+        if isinstance(g.get("lr"), (int, float)):
+            rec.meta["lr"] = float(g["lr"])
+    rec.meta["models"] = [{"class": type(model).__name__,
+                           "parameters": int(sum(p.numel() for p in model.parameters())),
+                           "trainable": int(sum(p.numel() for p in model.parameters() if p.requires_grad))}]
+
+    # ------------------------------------------------------------ data: read the splits
+    state: dict[str, Any] = {}
+
+    def sampler_name(loader: Any) -> str | None:
+        s = getattr(loader, "sampler", None)
+        return type(s).__name__ if s is not None else None
+
+    def on_train(b: Batch, i: int) -> None:
+        b = pipe.prepare(b)
+        if i == 0:
+            model.train()
+            with rolled_back(snapshot, opts.seed):
+                out = _call(pipe, b.x)
+            state["out"] = out
+            out_shape = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else None
+            if out_shape is None:
+                rec.not_checked.append("the model's output is not a tensor: labels not checked against the loss")
+            state["profile"] = DataProfile("train", info.get("kind"), out_shape, info.get("ignore_index"),
+                                           ids_kind=state["ids_kind"], sampler=sampler_name(train_loader))
+            if val_loader is not None:
+                state["leak"] = Leakage()
+        state["profile"].update(b)
+        if "leak" in state:
+            state["leak"].add_train(b)
+
+    from .batches import _is_map_loader
+
+    state["ids_kind"] = "dataset indices" if _is_map_loader(train_loader) else "positions"
+    scan: Scan = read_batches(train_loader, "train_loader", batch_fn=opts.batch_fn, max_samples=opts.max_samples,
+                              keep_samples=opts.probe_samples, on_batch=on_train)
+    profile: DataProfile = state["profile"]
+    kept = [pipe.prepare(b) for b in scan.kept]
+    out_shape = profile.out_shape
+    rec.meta["batch_size"] = profile.batch_size
+    if info.get("kind") in CLASS_LOSSES and out_shape:
+        rec.meta["num_classes"] = int(out_shape[0])
+    for kind, data in profile.events():
+        rec.event(kind, data)
+    read_what = f"{scan.samples_read} samples in {scan.batches_read} batches"
+    if not scan.exhausted:
+        read_what += f" (stopped at max_samples={opts.max_samples})"
+        rec.not_checked.append(f"train_loader read up to {scan.samples_read} samples (max_samples); the rest unchecked")
+    rec.line("data: train", read_what + _data_summary(profile), None)
+    if val_loader is not None:
+        vp = DataProfile("val", info.get("kind"), out_shape, info.get("ignore_index"),
+                         ids_kind="dataset indices" if _is_map_loader(val_loader) else "positions",
+                         sampler=sampler_name(val_loader))
+        leak: Leakage = state["leak"]
+
+        def on_val(b: Batch, i: int) -> None:
+            b = pipe.prepare(b)
+            vp.update(b)
+            leak.add_val(b)
+
+        try:
+            vscan = read_batches(val_loader, "val_loader", batch_fn=opts.batch_fn, max_samples=opts.max_samples,
+                                 keep_samples=0, on_batch=on_val)
+        except TrainDoctorError as exc:
+            if not opts.val_optional:
+                raise
+            rec.not_checked.append(f"validation data skipped ({exc}): leakage (D006) not checked")
+        else:
+            for kind, data in vp.events():
+                rec.event(kind, data)
+            rec.event(*leak.event())
+            rec.line("data: validation", f"{vscan.samples_read} samples; {leak.duplicates} also in the training data",
+                     None)
+    elif not any("validation" in m for m in rec.not_checked):
+        rec.not_checked.append("no val_loader: train/validation leakage (D006) not checked")
+    if profile.y_kind == "continuous":
+        t = profile.facts()["targets"]
+        if "rms" in t:
+            rec.meta["target_sq_mean"] = t["rms"] ** 2
+            rec.meta["target_var"] = t["std"] ** 2
+
+    # ------------------------------------------------------------ model: init scale, precision
+    first = kept[0]
+    with rolled_back(snapshot, opts.seed):
+        model.train()
+        rec.event("init_scale", init_scale(model, lambda: pipe.forward(first.x)))
+    with rolled_back(snapshot, opts.seed):
+        model.train()
+        prec = precision_facts(model, lambda: pipe.forward(first.x), declared=opts.amp_dtype)
+    prec["loss_reduction"] = info.get("reduction")
+    prec["batch_size"] = len(first)
+
+    # ------------------------------------------------------------ loss: first value, graph
+    blocked = _domain_blocks_loss(rec)
+    loss_ok = pipe.loss_fn is not None and not blocked
+    if blocked:
+        rec.not_checked.append(
+            f"loss-based probes skipped: the labels do not fit {info.get('name')} ({', '.join(blocked)}), "
+            "so computing the loss would crash or learn from garbage (see D004)")
+    if pipe.loss_fn is None:
+        rec.not_checked.append("no loss function: loss-based checks and probes skipped (pass loss_fn= to the API)")
+    if loss_ok:
+        loss_ok = _first_loss(pipe, kept, first, rec, snapshot, opts, prec, profile)
+    rec.event("precision", prec)
+    if not loss_ok:
+        return
+
+    # probes run on finite samples only: the non-finite ones are reported, not trained on
+    clean: list[Batch] = []
+    dropped = 0
+    for b in kept:
+        okx = torch.isfinite(b.x.reshape(len(b), -1)).all(1) if b.x.is_floating_point() else torch.ones(len(b), dtype=torch.bool, device=b.x.device)
+        oky = torch.isfinite(b.y.reshape(len(b), -1)).all(1) if b.y.is_floating_point() else torch.ones(len(b), dtype=torch.bool, device=b.y.device)
+        ok = (okx & oky).cpu()
+        if bool(ok.all()):
+            clean.append(b)
+        elif bool(ok.any()):
+            clean.append(b.select(ok.nonzero().flatten()))
+            dropped += int((~ok).sum())
+        else:
+            dropped += len(b)
+    if dropped:
+        rec.notes.append(f"the probes ran on the finite samples only ({dropped} samples with NaN/Inf left out)")
+    if not clean:
+        rec.not_checked.append("no finite samples: probes skipped")
+        return
+    batch_size = profile.batch_size or 32
+    pbatches = shuffled_batches(clean, batch_size, seed=opts.seed)
+    if not pbatches:
+        rec.not_checked.append("fewer than 2 finite samples: probes skipped")
+        return
+
+    _probes(pipe, pbatches, clean, rec, snapshot, opts, out_shape, train_loader)
+
+
+def _first_loss(pipe: Pipeline, kept: list[Batch], first: Batch, rec: _Recorder, snapshot: Snapshot, opts: Options,
+                prec: dict[str, Any], profile: DataProfile) -> bool:
+    """Initial loss (L009), the loss graph (M001/M002), bisection of non-finite batches."""
+    from ..watch.doctor import crash_event_data
+
+    info = pipe.loss_info
+    with rolled_back(snapshot, opts.seed):
+        pipe.model.train()
+        try:
+            with torch.enable_grad():
+                loss = pipe.batch_loss(first)
+            if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+                raise TrainDoctorError(
+                    f"loss_fn(outputs, targets) returned {type(loss).__name__}"
+                    f"{list(loss.shape) if isinstance(loss, torch.Tensor) else ''}; expected a scalar tensor")
+            meta, evs = loss_graph_facts(loss, pipe.model) if loss.grad_fn is not None else ({}, [])
+        except TrainDoctorError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a crash in the loss is evidence (D004), not our failure
+            d = crash_event_data(exc)
+            rec.event("crash", d)
+            rec.not_checked.append(f"loss-based probes skipped: the loss raised {d['type']}: {_one_line(d['message'], 120)}")
+            return False
+    for k in ("loss_kind", "num_classes", "loss_graph"):
+        if k in meta and k not in rec.meta:
+            rec.meta[k] = meta[k]
+    if not info.get("kind") and meta.get("loss_kind"):
+        info["kind"] = meta["loss_kind"]
+        rec.notes.append(f"loss kind read off the autograd graph: {meta['loss_kind']}")
+        if meta["loss_kind"] in CLASS_LOSSES and profile.out_shape:
+            rec.meta["num_classes"] = int(profile.out_shape[0])
+    for kind, data in evs:
+        rec.event(kind, data)
+    prec["loss_value"] = float(loss.detach())
+    with rolled_back(snapshot, opts.seed):
+        il = initial_loss(pipe, kept)
+    rec.series["loss"] = Series([0], [il["mean"]])
+    expected = None
+    c = rec.meta.get("num_classes")
+    kind = rec.meta.get("loss_kind")
+    if kind in CLASS_LOSSES and isinstance(c, int) and c >= 2:
+        expected = (math.log(c), f"ln({c})")
+    elif kind in ("bce", "bce_logits"):
+        expected = (math.log(2), "ln(2)")
+    elif kind == "mse" and "target_sq_mean" in rec.meta:
+        expected = (rec.meta["target_sq_mean"], "mean(y²)")
+    exp_txt = f" (a fresh model gives ≈ {expected[1]} = {_fmt(expected[0])})" if expected else ""
+    rec.line("initial loss", f"{_fmt(il['mean'])} over {il['batches']} batches{exp_txt}", None)
+    if not il["all_finite"]:
+        with rolled_back(snapshot, opts.seed):
+            bad = next(b for b, v in zip(kept, il["values"]) if not math.isfinite(v))
+            res = bisect_nonfinite(pipe, bad)
+        _record_bisect(rec, res, il["mean"], step=0)
+    return True
+
+
+def _record_bisect(rec: _Recorder, res: dict[str, Any], value: float, step: int) -> None:
+    """Bisection results in the live monitor's ``nonfinite_loss`` schema (read by L001, D001, A004)."""
+    data: dict[str, Any] = {"value": value, "bisect": res, "source": "checkup"}
+    reasons = res.get("reasons", {})
+    if reasons.get("inputs"):
+        ids = reasons["inputs"]
+        data["input_nonfinite"] = {"tensor": "inputs", "positions": [], "count": len(ids), "batch_size": res["batch_size"],
+                                   "sample_ids": ids}
+    elif reasons.get("output") and res.get("first_module"):
+        fm = dict(res["first_module"])
+        fm.update({"sample_ids": reasons["output"], "positions": [], "count": len(reasons["output"])})
+        data["first_module"] = fm
+    elif res.get("count"):
+        data["in_loss"] = True
+    rec.event("nonfinite_loss", data, step=step)
+    who = res.get("sample_ids", [])
+    rec.line("bad-batch bisection",
+             f"batch at step {step}: loss {value}; {res.get('count', 0)} sample(s) responsible {who[:10]} "
+             f"({', '.join(f'{k}: {len(v)}' for k, v in reasons.items())}; {res.get('evaluations')} evaluations)",
+             False if who else None)
+
+
+def _probes(pipe: Pipeline, pbatches: list[Batch], clean: list[Batch], rec: _Recorder, snapshot: Snapshot,
+            opts: Options, out_shape: tuple[int, ...] | None, train_loader: Any) -> None:
+    model = pipe.model
+    probes = opts.probes
+
+    def guarded(name: str, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except TrainDoctorError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one probe failing must not hide the others
+            import traceback
+
+            tb = traceback.extract_tb(exc.__traceback__)[-1]
+            rec.notes.append(f"probe {name} failed and was skipped: {type(exc).__name__}: {_one_line(str(exc), 160)} "
+                             f"({tb.filename.rsplit('/', 1)[-1]}:{tb.lineno})")
+            rec.line(name, f"failed: {type(exc).__name__}: {_one_line(str(exc), 100)}", None)
+
+    # ------------------------------------------------------------ LR range test
+    def lr_range() -> None:
+        r = lr_range_test(pipe, pbatches, snapshot, start_lr=opts.lr_start, end_lr=opts.lr_end, num_iter=opts.lr_iters)
+        user_lr = rec.meta.get("lr")
+        data = {"optimizer": r.optimizer, "suggested_lr": r.suggested, "rule": r.rule, "min_loss_lr": r.min_loss_lr,
+                "diverged_at_lr": r.diverged_at, "user_lr": user_lr, "start_lr": opts.lr_start, "end_lr": opts.lr_end,
+                "num_iter": opts.lr_iters, "points": len(r.lrs), "smooth_f": 0.05, "diverge_th": 5.0,
+                "first_loss": r.smoothed[0] if r.smoothed else None,
+                "min_loss": min(r.smoothed) if r.smoothed else None}
+        rec.event("lr_range_test", data)
+        rec.curve("lr_range/lr", r.lrs)
+        rec.curve("lr_range/loss", r.losses)
+        rec.curve("lr_range/loss_smooth", r.smoothed)
+        if r.suggested is None:
+            top = f" up to lr {_fmt(r.lrs[-1])}" if r.lrs else ""
+            rec.line("LR range test", f"no suggestion: the smoothed loss never fell by 10 % over {len(r.lrs)} steps{top} "
+                                      f"({r.optimizer})" + (f"; diverged at {_fmt(r.diverged_at)}" if r.diverged_at else ""),
+                     None)
+            return
+        txt = (f"suggested lr {_fmt(r.suggested)} for {r.optimizer} (steepest descent of the smoothed loss); "
+               f"loss lowest at lr {_fmt(r.min_loss_lr)}")
+        if r.diverged_at:
+            txt += f", diverged at {_fmt(r.diverged_at)}"
+        if isinstance(user_lr, float):
+            txt += f"; yours is {_fmt(user_lr)}"
+        rec.line("LR range test", txt, None)
+
+    # ------------------------------------------------------------ tiny batch, one sample
+    def fit(variant: str) -> None:
+        b = tiny_batch(clean, 10) if variant == "tiny_batch" else repeated_sample(clean)
+        floor = loss_floor(pipe, b, out_shape)
+        res = fit_probe(pipe, b, snapshot, steps=opts.steps, floor=floor, variant=variant)
+        curve = res.pop("curve")
+        rec.event("fit_probe", res)
+        rec.curve(f"probe/{variant}/loss", curve)
+        label = "overfit 10 samples" if variant == "tiny_batch" else "fit one repeated sample"
+        last = res["tries"][-1]
+        if res["fitted"]:
+            ok_try = next(t for t in res["tries"] if t["fitted"])
+            rec.line(label, f"loss {_fmt(res['initial_loss'])} → {_fmt(ok_try['best_loss'])} in {ok_try['steps']} steps "
+                            f"(Adam lr {_fmt(ok_try['lr'])})", True)
+        else:
+            rec.line(label, f"loss {_fmt(res['initial_loss'])} → best {_fmt(res['best_loss'])} after "
+                            f"{sum(t['steps'] for t in res['tries'])} steps (needed ≤ {_fmt(last['target'])})", False)
+
+    # ------------------------------------------------------------ short training: D008, baseline, V007
+    def short() -> None:
+        steps = opts.steps
+        mode_modules = [n for n, m in model.named_modules()
+                        if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd,
+                                          nn.modules.instancenorm._InstanceNorm))]
+
+        # a fifth of the samples held out: the input baseline compares what generalises, so a
+        # model that memorises labels unrelated to its inputs does not pass for one that learned
+        hold = max(1, len(pbatches) // 5) if len(pbatches) >= 5 else 0
+        train_b = pbatches[:-hold] if hold else pbatches
+        held = pbatches[-hold:] if hold else None
+
+        def measure() -> dict[str, Any]:
+            losses, ids, labels, preds = per_sample_losses(pipe, train_b)
+            c = rec.meta.get("num_classes")
+            thr = None
+            if pipe.loss_kind in CLASS_LOSSES and isinstance(c, int) and c >= 2:
+                thr = max(2 * math.log(c), math.log(100))
+            elif pipe.loss_kind in ("bce", "bce_logits") and labels.dim() <= 2 and labels.reshape(len(labels), -1).shape[1] == 1:
+                thr = math.log(100)
+            out: dict[str, Any] = {"outliers": label_outliers(losses, ids, labels, preds, thr)}
+            # V007's series, as a live run records them: the same batch in eval then train mode
+            te_batches = train_b[:4]
+            evals = [mean_loss(pipe, [b], train_mode=False) for b in te_batches]
+            torch.manual_seed(opts.seed)
+            trains = [mean_loss(pipe, [b], train_mode=True) for b in te_batches]
+            out["train_eval"] = {"train_mode_loss": trains, "eval_mode_loss": evals,
+                                 "mode_dependent_modules": mode_modules[:10]}
+            return out
+
+        real = short_training(pipe, train_b, snapshot, steps=steps, measure=measure, eval_batches=held)
+        zero = short_training(pipe, train_b, snapshot, steps=steps, zero_inputs=True, eval_batches=held)
+        rec.curve("probe/short_training/loss", real.pop("curve"))
+        rec.curve("probe/zero_inputs/loss", zero.pop("curve"))
+        fit = real["last_losses_mean"]
+        learned = real["finite"] and math.isfinite(fit) and fit < 0.8 * real["first_loss"]
+        base = {"steps": steps, "optimizer": "Adam", "lr": real["lr"], "initial_loss": real["first_loss"],
+                "real_input_loss": real["final_loss"], "zero_input_loss": zero["final_loss"],
+                "zero_input_initial_loss": zero["first_loss"], "evaluated_on": real["evaluated_on"],
+                "trained_on": sum(len(b) for b in train_b), "evaluated_samples": sum(len(b) for b in (held or train_b)),
+                "real_training_loss": fit, "zero_training_loss": zero["last_losses_mean"]}
+        rec.event("input_baseline", base)
+        rec.line("input-independent baseline",
+                 f"after {steps} steps, on {base['evaluated_samples']} {real['evaluated_on']}: loss "
+                 f"{_fmt(real['final_loss'])} with the real inputs, {_fmt(zero['final_loss'])} with inputs zeroed",
+                 bool(real["final_loss"] < 0.95 * zero["final_loss"]) if math.isfinite(real["final_loss"]) else None)
+        te = real["train_eval"]
+        pts = list(range(steps, steps + len(te["train_mode_loss"])))
+        rec.curve("train_mode_loss", te["train_mode_loss"], pts)
+        rec.curve("eval_mode_loss", te["eval_mode_loss"], pts)
+        tr_m = sum(te["train_mode_loss"]) / len(te["train_mode_loss"])
+        ev_m = sum(te["eval_mode_loss"]) / len(te["eval_mode_loss"])
+        mods = f" (mode-dependent modules: {', '.join(te['mode_dependent_modules'][:3])})" if te["mode_dependent_modules"] else ""
+        rec.line("train vs eval mode", f"same {len(pts)} batches after {steps} steps: train-mode loss {_fmt(tr_m)}, "
+                                       f"eval-mode loss {_fmt(ev_m)}{mods}", None)
+        outl = dict(real["outliers"])
+        outl.update({"trained_steps": steps, "learned": bool(learned), "loss_kind": pipe.loss_kind,
+                     "num_classes": rec.meta.get("num_classes"), "initial_loss": real["first_loss"],
+                     "final_loss": fit})
+        rec.event("label_outliers", outl)
+        if not learned:
+            rec.not_checked.append(
+                f"the short training (Adam {real['lr']}, {steps} steps) did not learn "
+                f"({_fmt(real['first_loss'])} → {_fmt(fit)}): suspect labels (D008) not judged")
+
+    # ------------------------------------------------------------ custom autograd functions
+    def gradcheck() -> None:
+        b = pbatches[0]
+        small = b.select(list(range(min(4, len(b)))))
+        with rolled_back(snapshot, opts.seed):
+            model.train()
+            with torch.enable_grad():
+                out = pipe.forward(small.x)
+            classes = custom_functions(out)
+            del out
+            if not classes:
+                rec.line("gradient check", "no custom autograd.Function in the model", None)
+                return
+            calls = capture_function_calls(model, classes, lambda: pipe.forward(small.x))
+        for cls in classes:
+            call = calls.get(cls)
+            if call is None:
+                continue
+            res = gradcheck_function(cls, call["args"], call["kwargs"], len(small))
+            res["module"] = call["module"]
+            rec.event("gradcheck", res)
+            if "skipped" in res:
+                rec.not_checked.append(f"gradient check of {res['function']} skipped: {res['skipped']}")
+                rec.line("gradient check", f"{res['function']}: skipped ({res['skipped']})", None)
+            else:
+                rec.line("gradient check", f"{res['function']} in `{res['module']}`: "
+                                           f"{'passed' if res['passed'] else 'FAILED'} (float64 gradcheck)", res["passed"])
+
+    # ------------------------------------------------------------ shallow against deep
+    def depth() -> None:
+        shallow = opts.shallow
+        how = "given"
+        if shallow is None or shallow == "auto":
+            d = derive_shallow(model)
+            if d is None:
+                rec.not_checked.append("shallow vs deep (M005): no shallower variant could be derived automatically "
+                                       "(pass shallow=<a shallower nn.Module>)")
+                return
+            shallow, how = d
+        if not isinstance(shallow, nn.Module):
+            raise TrainDoctorError(f"shallow= must be 'auto' or an nn.Module, got {type(shallow).__name__}")
+        shallow = shallow.to(pipe.device)
+        with torch.no_grad():
+            o1, o2 = pipe.forward(pbatches[0].x), None
+            orig = pipe.model
+            try:
+                pipe.model = shallow
+                o2 = pipe.forward(pbatches[0].x)
+            except Exception as exc:  # noqa: BLE001
+                raise TrainDoctorError(f"the shallow model fails on the training inputs: {type(exc).__name__}: "
+                                       f"{_one_line(str(exc), 160)}") from None
+            finally:
+                pipe.model = orig
+        if isinstance(o1, torch.Tensor) and isinstance(o2, torch.Tensor) and o1.shape != o2.shape:
+            raise TrainDoctorError(f"the shallow model outputs {list(o2.shape)} where the model outputs {list(o1.shape)}")
+        steps = opts.steps
+        with rolled_back(snapshot, opts.seed):
+            deep_curve, name = train_curve(pipe, model, pbatches, steps, like_user=True, seed=opts.seed)
+        import copy
+
+        sh = copy.deepcopy(shallow)
+        shallow_curve, _ = train_curve(pipe, sh, pbatches, steps, like_user=True, seed=opts.seed)
+        k = max(1, steps // 5)
+
+        def tail(c: list[float]) -> float:
+            t = [v for v in c[-k:] if math.isfinite(v)]
+            return sum(t) / len(t) if len(t) == len(c[-k:]) else float("nan")
+
+        data = {"steps": steps, "optimizer": name, "how": how,
+                "deep": {"params": sum(p.numel() for p in model.parameters()), "final_loss": tail(deep_curve),
+                         "initial_loss": deep_curve[0]},
+                "shallow": {"params": sum(p.numel() for p in sh.parameters()), "final_loss": tail(shallow_curve),
+                            "initial_loss": shallow_curve[0]}}
+        rec.event("depth_probe", data)
+        rec.curve("probe/deep/loss", deep_curve)
+        rec.curve("probe/shallow/loss", shallow_curve)
+        rec.line("shallow vs deep", f"after {steps} steps ({name}): deep {_fmt(data['deep']['final_loss'])}, "
+                                    f"shallow {_fmt(data['shallow']['final_loss'])} ({how})", None)
+
+    # ------------------------------------------------------------ replay a failing step
+    def replay() -> None:
+        k = opts.nonfinite_step
+        assert k is not None
+        snapshot.rng.restore()  # the loader's shuffling from where the checkup (= the training) started
+        b = _batch_at_step(train_loader, k, opts.batch_fn)
+        b = pipe.prepare(b)
+        with rolled_back(snapshot, opts.seed):
+            res = bisect_nonfinite(pipe, b)
+            with torch.no_grad():
+                pipe.model.train()
+                value = float(pipe.batch_loss(b))
+        if not res["batch_nonfinite"] and math.isfinite(value):
+            rec.event("batch_replay", {"step": k, "value": value, "sample_ids": b.ids[:50], "nonfinite": False})
+            rec.line("bad-batch bisection", f"batch of step {k} (samples {b.ids[:8]}…) gives a finite loss "
+                                            f"{_fmt(value)} with these weights: the data alone does not explain it", True)
+            return
+        _record_bisect(rec, res, value if not math.isfinite(value) else float("nan"), step=k)
+
+    if "lr_range" in probes:
+        guarded("LR range test", lr_range)
+    if "overfit" in probes:
+        guarded("overfit 10 samples", lambda: fit("tiny_batch"))
+    if "repeat" in probes:
+        guarded("fit one repeated sample", lambda: fit("one_sample"))
+    if "short_training" in probes:
+        guarded("short training", short)
+    if "gradcheck" in probes:
+        guarded("gradient check", gradcheck)
+    if "depth" in probes:
+        guarded("shallow vs deep", depth)
+    elif opts.shallow is None:
+        rec.not_checked.append("shallow vs deep (M005) not run: ask with shallow='auto' (CLI: --shallow)")
+    if opts.nonfinite_step is not None:
+        guarded("bad-batch bisection", replay)
+
+
+def _batch_at_step(loader: Any, step: int, batch_fn: BatchFn | None) -> Batch:
+    """The batch a training loop over ``loader`` meets at optimizer step ``step`` (0-based).
+
+    The loader is iterated as the training iterates it (its own sampler and generator, epoch
+    after epoch), so with a seeded loader and the checkup run where training starts it is the
+    very batch; indices come from the loader's index fetch.
+    """
+    from .batches import unpack
+
+    if step < 0:
+        raise TrainDoctorError(f"nonfinite_step must be ≥ 0, got {step}")
+    seen = 0
+    while True:
+        it = iter(loader)
+        ids_q: list[Any] = []
+        orig = getattr(it, "_next_index", None)
+        if orig is not None and getattr(loader, "num_workers", 0) == 0:
+            def wrapped(orig: Any = orig, ids_q: list[Any] = ids_q) -> Any:
+                idx = orig()
+                ids_q.append(idx)
+                return idx
+
+            it._next_index = wrapped  # type: ignore[attr-defined]
+        got = False
+        for item in it:
+            got = True
+            if seen == step:
+                x, y = unpack(item, step, "train_loader", batch_fn)
+                idx = ids_q[-1] if ids_q else None
+                ids = [int(i) for i in idx] if isinstance(idx, (list, tuple)) and len(idx) == x.shape[0] else \
+                    list(range(x.shape[0]))
+                return Batch(x, y, ids)
+            seen += 1
+        if not got:
+            raise TrainDoctorError("train_loader yielded no batches; expected at least one (inputs, targets) batch")
+
+
+def checkup_script(
+    script: str,
+    args: list[str],
+    *,
+    probes: Iterable[str] | None = None,
+    shallow: bool = False,
+    nonfinite_step: int | None = None,
+    amp_dtype: str | None = None,
+    max_samples: int = 20000,
+    probe_samples: int = 2048,
+    steps: int = 300,
+) -> CheckupReport:
+    """``traindoctor checkup SCRIPT [ARGS]``: run the script to its first loss, check what it built.
+
+    The script is stopped before its first loss is computed (so labels that would crash the
+    loss are checked first), the checkup runs on the model, loss, optimizer and loaders found,
+    and the training itself never runs. What could not be found is listed in the report.
+    """
+    from .discover import run_to_first_loss
+
+    chosen = tuple(probes) if probes is not None else DEFAULT_PROBES
+    if shallow and "depth" not in chosen:
+        chosen = (*chosen, "depth")
+    found, _disc = run_to_first_loss(script, args)
+    model = found.model
+    assert model is not None
+    info = describe_loss(found.loss_fn) if found.loss_fn is not None else {"name": None, "kind": None}
+    pipe = Pipeline(model, found.loss_fn, found.optimizer, info, output_fn=found.output_fn, notes=list(found.notes))
+    intro = [
+        ProbeLine("found: model", f"`{found.model_name or '?'}` ({type(model).__name__}, "
+                                  f"{sum(p.numel() for p in model.parameters()):,} parameters)"),
+        ProbeLine("found: loss", found.loss_how or "?"),
+        ProbeLine("found: optimizer", f"{type(found.optimizer).__name__} lr {_fmt(found.optimizer.param_groups[0].get('lr'))}"
+                  if found.optimizer is not None else "none"),
+        ProbeLine("found: training data", found.train_how),
+    ]
+    if found.val_loader is not None:
+        intro.append(ProbeLine("found: validation data", found.val_how))
+    if found.where:
+        intro.append(ProbeLine("stopped at", f"{found.where} (the first loss; the training step never ran)"))
+    opts = Options(max_samples=max_samples, probe_samples=probe_samples, steps=steps, probes=chosen,
+                   shallow="auto" if shallow else None, nonfinite_step=nonfinite_step, amp_dtype=amp_dtype,
+                   batch_fn=found.batch_fn, val_optional=True)
+    return run_checkup(pipe, found.train_loader, found.val_loader, opts, source=str(script), intro=intro,
+                       missing=list(found.missing))

@@ -1,0 +1,264 @@
+"""Verdicts on active experiments (probes): fitting tiny data, shallow against deep, gradient
+checks of custom autograd functions, the input-independent baseline, the LR range test.
+
+The probes themselves live in ``checks/probes.py`` and record plain numbers as events
+(``fit_probe``, ``depth_probe``, ``gradcheck``, ``input_baseline``, ``lr_range_test``); a Run
+without those events — any live run or log — gets nothing from here. The train/eval probe
+records the ``train_mode_loss``/``eval_mode_loss`` series a live run records too, and V007
+(rules/generalization.py) judges both the same way.
+"""
+from __future__ import annotations
+
+import math
+
+from ..findings import Finding
+from ..run import Run
+from . import Rule, rule
+
+
+def _f(x: object) -> str:
+    return f"{x:.3g}" if isinstance(x, (int, float)) else str(x)
+
+
+def _config_faults(run: Run) -> set[str]:
+    return {e.data.get("fault", "") for e in run.events_of("config")}
+
+
+@rule("M004", "error")
+def cannot_overfit_tiny_batch(run: Run, r: Rule) -> list[Finding]:
+    """What it does:
+        Trains the model on about 10 samples (and on one sample repeated) with Adam, from its
+        initial weights, and reports when the loss does not get near its floor.
+
+    Why is this bad?
+        Any network worth training can memorise ten samples in a few hundred steps. If it
+        cannot, the longer run will not work either: the model, the loss or the data plumbing is
+        broken (outputs not connected to the input, a softmax applied twice, a loss that cannot
+        reach 0 on these targets, parameters the optimizer does not update), or the model is far
+        too small.
+
+    Evidence:
+        ``fit_probe`` events: initial and best loss, steps, Adam learning rates tried (1e-3, then
+        1e-2 from the same start), the target ``floor + 3 % of (initial − floor)`` (the floor is
+        0, or the entropy left by label smoothing or soft targets), train- and eval-mode losses.
+
+    Example:
+        ``nn.Softmax`` before ``nn.CrossEntropyLoss``: 10 samples, loss 2.30 → 1.47 after 600
+        steps; it can never go below ln(1 + 9/e) = 1.46.
+
+    Use instead:
+        Follow the other findings first (double softmax, output activation, labels); then check
+        that ``forward`` uses its input, that the optimizer holds every parameter, and that the
+        targets reach the loss unchanged; compare with a known-good model on the same batch.
+
+    Known false positives:
+        Losses with a floor above 0 that the probe does not know (a regulariser added inside the
+        loss function, a custom loss), and models with so much dropout or noise that train-mode
+        losses cannot reach the target (the eval-mode loss is used too).
+    """
+    fails = [e.data for e in run.events_of("fit_probe") if not e.data.get("fitted")
+             and isinstance(e.data.get("initial_loss"), (int, float)) and math.isfinite(e.data["initial_loss"])]
+    if not fails:
+        return []
+    d = fails[0]
+    tried = ", ".join(_f(t["lr"]) for t in d.get("tries", []))
+    steps = sum(t.get("steps", 0) for t in d.get("tries", []))
+    what = "10 samples" if d.get("variant") == "tiny_batch" else "one sample repeated"
+    if d.get("variant") == "tiny_batch" and d.get("samples"):
+        what = f"{d['samples']} samples"
+    msg = (f"the model cannot fit {what}: loss {_f(d['initial_loss'])} → best {_f(d['best_loss'])} after {steps} steps "
+           f"of Adam (lr {tried}); a working pipeline gets below {_f(d.get('target'))}")
+    if len(fails) > 1:
+        msg += "; one repeated sample cannot be fitted either"
+    causes: dict[str, float] = {"code-bug": 0.6, "insufficient-capacity": 0.3}
+    faults = _config_faults(run)
+    if "double_softmax" in faults:
+        causes["double-softmax"] = 0.8
+        msg += " — the double softmax caps how low the loss can go"
+    if any(x.get("variant") == "one_sample" for x in fails):
+        causes["code-bug"] = 0.75
+    ev = {"probes": fails, "sample_ids": d.get("sample_ids")}
+    return [r.finding(step=None, step_end=None, message=msg, evidence=ev, causes=list(causes.items()))]
+
+
+@rule("M005", "warning")
+def optimization_failure(run: Run, r: Rule) -> list[Finding]:
+    """What it does:
+        Compares the training loss of the model with that of a shallower variant trained the same
+        way (same optimizer class and settings, same data, same number of steps).
+
+    Why is this bad?
+        A deeper model contains the shallower one (its extra layers could learn the identity), so
+        it should reach at least as low a training loss. When it does worse, the problem is
+        optimisation — vanishing gradients, bad init, saturating activations, a too small or too
+        large LR for the depth — not capacity; adding layers will not help.
+
+    Evidence:
+        ``depth_probe``: mean loss of the last 20 % of steps for both models; fires when the deep
+        model ends ≥ 10 % and ≥ 5 % of the initial loss above the shallow one.
+
+    Example:
+        10 sigmoid layers with plain SGD: 2.29 after 300 steps, against 0.41 for the 2-layer
+        variant.
+
+    Use instead:
+        ReLU-family activations, Kaiming init, normalisation layers, residual connections; Adam or
+        SGD with momentum; warm-up.
+
+    Known false positives:
+        Very short comparisons where the deeper model only starts slower; give the probe more
+        steps (``steps=``) before acting on it.
+    """
+    for e in run.events_of("depth_probe"):
+        d = e.data
+        deep, shallow = d.get("deep", {}), d.get("shallow", {})
+        fd, fs, init = deep.get("final_loss"), shallow.get("final_loss"), deep.get("initial_loss")
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (fd, fs)):
+            if isinstance(fs, (int, float)) and math.isfinite(fs) and not (isinstance(fd, (int, float)) and math.isfinite(fd)):
+                pass  # the deep model diverged where the shallow one did not: still an optimisation failure
+            else:
+                continue
+        scale = abs(init) if isinstance(init, (int, float)) and math.isfinite(init) else abs(fs)
+        if isinstance(fd, (int, float)) and math.isfinite(fd) and not (fd > 1.1 * fs and fd - fs > 0.05 * scale):
+            continue
+        msg = (f"the model reaches a training loss of {_f(fd)} after {d.get('steps')} steps of {d.get('optimizer')}, "
+               f"a shallower variant {_f(fs)} ({d.get('how')}): optimisation, not capacity, is failing")
+        return [r.finding(step=None, step_end=None, message=msg, evidence=dict(d),
+                          causes=[("optimization-difficulty", 0.7), ("vanishing-gradient", 0.3),
+                                  ("bad-initialization", 0.2)])]
+    return []
+
+
+@rule("M006", "error")
+def gradient_check_failure(run: Run, r: Rule) -> list[Finding]:
+    """What it does:
+        Runs ``torch.autograd.gradcheck`` in float64 on every custom ``torch.autograd.Function``
+        found in the model's autograd graph, with its real inputs from a training batch.
+
+    Why is this bad?
+        A wrong ``backward`` trains the network on gradients of a different function: the loss
+        may fall slowly, plateau or diverge, and nothing in the curves points at the bug.
+
+    Evidence:
+        ``gradcheck`` events: the Function, the module that calls it, the input shapes, the
+        verdict and gradcheck's message, and the relative error of one random directional
+        derivative (analytic against central differences).
+
+    Example:
+        A hand-written Swish whose backward forgets the sigmoid's derivative term: directional
+        error 0.41.
+
+    Use instead:
+        Fix ``backward`` (check it with ``torch.autograd.gradcheck`` in float64), or write the
+        forward with differentiable torch operations and let autograd derive it.
+
+    Known false positives:
+        Functions that are deliberately not the gradient of their forward (straight-through
+        estimators, gradient reversal, clipping in backward), and functions that compute in
+        float32 internally (finite differences then disagree by rounding).
+    """
+    for e in run.events_of("gradcheck"):
+        d = e.data
+        if d.get("passed") is False:
+            err = d.get("directional_rel_error")
+            msg = (f"custom autograd function {d.get('function')} (called in `{d.get('module')}`) fails gradcheck in "
+                   f"float64: its backward disagrees with finite differences"
+                   + (f" (directional relative error {_f(err)})" if err is not None else ""))
+            return [r.finding(step=None, step_end=None, message=msg, evidence=dict(d), causes=[("code-bug", 0.9)])]
+    return []
+
+
+@rule("M011", "error")
+def input_ignored(run: Run, r: Rule) -> list[Finding]:
+    """What it does:
+        Trains the model twice from the same start for the same short time — once on the real
+        inputs, once with every input zeroed — and reports when the real inputs do not give a
+        clearly lower loss (the input-independent baseline).
+
+    Why is this bad?
+        A model that does as well without its input has learned only the label prior: its
+        output does not depend on the input (the input is overwritten, detached, or never reaches
+        the layers that matter), or the labels do not depend on the inputs (inputs and labels
+        shuffled apart).
+
+    Evidence:
+        ``input_baseline``: after the two short trainings (Adam 1e-3) on four fifths of the kept
+        training samples, the eval-mode loss of each on the held-out fifth (real inputs for one,
+        zeros for the other); fires when the real-input loss is above 95 % of the zeroed-input
+        loss. Held-out samples keep a model that memorises labels unrelated to its inputs from
+        passing for one that learned.
+
+    Example:
+        ``forward`` returns ``self.head(torch.zeros_like(x))`` after a refactor: 2.30 with the real
+        inputs, 2.30 with zeros.
+
+    Use instead:
+        Check that ``forward`` uses its argument; that inputs and labels are indexed together
+        (one permutation for both); print a few (input, label) pairs.
+
+    Known false positives:
+        Tasks whose inputs carry little signal that a few hundred steps can find.
+    """
+    for e in run.events_of("input_baseline"):
+        d = e.data
+        real, zero = d.get("real_input_loss"), d.get("zero_input_loss")
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (real, zero)):
+            continue
+        if real < 0.95 * zero:
+            continue
+        msg = (f"after {d.get('steps')} steps the loss on {d.get('evaluated_on', 'the samples')} is {_f(real)} with the "
+               f"real inputs and {_f(zero)} with every input zeroed: the model has learned nothing from its inputs "
+               f"that carries over to other samples")
+        return [r.finding(step=None, step_end=None, message=msg, evidence=dict(d),
+                          causes=[("code-bug", 0.6), ("label-noise", 0.4)])]
+    return []
+
+
+@rule("M012", "warning")
+def lr_outside_working_range(run: Run, r: Rule) -> list[Finding]:
+    """What it does:
+        Compares the optimizer's learning rate with an LR range test run on the same model, data
+        and optimizer class: an exponential sweep from 1e-7 to 10 over 100 steps.
+
+    Why is this bad?
+        At or above the LR where the sweep's loss diverged, training blows up within the first
+        steps; orders of magnitude below the LR where the loss falls fastest, training crawls and
+        looks stuck.
+
+    Evidence:
+        ``lr_range_test``: the suggested LR (steepest descent of the smoothed loss), the LR of the
+        lowest loss, the LR where the loss diverged, the user's LR. Fires when the user's LR is at
+        or above the divergence LR, or more than 10× above the lowest-loss LR (error), or more
+        than 1000× below the suggested LR (warning). A sweep whose loss never fell by 10 % gives no
+        suggestion and no lowest-loss LR; only its divergence point is used then.
+
+    Example:
+        SGD with lr=10 on the digits MLP: the sweep's loss diverged at 0.42; suggested 0.033.
+
+    Use instead:
+        Start from the suggested LR (or a little below it), with warm-up for large models; use a
+        schedule to decay it.
+
+    Known false positives:
+        The sweep uses a short, noisy run: the suggestion is a starting point, not an optimum.
+        LR schedules that start low by design (warm-up) are judged by the LR the optimizer holds
+        when the checkup runs.
+    """
+    for e in run.events_of("lr_range_test"):
+        d = e.data
+        lr, sug, div, lmin = d.get("user_lr"), d.get("suggested_lr"), d.get("diverged_at_lr"), d.get("min_loss_lr")
+        if not isinstance(lr, (int, float)) or lr <= 0:
+            continue
+        ev = {k: d.get(k) for k in ("user_lr", "suggested_lr", "min_loss_lr", "diverged_at_lr", "optimizer", "rule")}
+        if (isinstance(div, (int, float)) and lr >= div) or (isinstance(lmin, (int, float)) and lr > 10 * lmin):
+            where = f"the loss diverged at {_f(div)}" if isinstance(div, (int, float)) and lr >= div else \
+                f"the loss was lowest at {_f(lmin)} and rose beyond it"
+            msg = (f"learning rate {_f(lr)} is beyond the working range of an LR range test with {d.get('optimizer')}: "
+                   f"{where}" + (f"; suggested {_f(sug)}" if isinstance(sug, (int, float)) else ""))
+            return [r.finding(step=None, step_end=None, message=msg, evidence=ev, causes=[("lr-too-high", 0.8)],
+                              severity="error")]
+        if isinstance(sug, (int, float)) and lr < sug / 1000:
+            msg = (f"learning rate {_f(lr)} is {sug / lr:.3g}× below the LR where the range test's loss falls fastest "
+                   f"({_f(sug)}, {d.get('optimizer')}): training will crawl")
+            return [r.finding(step=None, step_end=None, message=msg, evidence=ev, causes=[("lr-too-low", 0.7)])]
+    return []

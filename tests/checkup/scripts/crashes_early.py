@@ -1,0 +1,3 @@
+import torch
+
+data = torch.load("/nonexistent/data.pt")
