@@ -279,7 +279,7 @@ def _to_float(
     """
     values, logged = _to_float_raw(col, name, path, sep, first_line)
     if marked:
-        values[values == _NAN_MARK] = np.nan
+        values = np.where(values == _NAN_MARK, np.nan, values)
     return values, logged
 
 
@@ -287,7 +287,7 @@ def _to_float_raw(
     col: pd.Series, name: str, path: Path, sep: str, first_line: int
 ) -> tuple[np.ndarray, np.ndarray]:
     if col.dtype.kind in "iuf":
-        values = col.to_numpy(dtype=np.float64, copy=True)
+        values = col.to_numpy(dtype=np.float64)
         # the C parser returns NaN only for an empty cell: a "nan" text keeps the column textual
         return values, ~np.isnan(values)
     if col.dtype.kind == "b":
