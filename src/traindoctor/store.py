@@ -156,7 +156,7 @@ def _create_store(path: Path) -> None:
         finally:
             conn.close()  # the last connection: checkpoints, removes tmp-wal and tmp-shm
         if path.exists() and path.stat().st_size == 0:
-            os.replace(tmp, path)  # an empty placeholder file becomes the store
+            os.replace(tmp, path)  # an empty file at the path becomes the store
         else:
             try:
                 os.link(tmp, path)

@@ -42,6 +42,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..errors import TrainDoctorError
+from ..watch.launcher import check_script
 from .model import FUNCTION_KINDS, MODULE_KINDS
 
 LOSS_FUNCTIONS: set[Any] = set(FUNCTION_KINDS) | {
@@ -396,18 +397,7 @@ def _names(frames: list[Any]) -> dict[int, str]:
 
 def run_to_first_loss(script: str | os.PathLike[str], args: list[str]) -> tuple[Found, Discovery]:
     """Run ``script`` until its first training loss; return what was found (never the step)."""
-    path = Path(script)
-    if not path.exists():
-        raise TrainDoctorError(f"{script}: no such script")
-    if path.is_dir():
-        raise TrainDoctorError(f"{script}: is a directory, expected a Python training script")
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4096)
-    except OSError as exc:
-        raise TrainDoctorError(f"{script}: cannot read ({exc.strerror})") from exc
-    if b"\0" in head:
-        raise TrainDoctorError(f"{script}: is a binary file, expected a Python training script")
+    path = check_script(script)
     disc = Discovery(path)
     old_argv, old_path0 = sys.argv[:], sys.path[0] if sys.path else None
     sys.argv = [str(path), *args]

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..watch.monitor import _tensors
+
 MODULE_KINDS: dict[type, str] = {
     nn.CrossEntropyLoss: "cross_entropy",
     nn.NLLLoss: "nll",
@@ -234,14 +236,6 @@ def custom_functions(output: Any) -> list[type]:
     return found
 
 
-def _tensors(obj: Any) -> list[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, (list, tuple)):
-        return [t for o in obj for t in _tensors(o)]
-    if isinstance(obj, dict):
-        return [t for o in obj.values() for t in _tensors(o)]
-    return []
 
 
 def capture_function_calls(model: nn.Module, classes: list[type], run_forward: Callable[[], Any]

@@ -76,6 +76,23 @@ class WatchResult:
     store_path: str | None
 
 
+def check_script(script: str | os.PathLike[str]) -> Path:
+    """The script as a path, or a one-line error saying why it cannot be a training script."""
+    path = Path(script)
+    if not path.exists():
+        raise TrainDoctorError(f"{script}: no such script")
+    if path.is_dir():
+        raise TrainDoctorError(f"{script}: is a directory, expected a Python training script")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError as exc:
+        raise TrainDoctorError(f"{script}: cannot read ({exc.strerror})") from exc
+    if b"\0" in head:
+        raise TrainDoctorError(f"{script}: is a binary file, expected a Python training script")
+    return path
+
+
 def default_store_path(script: Path) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return Path(".traindoctor") / "runs" / f"{script.stem}-{stamp}-{os.getpid()}.db"
@@ -89,18 +106,7 @@ def watch_script(
     cadence: int = DEFAULT_CADENCE,
     err: IO[str] | None = None,
 ) -> WatchResult:
-    path = Path(script)
-    if not path.exists():
-        raise TrainDoctorError(f"{script}: no such script")
-    if path.is_dir():
-        raise TrainDoctorError(f"{script}: is a directory, expected a Python training script")
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4096)
-    except OSError as exc:
-        raise TrainDoctorError(f"{script}: cannot read ({exc.strerror})") from exc
-    if b"\0" in head:
-        raise TrainDoctorError(f"{script}: is a binary file, expected a Python training script")
+    path = check_script(script)
     err = err or sys.stderr
     store_obj = None
     store_path = None
