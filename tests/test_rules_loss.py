@@ -133,3 +133,11 @@ def test_every_rule_documents_itself(code):
     doc = RULES[code].doc
     for section in ("What it does:", "Why is this bad?", "Evidence:", "Example:", "Use instead:", "Known false positives:"):
         assert section in doc, f"{code} lacks {section}"
+
+
+def test_a_diverging_loss_passing_through_a_clamp_value_is_not_pinned():
+    # a long divergence crosses 87.3365 several times on its noisy way up: not saturation
+    up = np.geomspace(10, 1e4, 5000)
+    v = np.concatenate([healthy_curve(1000), up])
+    v[[1500, 1700, 1900]] = 87.3365
+    assert "L008" not in codes(run_of(v))

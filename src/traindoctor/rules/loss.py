@@ -1,4 +1,4 @@
-"""Family L: the loss curve (L001–L010).
+"""Family L: the loss curve (L001–L011).
 
 Every rule here reads the ``loss`` series (and, where noted, run metadata the live monitor
 records: ``loss_kind``, ``num_classes``, ``batch_size``, ``lr``, ``optimizer``). Offline logs
@@ -593,7 +593,9 @@ def saturated_loss(run: Run, r: Rule) -> list[Finding]:
         no longer measures anything and its gradient is zero or meaningless.
 
     Evidence:
-        At least 3 steps within 0.05 % of a clamp value, or (live, with the batch size known)
+        At least 3 steps within 0.05 % of a clamp value, three of them in a row or a tenth of all
+        the steps after the first (a diverging loss merely passing through the value does not
+        count), or (live, with the batch size known)
         ≥ 50 % of the last window's losses on the lattice clamp·k/batch.
 
     Example:
@@ -615,8 +617,12 @@ def saturated_loss(run: Run, r: Rule) -> list[Finding]:
     fin = np.isfinite(v)
     for c, why in CLAMPS:
         hits = fin & (np.abs(v - c) <= 5e-4 * c)
-        if hits.sum() >= 3:
-            i = int(np.argmax(hits))
+        if hits.sum() < 3:
+            continue
+        i = int(np.argmax(hits))
+        # pinned, not passing through: three in a row, or a tenth of everything after the first
+        run3 = bool(np.any(hits[:-2] & hits[1:-1] & hits[2:])) if hits.size >= 3 else False
+        if run3 or hits.sum() >= 0.1 * fin[i:].sum():
             ev = {"clamp": c, "meaning": why, "steps_at_clamp": int(hits.sum()), "first_step": int(s.steps[i])}
             msg = f"loss pinned at {c} ({why}) on {int(hits.sum())} steps from step {int(s.steps[i])}"
             return [r.finding(step=int(s.steps[i]), step_end=int(s.steps[-1]), message=msg, evidence=ev,
