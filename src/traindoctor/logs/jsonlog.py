@@ -148,8 +148,11 @@ def series_from_records(
     path: Path,
     overrides: dict[str, str] | None,
     step_keys: tuple[str, ...] = (),
+    nested: bool | None = None,
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], str]:
     """name → (steps, values) of the metrics a role uses, and the step unit.
+
+    ``nested=False`` says no record holds an object (so none needs flattening).
 
     Only metrics that fit a role (or are named in ``overrides``) are converted, so other
     fields (timestamps, strings) never need to be numbers.
@@ -157,7 +160,10 @@ def series_from_records(
     name_key = _long_layout(records)
     if name_key is not None:
         return _long_series(records, lines, path, overrides, name_key)
-    flat = [_flatten(r) if any(isinstance(v, dict) for v in r.values()) else r for r in records]
+    if nested is False:
+        flat = records
+    else:
+        flat = [_flatten(r) if any(isinstance(v, dict) for v in r.values()) else r for r in records]
     keys = list(dict.fromkeys(k for r in flat[:10000] for k in r))
     if len(flat) > 10000:
         keys = list(dict.fromkeys(keys + [k for r in flat[10000:] for k in r]))
@@ -169,8 +175,15 @@ def series_from_records(
         step_key = roles["epoch"]
     else:
         unit = "step" if step_key is not None else "record"
+    step_arr = _column(flat, step_key) if step_key is not None else None
+    if step_arr is not None:
+        sv, slogged = step_arr
+        if unit == "epoch" and np.any(slogged & (~np.isfinite(sv) | (sv != np.round(sv)))):
+            step_key, unit, step_arr = None, "record", None  # fractional epochs: record order
+        elif np.any(slogged & (~np.isfinite(sv) | (sv != np.round(sv)) | (np.abs(sv) > _MAX_STEP))):
+            step_arr = None  # a step that is not a whole number: the loop below names its line
     steps: list[int | None] = []
-    if step_key is not None:
+    if step_key is not None and step_arr is None:
         for r, n in zip(flat, lines):
             v = r.get(step_key)
             if v is None:
@@ -184,16 +197,30 @@ def series_from_records(
                     break
                 raise _error(f"{step_key!r} is {v!r}, expected a whole number (the step)", path, n)
             steps.append(int(f))
-    if step_key is None:
-        steps = list(range(len(flat)))
+    if step_arr is not None:
+        step_vals = np.where(step_arr[1], step_arr[0], 0).astype(np.int64)
+        has_step = step_arr[1]
+    elif step_key is None:
+        step_vals = np.arange(len(flat), dtype=np.int64)
+        has_step = np.ones(len(flat), dtype=bool)
+    else:
+        has_step = np.array([x is not None for x in steps], dtype=bool)
+        step_vals = np.array([0 if x is None else x for x in steps], dtype=np.int64)
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for role, key in roles.items():
         if role == "step" or key in out or key == step_key:
             continue
+        col = _column(flat, key)
+        if col is not None:
+            vals, logged = col
+            keep = logged & has_step
+            out[key] = (step_vals[keep], vals[keep])
+            continue
+        # a value that is not a number somewhere: find and name it
         st: list[int] = []
         va: list[float] = []
-        for r, n, s in zip(flat, lines, steps):
-            if s is None or key not in r:
+        for r, n, s, ok in zip(flat, lines, step_vals.tolist(), has_step.tolist()):
+            if not ok or key not in r:
                 continue
             f = _number(r[key], key, path, n)
             if f is not None:
@@ -201,6 +228,23 @@ def series_from_records(
                 va.append(f)
         out[key] = (np.array(st, dtype=np.int64), np.array(va, dtype=np.float64))
     return out, unit
+
+
+def _column(records: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(values, logged) of ``key`` over all records, all at once; None when a value is not simply a
+    number, ``null`` or a NaN/Inf spelling (the caller then goes record by record, to name it)."""
+    raw = [r.get(key) for r in records]
+    if any(type(v) is bool for v in raw):
+        return None
+    logged = np.array([v is not None for v in raw], dtype=bool)
+    try:
+        # numpy reads ints, floats, None (as NaN) and the strings "nan", "inf", "-Infinity", "1.5"
+        vals = np.array(raw, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if vals.shape != (len(records),):
+        return None
+    return vals, logged
 
 
 def _need_loss(roles: dict[str, str], names: list[str], path: Path, what: str) -> None:
@@ -299,7 +343,8 @@ def read_jsonl(path: str | os.PathLike[str], overrides: dict[str, str] | None = 
             )
         records, lines, notes = _records(text, p)
         fmt = "jsonl"
-    series, unit = series_from_records(records, lines, p, overrides)
+    # one "{" per record: no record holds a nested object (a "{" inside a string only costs the check)
+    series, unit = series_from_records(records, lines, p, overrides, nested=text.count("{") > len(records))
     return build_run(series, path=path, fmt=fmt, overrides=_keep_metric_overrides(overrides), notes=notes, step_unit=unit)
 
 

@@ -1,8 +1,7 @@
 """G007/G006/L007: every weight initialised to zero, full-batch gradient descent: after the output
 bias learns the class prior, the gradient vanishes at a symmetric saddle."""
 import torch
-from _common import digits, seed
-from _common import mlp
+from _common import digits, mlp, seed
 from torch import nn
 
 seed()
