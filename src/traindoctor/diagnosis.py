@@ -151,13 +151,67 @@ def concrete_fixes(cause_id: str, run: Run, findings: list[Finding]) -> list[str
         if not faults:
             out.append("use the fused losses on logits: nn.CrossEntropyLoss, nn.BCEWithLogitsLoss, F.log_softmax")
             out.append("add an epsilon inside hand-written logs and divisions: torch.log(p + 1e-7)")
+    config = _config_fixes(cause_id, {f.code: f for f in findings})
+    out += config
     out += _measured_fixes(cause_id, run, {f.code: f for f in findings})
-    for fix in CAUSES[cause_id].fixes if cause_id in CAUSES else ():
+    for fix in CAUSES[cause_id].fixes if cause_id in CAUSES and not config else ():
         # the catalogue's general advice, unless a concrete fix above already says it
         words = _words(fix)
         first = fix.split(" ", 1)[0].lower()
         if not any(words & _words(o) or o.split(" ", 1)[0].lower() == first for o in out):
             out.append(fix)
+    return out
+
+
+def _at(ev: dict[str, Any]) -> str:
+    where = ev.get("where")
+    return f" ({where.rsplit('/', 1)[-1]})" if isinstance(where, str) else ""
+
+
+def _config_fixes(cause_id: str, f: dict[str, Finding]) -> list[str]:
+    """Code-level fixes for the configuration findings, naming the module or call and its line."""
+    out: list[str] = []
+    if cause_id == "wrong-output-activation" and "M009" in f:
+        ev = f["M009"].evidence
+        act, mod, kind, loss = ev.get("activation"), ev.get("module"), ev.get("loss_kind"), ev.get("loss")
+        thing = f"`{mod}` ({ev.get('module_type')})" if mod and str(ev.get("module_type") or "").lower() == str(act) \
+            else f"the {act} call"
+        if loss == "hand-written":
+            out.append(f"replace the hand-written loss{_at(ev)} with nn.CrossEntropyLoss on the logits (class-index "
+                       "targets), or keep the sigmoid and use nn.BCEWithLogitsLoss if the labels really are multi-label")
+        elif kind == "nll" and act == "softmax":
+            out.append(f"use F.log_softmax instead of softmax{_at(ev)} before NLLLoss, or return the logits and use "
+                       "nn.CrossEntropyLoss")
+        elif kind == "nll":
+            out.append(f"apply F.log_softmax(logits, dim=1) before NLLLoss{_at(ev)}, or use nn.CrossEntropyLoss on the logits")
+        elif kind == "bce" and act == "softmax":
+            out.append(f"replace the softmax{_at(ev)} with one sigmoid per label: return logits and use nn.BCEWithLogitsLoss")
+        elif kind in ("mse", "l1", "smooth_l1", "huber"):
+            out.append(f"remove {thing}{_at(ev)} from the regression output (identity), or standardise the targets "
+                       "into the activation's range")
+        else:
+            out.append(f"remove {thing}{_at(ev)}: return the last layer's raw logits to {loss}, which normalises them "
+                       "itself (apply softmax/sigmoid only at prediction time)")
+    elif cause_id == "wrong-loss-function" and "M008" in f:
+        ev = f["M008"].evidence
+        kind, t = ev.get("loss_kind"), ev.get("target") or {}
+        ps = ev.get("pred_shape") or []
+        if kind in ("mse", "l1", "smooth_l1", "huber"):
+            c = int(t.get("max", 0)) + 1
+            out.append(f"for class labels use nn.CrossEntropyLoss{_at(ev)} on a model with {max(c, ps[1] if len(ps) > 1 else 0)} "
+                       "outputs and the int64 labels as they are (no .float())")
+        elif kind in ("bce", "bce_logits"):
+            out.append(f"for one label out of several classes use nn.CrossEntropyLoss{_at(ev)} with int64 class indices "
+                       "and one output per class")
+        else:
+            out.append(f"binary task: one output with nn.BCEWithLogitsLoss{_at(ev)} (float 0/1 targets), or two outputs "
+                       "with CrossEntropyLoss; continuous targets: nn.MSELoss or nn.HuberLoss")
+    elif cause_id == "missing-nonlinearity" and "M010" in f:
+        ev = f["M010"].evidence
+        for p in (ev.get("pairs") or [])[:3]:
+            a, b = p.get("first") or {}, p.get("second") or {}
+            out.append(f"insert nn.ReLU() (or nn.GELU()) between `{a.get('module')}` and `{b.get('module')}`"
+                       f"{_at(b.get('defined') or a.get('defined') or {})}")
     return out
 
 

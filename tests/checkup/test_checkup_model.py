@@ -216,3 +216,19 @@ def test_nonfinite_step_replays_the_batch_the_training_saw():
     ev = [e for e in r.run.events_of("nonfinite_loss") if e.step == step][0].data
     assert ev["bisect"]["sample_ids"] == [777] and ev["input_nonfinite"]["sample_ids"] == [777]
     assert torch.equal(tl.generator.get_state(), g_state)  # the loader's generator is put back
+
+
+def test_m008_m009_m010_the_same_trace_as_a_live_run():
+    """A checkup traces its first loss with the live monitor's StepTrace: same codes, same evidence."""
+    Xtr, ytr, _, _ = digits()
+    torch.manual_seed(0)
+    relu_out = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10), nn.ReLU())
+    r = run(relu_out, loader(Xtr, ytr), nn.CrossEntropyLoss(), probes=DATA_ONLY)
+    assert r.finding("M009").evidence["module"] == "3" and r.causes[0].id == "wrong-output-activation"
+    stacked = nn.Sequential(nn.Linear(64, 128), nn.Linear(128, 10))
+    r = run(stacked, loader(Xtr, ytr), nn.CrossEntropyLoss(), probes=DATA_ONLY)
+    assert r.finding("M010").evidence["pairs"][0]["dims"] == [64, 128, 10]
+    one_out = mlp(out=1)
+    r = run(one_out, loader(Xtr, ytr), lambda out, y: nn.functional.mse_loss(out.squeeze(1), y.float()),
+            probes=DATA_ONLY)
+    assert r.finding("M008") is not None and r.finding("M008").evidence["loss"] == "F.mse_loss"

@@ -30,6 +30,7 @@ from torch import nn
 from ..diagnosis import Diagnosis, diagnose
 from ..errors import TrainDoctorError
 from ..run import Event, Run, Series
+from ..watch.trace import StepTrace
 from .batches import Batch, BatchFn, Scan, read_batches
 from .data import CLASS_LOSSES, DataProfile, Leakage
 from .model import (
@@ -479,12 +480,22 @@ def _first_loss(pipe: Pipeline, kept: list[Batch], first: Batch, rec: _Recorder,
     with rolled_back(snapshot, opts.seed):
         pipe.model.train()
         try:
-            with torch.enable_grad():
-                loss = pipe.batch_loss(first)
+            # the same first-step trace as a live run (watch/trace.py): M008, M009, M010, hand-written M002
+            trace = StepTrace()
+            trace.start(pipe.model, [first.x], inside=False)
+            try:
+                with torch.enable_grad():
+                    loss = pipe.batch_loss(first)
+            finally:
+                trace.stop()
             if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
                 raise TrainDoctorError(
                     f"loss_fn(outputs, targets) returned {type(loss).__name__}"
                     f"{list(loss.shape) if isinstance(loss, torch.Tensor) else ''}; expected a scalar tensor")
+            try:
+                rec.event("model_graph", trace.facts(loss))
+            finally:
+                trace.release()
             meta, evs = loss_graph_facts(loss, pipe.model) if loss.grad_fn is not None else ({}, [])
         except TrainDoctorError:
             raise

@@ -63,6 +63,14 @@ class _Moments:
         self.lo = torch.minimum(self.lo, lo)
         self.hi = torch.maximum(self.hi, hi)
 
+    def collapsed(self) -> _Moments:
+        """The same moments over all columns together (one column)."""
+        if self.n is None:
+            return _Moments()
+        one = lambda t, f: f(t).reshape(1)  # noqa: E731
+        return _Moments(one(self.n, torch.sum), one(self.s, torch.sum), one(self.ss, torch.sum),
+                        one(self.lo, torch.min), one(self.hi, torch.max), self.integer)
+
     def summary(self) -> dict[str, Any]:
         if self.n is None:
             return {}
@@ -88,7 +96,8 @@ class _Moments:
         mean = self.s / n
         std = (self.ss / n - mean * mean).clamp(min=0).sqrt()
         live = self.n > 0
-        const = live & (std <= 1e-12)
+        # constant up to float rounding (a standardised constant pixel is c ± 1e-10, not exactly c)
+        const = live & (std <= 1e-6 * (mean.abs() + 1e-6))
         out: dict[str, Any] = {"columns": int(self.n.numel()), "constant_columns": int(const.sum())}
         if bool(live.any()):
             am = mean.abs().where(live, torch.zeros((), dtype=mean.dtype))
@@ -185,15 +194,18 @@ class DataProfile:
         if self.batches == 0:
             self.batch_size = int(x.shape[0])
             self.x_shape, self.x_dtype = list(x.shape[1:]), _dt(x)
+        elif list(x.shape[1:]) != self.x_shape and not self._ragged_features:
+            self._ragged_features = True
+            self._xg = self._x.collapsed()  # per-feature moments no longer line up: keep overall ones
+        if y is not None and self.y_dtype is None:
             self.y_shape, self.y_dtype = list(y.shape[1:]), _dt(y)
             self.y_kind = target_kind(y, self.loss_kind, self.out_shape)
-        elif list(x.shape[1:]) != self.x_shape:
-            self._ragged_features = True
         self.batches += 1
         self.samples += int(x.shape[0])
         self._inputs(x, ids)
-        self._targets(y, ids)
-        self._label_domain(y, ids)
+        if y is not None:  # a live run may not know a batch's per-sample targets (a loss over sequences)
+            self._targets(y, ids)
+            self._label_domain(y, ids)
 
     def _inputs(self, x: torch.Tensor, ids: list[int]) -> None:
         bad = _bad_rows(x)
@@ -209,8 +221,9 @@ class DataProfile:
         self.feature_axis = axis
         cols = torch.where(torch.isfinite(cols), cols, torch.full((), math.nan, dtype=cols.dtype))
         if not self._ragged_features:
-            self._x.add(cols)
-        self._xg.add(cols.reshape(-1, 1))
+            self._x.add(cols)  # its summary() is the overall one too: no second pass over the batch
+        else:
+            self._xg.add(cols.reshape(-1, 1))
 
     def _targets(self, y: torch.Tensor, ids: list[int]) -> None:
         bad = _bad_rows(y)
@@ -329,7 +342,8 @@ class DataProfile:
         }
 
     def facts(self) -> dict[str, Any]:
-        inputs: dict[str, Any] = {"shape": self.x_shape, "dtype": self.x_dtype, **self._xg.summary()}
+        overall = self._xg if (self._ragged_features or self._xg.n is not None) else self._x
+        inputs: dict[str, Any] = {"shape": self.x_shape, "dtype": self.x_dtype, **overall.summary()}
         if not self._ragged_features and self.x_dtype and not self.x_dtype.startswith(("int", "uint", "bool")):
             inputs.update({"feature_axis": self.feature_axis, **self._x.per_column()})
         targets: dict[str, Any] = {"shape": self.y_shape, "dtype": self.y_dtype, "kind": self.y_kind,

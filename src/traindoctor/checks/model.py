@@ -131,14 +131,18 @@ def _gain_name(act: nn.Module | None) -> tuple[float, str]:
     return 1.0, "none"
 
 
-def init_scale(model: nn.Module, run_forward: Callable[[], Any] | None = None) -> dict[str, Any]:
+def init_scale(model: nn.Module, run_forward: Callable[[], Any] | None = None,
+               order: list[tuple[str, nn.Module, Any]] | None = None) -> dict[str, Any]:
     """Each weight layer's initial std against PyTorch's default, Xavier and Kaiming scales.
 
-    With ``run_forward`` (one forward on a real batch), the nonlinearity that follows each layer
-    is read off the execution order and the std of every weight layer's output is measured, so a
+    With ``run_forward`` (one forward on a real batch) or the ``order`` a live trace recorded
+    (leaf modules as they ran, with their outputs or a weight layer's output spread as a 0-d
+    tensor), the nonlinearity that follows each layer is
+    read off the execution order and the std of every weight layer's output is measured, so a
     rule can see activations grow or shrink with depth.
     """
-    order = leaf_order(model, run_forward) if run_forward is not None else []
+    if order is None:
+        order = leaf_order(model, run_forward) if run_forward is not None else []
     follows: dict[int, nn.Module | None] = {}
     out_std: dict[int, float] = {}
     for i, (_, mod, out) in enumerate(order):
@@ -153,7 +157,12 @@ def init_scale(model: nn.Module, run_forward: Callable[[], Any] | None = None) -
                 nxt = m2
                 break
             follows.setdefault(id(mod), nxt)
-            if isinstance(out, torch.Tensor) and out.is_floating_point() and out.dim() >= 1 and out.shape[0] > 1 \
+            if isinstance(out, torch.Tensor) and out.dim() == 0 and id(mod) not in out_std:
+                # measured already (a live trace keeps the spread, not the activations)
+                v = float(out)
+                if math.isfinite(v):
+                    out_std[id(mod)] = v
+            elif isinstance(out, torch.Tensor) and out.is_floating_point() and out.dim() >= 1 and out.shape[0] > 1 \
                     and id(mod) not in out_std:
                 # the input-dependent part: spread across the batch per unit (a bias adds none)
                 o = out.to(torch.float64).reshape(out.shape[0], -1)

@@ -35,8 +35,8 @@ def nonfinite_inputs(run: Run, r: Rule) -> list[Finding]:
     Known false positives:
         None known: the values are read, not inferred.
     """
-    scanned = _d001_from_scan(run, r)  # a full data scan (checkup) names every such sample
-    if scanned:
+    scanned = _d001_from_scan(run, r)  # a data scan (checkup: every batch; live: the first ones)
+    if scanned and not any(e.data.get("live") for e in run.events_of("data_nonfinite")):
         return scanned
     for e in run.events_of("nonfinite_loss"):
         inp = e.data.get("input_nonfinite")
@@ -45,9 +45,15 @@ def nonfinite_inputs(run: Run, r: Rule) -> list[Finding]:
         ids = inp.get("sample_ids") or []
         who = f"dataset indices {ids[:10]}" if ids else f"batch positions {inp.get('positions', [])[:10]}"
         msg = f"{inp.get('count', len(ids))} of {inp.get('batch_size', '?')} samples in the batch at step {e.step} hold NaN/Inf ({who})"
-        return [r.finding(step=e.step, step_end=e.step, message=msg, evidence=dict(inp),
+        ev = dict(inp)
+        if scanned:  # the first batches' scan named more of them
+            more = [i for i in scanned[0].evidence.get("sample_ids", []) if i not in ids]
+            if more:
+                ev["sample_ids"] = ids + more
+                msg += f"; the first batches held more: {scanned[0].message}"
+        return [r.finding(step=e.step, step_end=e.step, message=msg, evidence=ev,
                           causes=[("nonfinite-data", 0.95)])]
-    return _d001_from_scan(run, r)
+    return scanned
 
 
 _LABEL_PATTERNS = (
@@ -115,8 +121,66 @@ def _label(v: object) -> object:
     return int(v) if isinstance(v, float) and v.is_integer() else v
 
 
+# operations that scale or normalise the input inside the model, before its first weight layer
+_SCALING_OPS = ("batch_norm", "layer_norm", "instance_norm", "group_norm", "normalize", "div", "rdiv", "mul", "sub",
+                "rsub")
+
+
+def _graph(run: Run) -> dict:
+    """The first training step's traced facts (watch/trace.py), when a live run or a checkup traced one."""
+    evs = run.events_of("model_graph")
+    return evs[0].data if evs else {}
+
+
+def _site_of(run: Run, what: str) -> dict:
+    """``{"where", "code"}`` of the model call (``what="forward"``) or the loss call (``"loss"``)."""
+    g = _graph(run)
+    if what == "forward":
+        s = g.get("forward_site") or {}
+    else:
+        losses = g.get("losses") or []
+        s = (losses[0] if losses else None) or g.get("loss_site") or {}
+    return {"where": s["where"], "code": s.get("code")} if s.get("where") else {}
+
+
+_NUMBERS = ("count", "min", "max", "mean", "std", "rms", "max_abs_mean", "max_std", "min_std")
+
+
+def _clean(d: dict) -> dict:
+    """A profile with every numeric field a number (a store written by another version, a hand-made
+    Run: a missing or non-numeric value reads as 0, so the rule judges nothing rather than raising)."""
+    out = dict(d)
+    for part in ("inputs", "targets"):
+        sub = out.get(part)
+        if isinstance(sub, dict):
+            sub = dict(sub)
+            for k in _NUMBERS:
+                if k in sub and (not isinstance(sub[k], (int, float)) or isinstance(sub[k], bool)):
+                    sub[k] = 0.0
+            for k in ("min", "max", "mean", "std", "rms"):
+                sub.setdefault(k, 0.0)
+            out[part] = sub
+        elif sub is not None:
+            out[part] = {}
+    return out
+
+
+def _latest(run: Run, kind: str, *keys: str) -> list:
+    """The events of ``kind``, keeping only the last one per value of ``keys``.
+
+    A live run records its data facts twice: from the first batch (at step 0, so they are said at
+    once) and, cumulatively, at the end of its data window; the later facts replace the earlier.
+    """
+    last: dict[tuple, object] = {}
+    for e in run.events_of(kind):
+        if isinstance(e.data, dict):
+            last[tuple(str(e.data.get(k)) for k in keys)] = e
+    return list(last.values())
+
+
 def _profiles(run: Run, split: str | None = "train") -> list[dict]:
-    return [e.data for e in run.events_of("data_profile") if split is None or e.data.get("split") == split]
+    return [_clean(e.data) for e in _latest(run, "data_profile", "split")  # type: ignore[attr-defined]
+            if split is None or e.data.get("split") == split]
 
 
 def _ids_text(ids: list, kind: str | None) -> str:
@@ -125,7 +189,7 @@ def _ids_text(ids: list, kind: str | None) -> str:
 
 
 def _d001_from_scan(run: Run, r: Rule) -> list[Finding]:
-    evs = run.events_of("data_nonfinite")
+    evs = _latest(run, "data_nonfinite", "split", "where")
     if not evs:
         return []
     ids: list = []
@@ -161,8 +225,8 @@ _CRASH_HINT = {
 
 
 def _d004_from_scan(run: Run, r: Rule) -> list[Finding]:
-    evs = [e for e in run.events_of("label_domain") if e.data.get("split", "train") == "train"] or \
-        run.events_of("label_domain")
+    latest = _latest(run, "label_domain", "split", "problem")
+    evs = [e for e in latest if e.data.get("split", "train") == "train"] or latest
     if not evs:
         return []
     d = evs[0].data
@@ -184,7 +248,7 @@ def _d004_from_scan(run: Run, r: Rule) -> list[Finding]:
     others = [e.data.get("problem") for e in evs[1:]]
     ev = {"detail": detail, "problem": problem, "count": count, "sample_ids": ids[:50], "values": vals,
           "loss_kind": d.get("loss_kind"), "output_shape": d.get("output_shape"),
-          "target_dtype": d.get("target_dtype"), "where": None, "other_problems": others}
+          "target_dtype": d.get("target_dtype"), "where": None, "other_problems": others, **_site_of(run, "loss")}
     return [r.finding(step=None, step_end=None, message=msg, evidence=ev, causes=[("label-domain-error", 0.9)])]
 
 
@@ -217,7 +281,9 @@ def unnormalized_inputs(run: Run, r: Rule) -> list[Finding]:
 
     Known false positives:
         Inputs meant to be raw for a first layer that normalises them itself (a ``BatchNorm`` or
-        ``LayerNorm`` first, or an explicit scaling inside ``forward``).
+        ``LayerNorm`` first, or an explicit scaling inside ``forward``): when the first training
+        step was traced (a live run, a checkup) and such an operation comes before the first weight
+        layer, nothing is reported.
     """
     for d in _profiles(run):
         x = d.get("inputs") or {}
@@ -245,7 +311,11 @@ def unnormalized_inputs(run: Run, r: Rule) -> list[Finding]:
             if ms and ms > 0 and (x.get("max_std") or 0) >= 0.5 and x["max_std"] / ms > 1000:
                 reasons.append(f"{axis} stds differ {x['max_std'] / ms:.3g}× (from {ms:.3g} to {x['max_std']:.3g})")
         if reasons:
+            scaled = [op for op in _graph(run).get("input_ops") or [] if op in _SCALING_OPS]
+            if scaled:
+                continue  # the model scales its own input (a BatchNorm first, x / 255 inside forward)
             msg = "; ".join(reasons) + f" over {d.get('samples')} training samples"
+            ev.update(_site_of(run, "forward"))
             return [r.finding(step=None, step_end=None, message=msg, evidence=ev, causes=[("unnormalized-input", 0.8)])]
     return []
 
@@ -284,7 +354,8 @@ def unnormalized_targets(run: Run, r: Rule) -> list[Finding]:
         rms = t.get("rms", 0.0)
         if rms > 10:
             ev = {k: t.get(k) for k in ("min", "max", "mean", "std", "rms")}
-            ev.update({"samples": d.get("samples"), "loss_kind": d.get("loss_kind"), "first_mse_estimate": rms * rms})
+            ev.update({"samples": d.get("samples"), "loss_kind": d.get("loss_kind"), "first_mse_estimate": rms * rms,
+                       **_site_of(run, "loss")})
             msg = (f"regression targets on a large scale: RMS {rms:.3g} (mean {t['mean']:.3g}, std {t['std']:.3g}, range "
                    f"[{t['min']:.3g}, {t['max']:.3g}]); a fresh model's first MSE is ≈ {rms * rms:.3g}")
             return [r.finding(step=None, step_end=None, message=msg, evidence=ev, causes=[("unnormalized-target", 0.8)])]
@@ -320,6 +391,8 @@ def class_imbalance(run: Run, r: Rule) -> list[Finding]:
         shows as balanced counts, so it is not reported).
     """
     for d in _profiles(run):
+        if d.get("first_batch"):
+            continue  # one batch says little about class balance: judged at the end of the window
         cl = d.get("classes") or {}
         counts = {k: v for k, v in (cl.get("counts") or {}).items() if v > 0}
         total = sum(counts.values())
@@ -415,6 +488,8 @@ def unshuffled_data(run: Run, r: Rule) -> list[Finding]:
         Curriculum or deliberately grouped sampling (a custom sampler built for it).
     """
     for d in _profiles(run):
+        if d.get("first_batch"):
+            continue
         o = d.get("order")
         if not o:
             continue

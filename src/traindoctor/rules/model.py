@@ -60,7 +60,9 @@ def unstable_loss_formula(run: Run, r: Rule) -> list[Finding]:
 
     Evidence:
         The loss's autograd graph at the first step: BinaryCrossEntropy ← Sigmoid, or
-        NllLoss ← Log ← Softmax.
+        NllLoss ← Log ← Softmax. A hand-written loss (traced at the first step): ``torch.log``
+        applied to ``torch.sigmoid`` or ``softmax`` outputs, through clamps, an epsilon or
+        ``1 - p``, with the lines that call them.
 
     Example:
         ``torch.sigmoid(model(x))`` passed to ``nn.BCELoss()``.
@@ -83,6 +85,22 @@ def unstable_loss_formula(run: Run, r: Rule) -> list[Finding]:
             continue
         return [r.finding(step=e.step, step_end=None, message=msg, evidence=dict(e.data),
                           causes=[("numerically-unstable-loss", 0.7)])]
+    for g in _graphs(run):
+        for h in g.get("handwritten") or []:
+            head = h.get("prob") or {}
+            op = h.get("prob_op")
+            calls = h.get("log_calls") or []
+            site = _site(*calls, head.get("call"))
+            guard = " (clamped or with an epsilon, which stops the NaN but not the vanishing gradient)" \
+                if h.get("clamped") else ""
+            fused = "F.binary_cross_entropy_with_logits / nn.BCEWithLogitsLoss" if op == "sigmoid" \
+                else "F.log_softmax (or nn.CrossEntropyLoss)"
+            msg = (f"a hand-written loss takes torch.log of {op} outputs ({_what(head)}){guard}: once the {op} "
+                   f"saturates the log is −inf; use {fused} on the logits")
+            ev = {"fault": "handwritten_log_of_probabilities", "prob_op": op, "module": head.get("module"),
+                  "clamped": h.get("clamped"), "complement": h.get("complement"), **site}
+            return [r.finding(step=0, step_end=None, message=msg, evidence=ev,
+                              causes=[("numerically-unstable-loss", 0.7)])]
     return []
 
 
@@ -213,3 +231,342 @@ def reduced_precision_overflow(run: Run, r: Rule) -> list[Finding]:
             return [r.finding(step=None, step_end=None, message="; ".join(reasons), evidence=ev,
                               causes=[("precision-overflow", 0.8), ("unnormalized-input", 0.2)])]
     return []
+
+
+# ---------------------------------------------------------------------------------------------
+# The first step's traced graph (``model_graph`` facts, watch/trace.py): what feeds the loss,
+# hand-written log-probability terms, weight layers stacked with nothing between them.
+
+_REGRESSION = ("mse", "l1", "smooth_l1", "huber")
+_LOSS_NAMES = {"cross_entropy": "cross-entropy", "nll": "NLLLoss", "bce": "BCELoss", "bce_logits": "BCEWithLogitsLoss",
+               "mse": "MSE", "l1": "L1", "smooth_l1": "SmoothL1", "huber": "Huber"}
+
+
+_NUM_KEYS = {"min", "max", "distinct", "zero_fraction", "first_groups"}
+_SHAPE_KEYS = {"pred_shape", "shape", "dims"}
+_LIST_KEYS = {"losses", "handwritten", "stacked_linear", "input_ops", "log_calls", "between", "values"}
+_DICT_KEYS = {"head", "target", "prob", "first", "second", "defined", "call"}
+
+
+def _sane(x: object, key: str = "") -> object:
+    """Facts as the rules expect them: numbers where numbers go, int lists for shapes, dicts and
+    lists where those go; anything else (a store from another version, a hand-made Run) is dropped."""
+    if isinstance(x, dict):
+        out = {}
+        for k, v in x.items():
+            if k in _NUM_KEYS and not _real(v):
+                continue
+            if k in _SHAPE_KEYS and not (isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool)
+                                                                    for i in v)):
+                continue
+            if k in _LIST_KEYS and not isinstance(v, list):
+                continue
+            if k in _DICT_KEYS and not isinstance(v, dict):
+                continue
+            out[k] = _sane(v, k)
+        return out
+    if isinstance(x, list):
+        return [_sane(v, key) for v in x if key not in ("losses", "handwritten", "stacked_linear") or isinstance(v, dict)]
+    return x
+
+
+def _graphs(run: Run) -> list[dict]:
+    return [_sane(e.data) for e in run.events_of("model_graph") if isinstance(e.data, dict)]  # type: ignore[misc]
+
+
+def _real(x: object) -> bool:
+    """A finite real number (facts from an odd model may hold None, NaN or Inf anywhere)."""
+    import math
+
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _num(d: dict, key: str, default: float = 0.0) -> float:
+    v = d.get(key) if isinstance(d, dict) else None
+    return float(v) if _real(v) else default
+
+
+def _loss_label(lf: dict) -> str:
+    mod = lf.get("loss_module")
+    return f"nn.{mod}" if mod else f"F.{lf.get('function')}"
+
+
+def _what(head: dict) -> str:
+    """``ReLU `net.4``` or ``torch.sigmoid`` (a call outside any module)."""
+    op = head.get("function") or head.get("op")
+    mod, typ = head.get("module"), head.get("module_type")
+    if mod and typ and typ.lower().replace("_", "") == str(op).replace("_", ""):
+        return f"{typ} `{mod}`"
+    if mod and head.get("in_model"):
+        # a functional call inside a module's forward: torch.sigmoid in Net.forward
+        return f"{op} in {typ}.forward" + (f" (`{mod}`)" if mod != typ else "")
+    return f"{op}"
+
+
+def _site(*parts: dict | None) -> dict:
+    """The first of these facts that names a line of user code: ``{"where": ..., "code": ...}``."""
+    for p in parts:
+        if p and p.get("where"):
+            return {"where": p["where"], "code": p.get("code")}
+    return {}
+
+
+def _head_site(head: dict) -> dict:
+    return _site(head.get("defined"), head.get("call"))
+
+
+def _floor_note(op: str, c: int | None) -> str:
+    if not isinstance(c, int) or c < 2:
+        return ""
+    lo, hi = {"sigmoid": (0.0, 1.0), "hardsigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "hardtanh": (-1.0, 1.0)}.get(op, (None, None))
+    if lo is None:
+        return ""
+    import math
+
+    floor = math.log(1 + (c - 1) * math.exp(lo - hi))
+    return f"; the logits are squashed into [{lo:g}, {hi:g}], so the loss cannot fall below {floor:.3g} for {c} classes"
+
+
+@rule("M009", "error")
+def output_activation_mismatch(run: Run, r: Rule) -> list[Finding]:
+    """What it does:
+        Finds a last activation that does not fit the loss it feeds, read off the first training
+        step: ReLU, sigmoid or tanh on the logits given to cross-entropy; probabilities or raw
+        outputs given to ``NLLLoss`` (which expects log-probabilities); a sigmoid before
+        ``BCEWithLogitsLoss`` (which applies one itself); softmax over multi-label targets;
+        ReLU or sigmoid on a regression output whose targets leave its range; a categorical
+        cross-entropy written by hand on sigmoid outputs.
+
+    Why is this bad?
+        Cross-entropy needs unbounded logits: a ReLU zeroes the negative ones (those get no
+        gradient, often most of them at the start) and a sigmoid or tanh caps them, so the loss
+        has a floor well above zero. A sigmoid before ``BCEWithLogitsLoss`` keeps every prediction
+        in (0.5, 0.73). ``NLLLoss`` on raw outputs is −x[y], unbounded below. With sigmoid
+        outputs, −Σ y·log σ(z) only pulls the true class up: every output can reach 1 and the loss
+        0 while the model tells nothing apart. The loss stalls, or falls without the model learning.
+
+    Evidence:
+        The traced first step: the last value-changing operation on the prediction before the loss
+        (shape-only operations and dropout skipped), its module and the line that built or called it,
+        the fraction of outputs it zeroed, the targets' range; for a hand-written loss, the
+        ``torch.log`` over a sigmoid and the one-hot targets multiplied with it.
+
+    Example:
+        ``nn.Sequential(..., nn.Linear(64, 10), nn.ReLU())`` with ``nn.CrossEntropyLoss()``: 52 %
+        of the logits are exactly 0 at step 0.
+
+    Use instead:
+        Return raw logits from the last Linear and let the loss apply its own normalisation
+        (``CrossEntropyLoss``, ``BCEWithLogitsLoss``); use ``log_softmax`` before ``NLLLoss``;
+        sigmoid per label with BCE for multi-label targets; no activation (identity) on a regression
+        output unless its range matches the targets'.
+
+    Known false positives:
+        A bounded last activation chosen on purpose with a loss that tolerates it (a temperature-
+        scaled tanh into cross-entropy) is still reported: the floor it puts on the loss is real.
+    """
+    out: list[Finding] = []
+    for g in _graphs(run):
+        for lf in g.get("losses") or []:
+            kind, head, tgt = lf.get("kind"), lf.get("head") or {}, lf.get("target") or {}
+            op = head.get("op")
+            ps = lf.get("pred_shape") or []
+            c = ps[1] if len(ps) >= 2 and isinstance(ps[1], int) else None
+            loss = _loss_label(lf)
+            what = _what(head)
+            reason = None
+            if kind == "cross_entropy" and op in ("relu", "relu6", "softplus"):
+                zf = head.get("zero_fraction")
+                zeros = f"{zf * 100:.0f} % of the logits are exactly 0 at the first step and get no gradient; " \
+                    if isinstance(zf, (int, float)) and op != "softplus" else ""
+                reason = (f"{what} on the model's output feeds {loss}, which expects unbounded logits: {zeros}"
+                          "no logit can go below 0")
+            elif kind == "cross_entropy" and op in ("sigmoid", "tanh", "hardtanh", "hardsigmoid"):
+                reason = f"{what} on the model's output feeds {loss}, which expects unbounded logits{_floor_note(op, c)}"
+            elif kind == "nll" and op not in ("log_softmax", "log", "logsigmoid", "none"):
+                if op == "softmax":
+                    reason = (f"softmax probabilities from {what} feed {loss}, which expects log-probabilities: the loss "
+                              "is −p[y], stuck in [−1, 0] with gradients that vanish as p saturates")
+                else:
+                    reason = (f"raw outputs ({what}) feed {loss}, which expects log-probabilities (log_softmax): the "
+                              "loss is −x[y], unbounded below, and it falls forever by growing one output")
+            elif kind == "bce_logits" and op in ("sigmoid", "softmax", "hardsigmoid"):
+                reason = (f"probabilities from {what} feed {loss}, which applies a sigmoid itself: every prediction stays in "
+                          "(0.5, 0.73), the loss cannot approach 0 and the gradients are 4× too small at best")
+            elif kind == "bce" and op == "softmax" and tgt.get("multi_hot"):
+                reason = (f"softmax ({what}) over multi-label targets (rows with several 1s) feeds {loss}: the outputs "
+                          "compete for one unit of probability, so the model cannot predict two labels at once")
+            elif kind in _REGRESSION and isinstance(tgt.get("min"), (int, float)):
+                lo, hi = tgt["min"], tgt.get("max", tgt["min"])
+                if op in ("relu", "relu6", "softplus") and lo < 0:
+                    reason = (f"{what} on the regression output feeds {loss}, but the targets go down to {lo:.3g}: "
+                              "negative targets can never be predicted, and units pushed below 0 stop learning")
+                elif op in ("sigmoid", "hardsigmoid") and (lo < 0 or hi > 1):
+                    reason = (f"{what} bounds the regression output to [0, 1] but the targets span [{lo:.3g}, {hi:.3g}]: "
+                              "most targets can never be reached")
+                elif op in ("tanh", "hardtanh") and (lo < -1 or hi > 1):
+                    reason = (f"{what} bounds the regression output to [−1, 1] but the targets span [{lo:.3g}, {hi:.3g}]: "
+                              "most targets can never be reached")
+            if reason:
+                ev = {"loss": loss, "loss_kind": kind, "activation": op, "module": head.get("module"),
+                      "module_type": head.get("module_type"), "head": head, "target": tgt, **_head_site(head),
+                      "loss_call": _site(lf)}
+                out.append(r.finding(step=0, step_end=None, message=reason, evidence=ev,
+                                     causes=[("wrong-output-activation", 0.9)]))
+        for h in g.get("handwritten") or []:
+            tgt = h.get("target") or {}
+            shape = tgt.get("shape") or []
+            classes = shape[1] if len(shape) == 2 else None
+            if h.get("prob_op") == "sigmoid" and not h.get("complement") and tgt.get("one_hot") and (classes or 0) > 2:
+                head = h.get("prob") or {}
+                msg = (f"a cross-entropy written by hand takes the log of sigmoid outputs ({_what(head)}) against one-hot "
+                       f"targets over {classes} classes: only −log σ(z) of the true class is in the loss, nothing pushes "
+                       "the other classes down, so every output can go to 1 and the loss to 0 without telling classes "
+                       "apart")
+                ev = {"loss": "hand-written", "activation": "sigmoid", "module": head.get("module"),
+                      "module_type": head.get("module_type"), "head": head, "target": tgt,
+                      **_site(*(h.get("log_calls") or []), head.get("call"))}
+                out.append(r.finding(step=0, step_end=None, message=msg, evidence=ev,
+                                     causes=[("wrong-output-activation", 0.9)]))
+    return out[:1]
+
+
+def _class_like(tgt: dict, pred_shape: list) -> str | None:
+    """Why these regression targets look like class indices (None when they do not)."""
+    if not tgt.get("integer_valued") or not isinstance(tgt.get("min"), (int, float)):
+        return None
+    lo, hi, k = tgt["min"], tgt.get("max", 0), tgt.get("distinct") or 0
+    if lo < 0 or hi > 1000 or k < 3:
+        return None
+    cols = pred_shape[1] if len(pred_shape) >= 2 else 1
+    tshape = tgt.get("shape") or []
+    per_sample = len(tshape) <= 1 or (len(tshape) == 2 and tshape[1] == 1)
+    if cols > 1 and per_sample:
+        return f"the model has {cols} outputs per sample and the targets one integer each"
+    dense = lo == 0 and hi <= 100 and k >= 0.5 * (hi + 1)
+    if tgt.get("cast_from") and dense:
+        return f"the targets are {tgt['cast_from']} labels 0…{int(hi)} (first batch) cast to float"
+    return None
+
+
+@rule("M008", "error")
+def loss_task_mismatch(run: Run, r: Rule) -> list[Finding]:
+    """What it does:
+        Finds a loss that does not fit the task its targets describe, read off the first training
+        step: a regression loss (MSE, L1, Huber) on class indices, binary cross-entropy on labels
+        with more than two classes, cross-entropy over a single output, cross-entropy on
+        continuous targets.
+
+    Why is this bad?
+        MSE on class indices treats class 7 as "closer" to 8 than to 1 and asks the model to
+        output the index itself (or, broadcast against a [batch, classes] output, every class to
+        output it): it trains, to a useless model. BCE on labels 0…9 is outside its domain.
+        Cross-entropy over one output is log-softmax of a single number: 0, whatever the model
+        does, so nothing learns.
+
+    Evidence:
+        The loss called in the first step, the prediction's shape, and the targets as the loss
+        received them: dtype, range, number of distinct values, and whether they were integers
+        cast to float on the way (``y.float()``).
+
+    Example:
+        ``nn.MSELoss()(model(x), y.float().unsqueeze(1))`` with a 10-output model and digit labels
+        0…9 (int64 cast to float).
+
+    Use instead:
+        Single-label classes: ``nn.CrossEntropyLoss`` on logits with int64 class indices;
+        binary or multi-label: ``nn.BCEWithLogitsLoss`` with float 0/1 targets shaped like the
+        output; regression: MSE/Huber on standardised float targets, one output per target.
+
+    Known false positives:
+        Counts or ordinal scores starting at 0 (0, 1, 2, … stars) regressed on purpose with one
+        output are reported when they arrive as integers cast to float.
+    """
+    for g in _graphs(run):
+        for lf in g.get("losses") or []:
+            kind, tgt = lf.get("kind"), lf.get("target") or {}
+            ps = lf.get("pred_shape") or []
+            loss = _loss_label(lf)
+            reason = None
+            vals = [v for v in tgt.get("values") or [] if _real(v)]
+            shown = ", ".join(f"{v:g}" for v in vals[:6]) + (", …" if _real(tgt.get("distinct")) and tgt["distinct"] > 6
+                                                            else "")
+            if kind in _REGRESSION:
+                why = _class_like(tgt, ps)
+                if why:
+                    reason = (f"{loss} on class indices ({shown}): {why}; a regression loss makes the model output the "
+                              "class number itself, as if class 3 were closer to 4 than to 9")
+            elif kind in ("bce", "bce_logits") and tgt.get("integer_valued") and (tgt.get("max") or 0) > 1 \
+                    and (tgt.get("distinct") or 0) >= 3:
+                reason = (f"{loss} on multi-class labels ({shown}): binary cross-entropy takes targets in [0, 1], one "
+                          "probability per output")
+            elif kind == "cross_entropy" and len(ps) >= 2 and ps[1] == 1:
+                reason = (f"{loss} over a single output per sample: log-softmax of one number is 0, so the loss is 0 "
+                          "whatever the model does and nothing is learned")
+            elif kind == "cross_entropy" and str(tgt.get("dtype", "")).startswith(("float", "bfloat", "half")) \
+                    and tgt.get("shape") == ps and tgt.get("rows_sum_to_one") is False \
+                    and not (tgt.get("integer_valued") and (tgt.get("max") or 0) <= 1):
+                reason = (f"{loss} on continuous targets (rows do not sum to 1, values {shown}): cross-entropy compares "
+                          "class distributions; a continuous target needs a regression loss")
+            if reason:
+                ev = {"loss": loss, "loss_kind": kind, "pred_shape": ps, "target": tgt, **_site(lf),
+                      "module": lf.get("loss_module")}
+                return [r.finding(step=0, step_end=None, message=reason, evidence=ev,
+                                  causes=[("wrong-loss-function", 0.85)])]
+    return []
+
+
+@rule("M010", "warning")
+def missing_nonlinearity(run: Run, r: Rule) -> list[Finding]:
+    """What it does:
+        Finds a weight layer (Linear, convolution) whose input comes straight from another weight
+        layer, with only reshapes, dropout or BatchNorm between them, in the first training step.
+
+    Why is this bad?
+        Two affine maps in a row are one affine map: the extra layer adds parameters and
+        optimisation difficulty but no expressive power, and a "deep" model built this way is a
+        linear model (a logistic regression, for a classifier) however many layers it has.
+
+    Evidence:
+        The traced first step: the two layers (modules, sizes, the line that built them), the
+        operations seen between them.
+
+    Example:
+        ``nn.Sequential(nn.Linear(64, 128), nn.Linear(128, 10))``: 64→128→10 collapses to 64→10.
+
+    Use instead:
+        Put a nonlinearity between the layers (``nn.ReLU()``, ``nn.GELU()``), or drop the extra
+        layer if a linear model is what you want.
+
+    Known false positives:
+        Deliberate factorisations are skipped: a bottleneck narrower than both ends (low-rank
+        layers, MobileNetV2's linear bottleneck) and a depthwise/grouped convolution followed by
+        a pointwise one (separable convolutions). A purely linear model built this way on
+        purpose is reported.
+    """
+    pairs = []
+    for g in _graphs(run):
+        for p in g.get("stacked_linear") or []:
+            d = p.get("dims") or []
+            if len(d) != 3 or d[1] < min(d[0], d[2]) or (p.get("first_groups") or 1) > 1:
+                continue
+            pairs.append(p)
+    if not pairs:
+        return []
+
+    def name(x: dict) -> str:
+        return f"`{x.get('module')}` ({x.get('module_type')})" if x.get("module") else x.get("op", "?")
+
+    parts = []
+    for p in pairs[:3]:
+        d = p["dims"]
+        between = f" (only {', '.join(p['between'])} between)" if p.get("between") else ""
+        parts.append(f"{name(p['first'])} feeds {name(p['second'])} with no nonlinearity{between}: "
+                     f"{d[0]}→{d[1]}→{d[2]} is one linear map {d[0]}→{d[2]}")
+    if len(pairs) > 3:
+        parts.append(f"{len(pairs) - 3} more such pair(s)")
+    first = pairs[0]
+    ev = {"pairs": pairs[:10], "module": first["second"].get("module"), "after": first["first"].get("module"),
+          **_site(first["second"].get("defined"), first["first"].get("defined"), first["second"], first["first"])}
+    return [r.finding(step=0, step_end=None, message="; ".join(parts), evidence=ev,
+                      causes=[("missing-nonlinearity", 0.85)])]

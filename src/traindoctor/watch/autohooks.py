@@ -13,6 +13,7 @@ samples. Every wrapper calls the original unchanged and contains its own failure
 from __future__ import annotations
 
 import functools
+import threading
 from collections import deque
 from typing import Any
 
@@ -29,10 +30,21 @@ LOSS_FUNCTIONS = ("cross_entropy", "nll_loss", "binary_cross_entropy", "binary_c
                   "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "kl_div")
 
 
+_inside_loss = threading.local()
+
+
 def _wrap_loss(name: str, orig: Any) -> Any:
     @functools.wraps(orig)
     def loss_fn(*args: Any, **kwargs: Any) -> Any:
-        out = orig(*args, **kwargs)
+        # torch's loss functions dispatch through their module-global name (our wrapper) when a
+        # TorchFunctionMode is active: that inner call is the same loss call, not a second one
+        if getattr(_inside_loss, "on", False):
+            return orig(*args, **kwargs)
+        _inside_loss.on = True
+        try:
+            out = orig(*args, **kwargs)
+        finally:
+            _inside_loss.on = False
         for m in list(_listeners):
             m.on_loss_call(name, orig, args, kwargs, out)
         return out
@@ -72,6 +84,8 @@ def _next(self: Any) -> Any:
                 ids = None
             for m in _listeners:
                 m.set_batch_ids(ids)
+                if m.wants_batches:
+                    m.set_loader_batch(data)
     except Exception:  # noqa: BLE001
         pass
     return data
@@ -141,6 +155,15 @@ class AutoWatch:
             om.register_optimizer_step_post_hook(lambda o, a, k: monitor.opt_post(o)),
         ]
         add_listener(monitor)
+        from .trace import ConstructionSites
+
+        # where each submodule is built, for findings that name a line (before the script runs)
+        self.sites = ConstructionSites()
+        try:
+            self.sites.install()
+            monitor.sites = self.sites
+        except Exception as exc:  # noqa: BLE001
+            monitor.event("doctor_error", {"part": "construction-sites", "message": repr(exc)})
 
     def _g_pre(self, module: nn.Module, args: Any) -> None:
         try:
@@ -150,6 +173,8 @@ class AutoWatch:
                     self.monitor.candidates.append(module)
                 if module.training:
                     self.monitor._last_inputs[id(module)] = (args, {})
+                    if self.monitor._trace_state == "pending":
+                        self.monitor.begin_trace(module, args, {})
                     if isinstance(module, nn.modules.loss._Loss):
                         self._loss_modules.append(type(module).__name__)
                         self.monitor.meta["loss_module"] = type(module).__name__
@@ -190,6 +215,7 @@ class AutoWatch:
             self.monitor.event("doctor_error", {"part": "discovery", "message": repr(exc)})
 
     def close(self) -> None:
+        self.sites.remove()
         for h in self._mod_handles + self._opt_handles:
             h.remove()
         self._mod_handles, self._opt_handles = [], []

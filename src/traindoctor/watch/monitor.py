@@ -52,6 +52,11 @@ LOSS_NODES = {
 }
 
 
+# loss-function names (watch/trace.py) → the loss kinds the data checks use
+_PROFILE_KIND = {"cross_entropy": "cross_entropy", "nll": "nll", "bce": "bce", "bce_logits": "bce_logits",
+                 "mse": "mse", "l1": "l1", "smooth_l1": "smooth_l1", "huber": "huber"}
+
+
 def _graph_below(fn: Any, depth: int = 6, limit: int = 64) -> list[str]:
     """Names of autograd nodes reachable from ``fn`` (breadth first, bounded)."""
     out: list[str] = []
@@ -114,6 +119,11 @@ def _tensors(obj: Any) -> list[torch.Tensor]:
 
 
 DEFAULT_CADENCE = 50  # sampled steps: keeps the watcher under 2 % of a step (benchmarks/overhead.py)
+# the data seen live: the first PROFILE_STEPS steps, extended until PROFILE_SAMPLES samples (at most
+# PROFILE_MAX_STEPS steps); afterwards nothing is measured per batch
+PROFILE_STEPS, PROFILE_SAMPLES, PROFILE_MAX_STEPS = 20, 1024, 100
+# the findings a first step can show, announced the moment they are known
+CONFIG_CODES = ("M001", "M002", "M003", "M008", "M009", "M010", "D001", "D002", "D003", "D004", "D005", "D007")
 
 
 class Monitor:
@@ -166,6 +176,17 @@ class Monitor:
         self._bw_seen: tuple[torch.Tensor, Any] | None = None
         self._eval_acc: dict[str, list] = {"loss": [], "correct": []}
         self._has_train_only = False
+        # first-step inspection (watch/trace.py) and the data of the first batches (checks/data.py)
+        self.sites: Any = None  # ConstructionSites, when the launcher installed them before the script ran
+        self._trace: Any = None
+        self._trace_state = "pending"  # pending → active → done
+        self._trace_root: nn.Module | None = None
+        self._profile: Any = None
+        self._profiling = False
+        self._profile_steps = 0
+        self._step_target: Any = None
+        self._loader_batch: Any = None
+        self._announced: set[str] = set()
 
         self._stop = threading.Event()
         self._writer = threading.Thread(target=self._writer_loop, name="traindoctor-writer", daemon=True)
@@ -175,6 +196,9 @@ class Monitor:
     def _guard(self, part: str, fn: Callable[..., Any], *args: Any) -> Any:
         if part in self._disabled:
             return None
+        tr = self._trace
+        if tr is not None:
+            tr.paused += 1  # the first step is being traced: the doctor's own operations are not the script's
         try:
             return fn(*args)
         except Exception as exc:  # noqa: BLE001 - the doctor must never break the run
@@ -186,6 +210,9 @@ class Monitor:
                 self._errors_reported.add(part)
                 print(f"traindoctor: internal error contained, training goes on — {msg}", file=sys.stderr)
             return None
+        finally:
+            if tr is not None:
+                tr.paused -= 1
 
     def event(self, kind: str, data: dict[str, Any], step: int | None = None) -> None:
         ev = Event(self.step if step is None else step, kind, data)
@@ -229,6 +256,132 @@ class Monitor:
         if torch.is_grad_enabled() and module.training:
             # a reference, not a copy: used only to replay this forward if the loss goes non-finite
             self._last_inputs[id(module)] = (args, kwargs)
+            if self._trace_state == "pending":
+                self.begin_trace(module, args, kwargs)
+
+    # ------------------------------------------------------------------ first-step inspection
+    def begin_trace(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        """The model's first training forward: trace this step up to its ``backward()`` (one-off)."""
+        if self._trace_state != "pending" or "trace" in self._disabled:
+            return
+        if not (torch.is_grad_enabled() and module.training and next(module.parameters(), None) is not None):
+            return
+        self._trace_state = "active"
+        self._guard("trace", self._begin_trace, module, args, kwargs)
+
+    def _begin_trace(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        from .trace import StepTrace
+
+        self._trace_root = module
+        tr = StepTrace(self.sites)
+        tr.start(module, (args, kwargs))
+        self._trace = tr
+
+    def _end_trace(self, loss: torch.Tensor | None) -> None:
+        tr, self._trace = self._trace, None
+        self._trace_state = "done"
+        if tr is None:
+            return
+        tr.stop()
+        try:
+            facts = tr.facts(loss)
+            root = tr.root
+            names = {id(m): (n or type(root).__name__) for n, m in root.named_modules()} if root is not None else {}
+            order = [(names.get(id(m), type(m).__name__), m, o) for m, o in tr.leaf_outputs]
+        finally:
+            tr.release()
+        self.event("model_graph", facts)
+        losses = facts.get("losses") or []
+        if len(losses) == 1:  # a sum of several loss functions is none of them (L009 compares with one)
+            lf = losses[0]
+            self.meta.setdefault("loss_kind", _PROFILE_KIND.get(lf["kind"], lf["kind"]))
+        if order and root is not None:
+            from ..checks.model import init_scale
+
+            self.event("init_scale", init_scale(root, order=order))
+        self._start_profile(losses[0] if losses else None)
+
+    def _start_profile(self, loss_facts: dict[str, Any] | None) -> None:
+        from ..checks.data import DataProfile
+
+        kind = out_shape = None
+        ignore = None
+        if loss_facts is not None:
+            kind = _PROFILE_KIND.get(loss_facts["kind"], loss_facts["kind"])
+            ps = loss_facts.get("pred_shape")
+            out_shape = tuple(ps[1:]) if ps else None
+            ig = loss_facts.get("ignore_index")
+            ignore = ig if isinstance(ig, int) and kind in ("cross_entropy", "nll") else None
+        self._profile = DataProfile("train", kind, out_shape, ignore, ids_kind="dataset indices")
+        self._profile_positions = 0
+        self._profiling = True
+
+    def _profile_step(self) -> None:
+        """Feed this step's batch (the model's input, the loss's targets) to the data profile."""
+        from ..checks.batches import Batch
+
+        prof = self._profile
+        root = self._trace_root
+        y, self._step_target = self._step_target, None
+        loader, self._loader_batch = self._loader_batch, None
+        captured = self._last_inputs.get(id(root)) if root is not None else None
+        xs = [t for t in _tensors(captured) if t.dim() >= 1] if captured is not None else []
+        if not xs:
+            return
+        x = xs[0].detach()
+        rows = int(x.shape[0])
+        if y is None and isinstance(loader, (list, tuple)) and len(loader) == 2 and isinstance(loader[1], torch.Tensor):
+            y = loader[1]  # a hand-written loss: the loader's targets
+        if isinstance(y, torch.Tensor) and (y.dim() == 0 or int(y.shape[0]) != rows):
+            y = None  # targets flattened over a sequence (language models): not per sample
+        ids = self._batch_ids
+        if ids is None or len(ids) != rows:
+            if prof.batches == 0:
+                prof.ids_kind = "positions in the stream"
+            ids = list(range(self._profile_positions, self._profile_positions + rows))
+        self._profile_positions += rows
+        prof.update(Batch(x, y.detach() if isinstance(y, torch.Tensor) else None, ids))
+        self._profile_steps += 1
+        done = (self._profile_steps >= PROFILE_STEPS and prof.samples >= PROFILE_SAMPLES) \
+            or self._profile_steps >= PROFILE_MAX_STEPS
+        if done:
+            self._finish_profile()
+
+    def _record_profile(self, first_batch: bool) -> None:
+        """The data facts as known now: after the first batch (step 0), then over the whole window."""
+        prof = self._profile
+        if prof is None or not prof.batches:
+            return
+        for kind, data in prof.events():
+            data["live"] = True
+            if first_batch:
+                data["first_batch"] = True
+            self.event(kind, data, step=0 if first_batch else max(0, self.step))
+
+    def _finish_profile(self) -> None:
+        self._profiling = False
+        self._record_profile(False)
+        self._profile = None
+        self._announce()
+
+    def _announce(self) -> None:
+        """Judge the configuration findings now (first step, end of the data window) and say the new ones."""
+        from ..rules import all_rules
+
+        with self._lock:
+            events = list(self._events)
+        run = Run.from_points([], events, dict(self.meta))
+        rules = all_rules()
+        for code in CONFIG_CODES:
+            if code in self._announced or code not in rules:
+                continue
+            found = rules[code].check(run)
+            if not found:
+                continue
+            self._announced.add(code)
+            f = found[0]
+            where = f.evidence.get("where")
+            self.on_critical(f"traindoctor: {f.code} {f.name} — {f.message}" + (f" [{where}]" if where else ""))
 
     # ------------------------------------------------------------------ loss
     def on_backward(self, loss: torch.Tensor) -> None:
@@ -249,7 +402,15 @@ class Monitor:
             return
         if not self._first_backward_seen:
             self._first_backward_seen = True
+            if self._trace_state == "active":
+                self._guard("trace", self._end_trace, loss)
             self._guard("loss-graph", self._inspect_loss_graph, loss)
+            if self._profiling:
+                self._guard("data-profile", self._profile_step)
+                self._guard("data-profile", self._record_profile, True)
+            self._guard("announce", self._announce)
+        elif self._profiling:
+            self._guard("data-profile", self._profile_step)
         if self.explicit_steps:
             # Doctor mode: doctor.step(loss) records the loss; here only the first sight of a
             # non-finite value matters, while the weights that produced it are still intact.
@@ -269,7 +430,10 @@ class Monitor:
         if isinstance(loss, torch.Tensor):
             if not self._first_backward_seen and loss.grad_fn is not None:
                 self._first_backward_seen = True
+                if self._trace_state == "active":
+                    self._guard("trace", self._end_trace, loss)
                 self._guard("loss-graph", self._inspect_loss_graph, loss)
+                self._guard("announce", self._announce)
             seen = self._bw_seen
             if seen is not None and seen[0] is loss:
                 self._loss_acc.append(seen[1])  # already read at backward(): no second read
@@ -309,6 +473,8 @@ class Monitor:
 
     # ------------------------------------------------------------------ optimizer hooks
     def opt_pre(self, opt: Any) -> None:
+        if self._trace_state == "active":  # gradients came without Tensor.backward (torch.autograd.grad)
+            self._guard("trace", self._end_trace, None)
         self._guard("grad-stats", self._opt_pre, opt)
 
     def opt_post(self, opt: Any) -> None:
@@ -458,6 +624,8 @@ class Monitor:
         if training:
             self._flush_eval()
             idx = self._terms_this_step
+            if idx == 0 and isinstance(target, torch.Tensor) and (self._profiling or self._trace_state == "active"):
+                self._step_target = target
             self._terms_this_step += 1
             if self._clock % self.cadence == 0:
                 self.record(f"loss_term/{idx}:{fn_name}", out.detach().to(torch.float64).reshape(()))
@@ -520,6 +688,14 @@ class Monitor:
     # ------------------------------------------------------------------ data ids
     def set_batch_ids(self, ids: Iterable[int] | None) -> None:
         self._batch_ids = list(ids) if ids is not None else None
+
+    @property
+    def wants_batches(self) -> bool:
+        """Whether the loader's batches are still of interest (the first steps' data profile)."""
+        return self._profiling or self._trace_state != "done"
+
+    def set_loader_batch(self, data: Any) -> None:
+        self._loader_batch = data
 
     # ------------------------------------------------------------------ first-step inspection
     def _inspect_loss_graph(self, loss: torch.Tensor) -> None:
@@ -770,6 +946,10 @@ class Monitor:
         """Stop hooks and the writer, flush everything, return the Run."""
         if not self._closed:
             self._closed = True
+            if self._trace_state == "active":
+                self._guard("trace", self._end_trace, None)
+            if self._profiling:
+                self._guard("data-profile", self._finish_profile)
             if self._loss_acc:
                 self._emit_loss()
             self._guard("loss-calls", self._flush_eval)
