@@ -36,12 +36,18 @@ SCENARIOS = [
     ("A001", "dying_relu", 0), ("A002", "ex:lr-oscillation", 0), ("A003", "init_std10", 0),
     ("A004", "exp_overflow", 0), ("D001", "ex:nonfinite-data", None), ("D004", "ex:label-out-of-range", 0),
     ("M001", "ex:double-softmax", 0), ("M002", "ex:bce-saturation", 0),
+    # configuration faults from the traced first step and the first batches (tests/faults/test_config.py)
+    ("M002", "config_keras_ce", 0), ("M003", "init_std10", 0), ("M008", "config_mse_classes", 0),
+    ("M009", "config_relu_ce", 0), ("M009", "config_keras_ce", 0), ("M010", "config_stacked_linear", 0),
+    ("D001", "config_missing_values", 0), ("D002", "config_raw_pixels", 0), ("D003", "config_house_prices", 0),
+    ("D004", "config_mask_255", 0), ("D005", "config_imbalanced", 0), ("D007", "config_sorted", 0),
     ("V001", "tiny_train_big_model", 0), ("V002", "heavy_weight_decay", 0), ("V003", "shuffled_labels", 0),
     ("V004", "rising_lr", 0), ("V005", "shifted_validation", 0), ("V006", "ex:lr-too-low", 0),
     ("V007", "batchnorm_frozen", 0),
 ]
 HEALTHY = [f"ex:{n}" for n, e in EXAMPLES.items() if e.healthy] + [
-    "healthy_cnn", "healthy_rnn", "healthy_warmup", "healthy_fullbatch", "healthy_early_stop", "healthy_bn_dropout"]
+    "healthy_cnn", "healthy_rnn", "healthy_warmup", "healthy_fullbatch", "healthy_early_stop", "healthy_bn_dropout",
+    "healthy_transformer", "healthy_residual", "healthy_nll", "healthy_regression"]
 
 
 def path_of(name: str) -> Path:

@@ -81,6 +81,11 @@ class HookClock:
             setattr(Monitor, n, fn)
 
 
+# steps run before timing: the first-step trace and the data window (at most PROFILE_MAX_STEPS,
+# 20 here) are one-off costs measured by first_step.py, not the steady state measured here
+WARM = 25
+
+
 def bench(make, shape, reps: int, steps: int, device: str, cadence: int) -> dict[str, list[float]]:
     torch.manual_seed(0)
     model = make().to(device)
@@ -116,11 +121,11 @@ def bench(make, shape, reps: int, steps: int, device: str, cadence: int) -> dict
         random.shuffle(modes)
         for mode in modes:
             if mode == "bare":
-                block(5, None)
+                block(WARM, None)
                 times[mode].append(block(steps, None))
             elif mode == "Doctor":
                 d = Doctor(model, opt, cadence=cadence, live=False)
-                block(5, d)
+                block(WARM, d)  # past the one-off first-step inspection and data window (first_step.py)
                 times[mode].append(block(steps, d))
                 clock.install()
                 clock.total = 0.0
@@ -132,7 +137,7 @@ def bench(make, shape, reps: int, steps: int, device: str, cadence: int) -> dict
             else:
                 mon = Monitor(cadence=cadence, on_critical=lambda m: None)
                 w = AutoWatch(mon)
-                block(5, None)
+                block(WARM, None)
                 times[mode].append(block(steps, None))
                 clock.install()
                 clock.total = 0.0

@@ -206,6 +206,36 @@ def _config_fixes(cause_id: str, f: dict[str, Finding]) -> list[str]:
         else:
             out.append(f"binary task: one output with nn.BCEWithLogitsLoss{_at(ev)} (float 0/1 targets), or two outputs "
                        "with CrossEntropyLoss; continuous targets: nn.MSELoss or nn.HuberLoss")
+    elif cause_id == "unnormalized-input" and "D002" in f:
+        ev = f["D002"].evidence
+        if ev.get("integer_valued") and (ev.get("max") or 0) <= 255 and (ev.get("min") or 0) >= 0:
+            out.append(f"scale the pixels before `model(x)`{_at(ev)}: x = x / 255, then normalise with the training "
+                       "set's per-channel mean and std (torchvision: transforms.ToTensor() + transforms.Normalize)")
+        else:
+            mean, std = ev.get("mean"), ev.get("std")
+            nums = f" (here mean {_fmt(mean)}, std {_fmt(std)} overall)" if isinstance(mean, (int, float)) and \
+                isinstance(std, (int, float)) else ""
+            out.append(f"standardise each feature before `model(x)`{_at(ev)} with the training split's statistics"
+                       f"{nums}: sklearn's StandardScaler fitted on the training data, applied to every split")
+    elif cause_id == "unnormalized-target" and "D003" in f:
+        ev = f["D003"].evidence
+        mean, std = ev.get("mean"), ev.get("std")
+        if isinstance(mean, (int, float)) and isinstance(std, (int, float)) and std > 0:
+            out.append(f"standardise the targets before the loss{_at(ev)}: y = (y - {_fmt(mean)}) / {_fmt(std)}, and "
+                       f"predict y_hat * {_fmt(std)} + {_fmt(mean)}; or regress log(y) if the targets are positive and skewed")
+    elif cause_id == "class-imbalance" and "D005" in f:
+        counts = f["D005"].evidence.get("counts") or {}
+        total = sum(v for v in counts.values() if isinstance(v, (int, float)))
+        if len(counts) >= 2 and total:
+            w = [total / (len(counts) * counts[k]) for k in sorted(counts, key=lambda k: int(k) if str(k).isdigit()
+                                                                   else 0) if counts[k]]
+            shown = ", ".join(f"{x:.3g}" for x in w)
+            out.append(f"weight the loss by inverse class frequency, from the counts seen: "
+                       f"nn.CrossEntropyLoss(weight=torch.tensor([{shown}])) (for one logit: "
+                       "BCEWithLogitsLoss(pos_weight=negatives/positives)), or a WeightedRandomSampler")
+    elif cause_id == "unshuffled-data" and "D007" in f:
+        out.append("shuffle every epoch: DataLoader(dataset, batch_size=..., shuffle=True) (with "
+                   "generator=torch.Generator().manual_seed(0) to keep it reproducible)")
     elif cause_id == "missing-nonlinearity" and "M010" in f:
         ev = f["M010"].evidence
         for p in (ev.get("pairs") or [])[:3]:

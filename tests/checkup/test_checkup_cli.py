@@ -100,3 +100,20 @@ def test_public_api_is_the_function():
     from traindoctor.checks.checkup import checkup
 
     assert traindoctor.checkup is checkup
+
+
+FAULT_SCRIPTS = Path(__file__).parent.parent / "faults" / "scripts"
+
+
+@pytest.mark.parametrize("script, code, cause", [
+    ("config_relu_ce", "M009", "wrong-output-activation"),
+    ("config_keras_ce", "M009", "wrong-output-activation"),  # a hand-written loss, replayed and traced
+    ("config_mse_classes", "M008", "wrong-loss-function"),  # y.float() ran as batch preparation
+    ("config_stacked_linear", "M010", "missing-nonlinearity"),
+    ("config_raw_pixels", "D002", "unnormalized-input"),
+])
+def test_checkup_of_a_script_says_what_the_live_run_says(script, code, cause):
+    """The same scripts as tests/faults/test_config.py, checked before training: same code and cause."""
+    r = checkup_script(str(FAULT_SCRIPTS / f"{script}.py"), [], probes=["overfit"])
+    assert code in r.codes, [(f.code, f.message) for f in r.findings]
+    assert cause in [c.id for c in r.causes[:2]]

@@ -1,4 +1,4 @@
-"""No configuration finding on correct code: sixteen ordinary architectures and losses, trained for
+"""No configuration finding on correct code: eighteen ordinary architectures and losses, trained for
 a window of steps under Doctor, must give no M/D finding and print nothing.
 
 A false alarm costs more trust than a miss: each case below is a pattern that a careless rule
@@ -86,12 +86,32 @@ class TiedDecoder(nn.Module):  # causal self-attention, weight tying
 class HandAttention(nn.Module):
     def __init__(self, d=16):
         super().__init__()
+        self.inp = nn.Linear(d, d)  # an input projection read straight by q, k and v: not a collapse
         self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
         self.head = nn.Linear(d, 3)
 
     def forward(self, x):  # x: [B, T, d]
-        att = torch.softmax(self.q(x) @ self.k(x).transpose(1, 2) / 4.0, dim=-1)
-        return self.head(F.relu(self.o(att @ self.v(x))).mean(1))
+        h = self.inp(x)
+        att = torch.softmax(self.q(h) @ self.k(h).transpose(1, 2) / 4.0, dim=-1)
+        return self.head(F.relu(self.o(att @ self.v(h))).mean(1))
+
+
+class ScalesItself(nn.Module):  # raw 0-255 pixels, divided inside forward
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 64, 10))
+
+    def forward(self, x):
+        return self.net((x / 255.0 - 0.5) / 0.25)
+
+
+def raw_pixels(g):
+    return torch.randint(0, 256, (B, 1, 8, 8), generator=g).float(), torch.randint(0, 10, (B,), generator=g)
+
+
+def raw_features(g):
+    x = torch.randn(B, 20, generator=g) * torch.logspace(0, 4, 20)  # scales from 1 to 10^4
+    return x, torch.randint(0, 10, (B,), generator=g)
 
 
 class VAE(nn.Module):
@@ -174,6 +194,10 @@ CASES = {
         lambda g: (torch.randn(B, 20, generator=g), torch.rand(B, 2, generator=g) * 2 - 1), nn.HuberLoss()),
     "GRU sequence classifier": (
         lambda: _GRUCls(), lambda g: (torch.randn(B, 10, 8, generator=g), torch.randint(0, 2, (B,), generator=g)),
+        nn.CrossEntropyLoss()),
+    "raw pixels scaled inside forward (x / 255)": (ScalesItself, raw_pixels, nn.CrossEntropyLoss()),
+    "raw features into a BatchNorm1d first layer": (
+        lambda: nn.Sequential(nn.BatchNorm1d(20), nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 10)), raw_features,
         nn.CrossEntropyLoss()),
     "binary classifier: one logit, float targets": (
         lambda: mlp(20, 1), lambda g: (torch.randn(B, 20, generator=g),

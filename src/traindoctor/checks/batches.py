@@ -178,6 +178,8 @@ class Scan:
     batches_read: int
     exhausted: bool
     ids_kind: str  # "dataset indices" or "positions"
+    # dtype of the targets as the loader gave them, before ``batch_fn`` (a script's ``y.float()``)
+    raw_target_dtype: str | None = None
 
 
 def read_batches(
@@ -201,7 +203,10 @@ def read_batches(
     ids_kind = "dataset indices" if _is_map_loader(loader) else "positions"
     first_shape: tuple[int, ...] | None = None
     exhausted = True
+    raw_dtype = None
     for item, idx in _raw_items(loader, name):
+        if nb == 0 and isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[1], torch.Tensor):
+            raw_dtype = str(item[1].dtype).replace("torch.", "")
         x, y = unpack(item, nb, name, batch_fn)
         ids = idx if idx is not None and len(idx) == x.shape[0] else list(range(read, read + int(x.shape[0])))
         shape = tuple(x.shape[1:])
@@ -225,7 +230,7 @@ def read_batches(
             break
     if nb == 0:
         raise TrainDoctorError(f"{name} yielded no batches; expected at least one (inputs, targets) batch")
-    return Scan(kept, read, nb, exhausted, ids_kind)
+    return Scan(kept, read, nb, exhausted, ids_kind, raw_dtype)
 
 
 def concat(batches: list[Batch], limit: int | None = None) -> Batch | None:

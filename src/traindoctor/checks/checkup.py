@@ -438,7 +438,8 @@ def _checks(pipe: Pipeline, train_loader: Any, val_loader: Any, opts: Options, r
     if pipe.loss_fn is None:
         rec.not_checked.append("no loss function: loss-based checks and probes skipped (pass loss_fn= to the API)")
     if loss_ok:
-        loss_ok = _first_loss(pipe, kept, first, rec, snapshot, opts, prec, profile)
+        raw_dtype = scan.raw_target_dtype
+        loss_ok = _first_loss(pipe, kept, first, rec, snapshot, opts, prec, profile, raw_dtype)
     rec.event("precision", prec)
     if not loss_ok:
         return
@@ -472,7 +473,7 @@ def _checks(pipe: Pipeline, train_loader: Any, val_loader: Any, opts: Options, r
 
 
 def _first_loss(pipe: Pipeline, kept: list[Batch], first: Batch, rec: _Recorder, snapshot: Snapshot, opts: Options,
-                prec: dict[str, Any], profile: DataProfile) -> bool:
+                prec: dict[str, Any], profile: DataProfile, raw_target_dtype: str | None = None) -> bool:
     """Initial loss (L009), the loss graph (M001/M002), bisection of non-finite batches."""
     from ..watch.doctor import crash_event_data
 
@@ -493,9 +494,17 @@ def _first_loss(pipe: Pipeline, kept: list[Batch], first: Batch, rec: _Recorder,
                     f"loss_fn(outputs, targets) returned {type(loss).__name__}"
                     f"{list(loss.shape) if isinstance(loss, torch.Tensor) else ''}; expected a scalar tensor")
             try:
-                rec.event("model_graph", trace.facts(loss))
+                facts = trace.facts(loss)
             finally:
                 trace.release()
+            if raw_target_dtype and raw_target_dtype.startswith(("int", "uint")):
+                # the loader gave integer labels; the script's own `y.float()` ran as batch preparation,
+                # before the traced step: say so, as a live run's trace would have seen it
+                for lf in facts.get("losses") or []:
+                    t = lf.get("target") or {}
+                    if str(t.get("dtype", "")).startswith(("float", "bfloat", "half")) and "cast_from" not in t:
+                        t["cast_from"] = raw_target_dtype
+            rec.event("model_graph", facts)
             meta, evs = loss_graph_facts(loss, pipe.model) if loss.grad_fn is not None else ({}, [])
         except TrainDoctorError:
             raise

@@ -165,6 +165,9 @@ class DataProfile:
     ignore_index: int | None = None
     ids_kind: str = "dataset indices"
     sampler: str | None = None
+    # measure the inputs' moments on the first this-many batches only (None: all); NaN rows are
+    # still found in every batch. A live run's window uses a few: scale is stable, the cost is not.
+    input_moment_batches: int | None = None
 
     samples: int = 0
     batches: int = 0
@@ -187,6 +190,7 @@ class DataProfile:
     _order: list[list[int]] = field(default_factory=list)
     _domain: dict[str, dict[str, Any]] = field(default_factory=dict)
     _ragged_features: bool = False
+    _input_samples: int = 0
 
     # ------------------------------------------------------------------ feeding
     def update(self, batch: Batch) -> None:
@@ -202,6 +206,8 @@ class DataProfile:
             self.y_kind = target_kind(y, self.loss_kind, self.out_shape)
         self.batches += 1
         self.samples += int(x.shape[0])
+        if self.input_moment_batches is None or self.batches <= self.input_moment_batches:
+            self._input_samples += int(x.shape[0])
         self._inputs(x, ids)
         if y is not None:  # a live run may not know a batch's per-sample targets (a loss over sequences)
             self._targets(y, ids)
@@ -213,6 +219,8 @@ class DataProfile:
             rows = bad.nonzero().flatten().tolist()
             self._n_bad_x += len(rows)
             self._bad_x += [ids[r] for r in rows][: MAX_IDS - len(self._bad_x)]
+        if self.input_moment_batches is not None and self.batches > self.input_moment_batches:
+            return
         if not (x.is_floating_point() or x.is_complex()) and x.dtype != torch.bool:
             # integer inputs (token ids, categorical codes): their range is all that matters
             self._xg.add(x.detach().to(torch.float64).reshape(-1, 1))
@@ -350,6 +358,7 @@ class DataProfile:
                                    **self._y.summary()}
         out: dict[str, Any] = {
             "split": self.split, "samples": self.samples, "batches": self.batches, "batch_size": self.batch_size,
+            "input_samples": self._input_samples,
             "ids": self.ids_kind, "loss_kind": self.loss_kind, "inputs": inputs, "targets": targets,
         }
         if self.out_shape is not None:

@@ -314,7 +314,7 @@ def unnormalized_inputs(run: Run, r: Rule) -> list[Finding]:
             scaled = [op for op in _graph(run).get("input_ops") or [] if op in _SCALING_OPS]
             if scaled:
                 continue  # the model scales its own input (a BatchNorm first, x / 255 inside forward)
-            msg = "; ".join(reasons) + f" over {d.get('samples')} training samples"
+            msg = "; ".join(reasons) + f" over {d.get('input_samples') or d.get('samples')} training samples"
             ev.update(_site_of(run, "forward"))
             return [r.finding(step=None, step_end=None, message=msg, evidence=ev, causes=[("unnormalized-input", 0.8)])]
     return []

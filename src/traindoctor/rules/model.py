@@ -540,9 +540,10 @@ def missing_nonlinearity(run: Run, r: Rule) -> list[Finding]:
 
     Known false positives:
         Deliberate factorisations are skipped: a bottleneck narrower than both ends (low-rank
-        layers, MobileNetV2's linear bottleneck) and a depthwise/grouped convolution followed by
-        a pointwise one (separable convolutions). A purely linear model built this way on
-        purpose is reported.
+        layers, MobileNetV2's linear bottleneck), a depthwise/grouped convolution followed by a
+        pointwise one (separable convolutions), and a layer whose output is also read elsewhere
+        (an input projection feeding the query, key and value of attention, a residual branch).
+        A purely linear model built this way on purpose is reported.
     """
     pairs = []
     for g in _graphs(run):

@@ -122,6 +122,8 @@ DEFAULT_CADENCE = 50  # sampled steps: keeps the watcher under 2 % of a step (be
 # the data seen live: the first PROFILE_STEPS steps, extended until PROFILE_SAMPLES samples (at most
 # PROFILE_MAX_STEPS steps); afterwards nothing is measured per batch
 PROFILE_STEPS, PROFILE_SAMPLES, PROFILE_MAX_STEPS = 20, 1024, 100
+# the inputs' scale is measured on the first few batches (the costly part); labels and NaN rows on all
+PROFILE_INPUT_BATCHES = 4
 # the findings a first step can show, announced the moment they are known
 CONFIG_CODES = ("M001", "M002", "M003", "M008", "M009", "M010", "D001", "D002", "D003", "D004", "D005", "D007")
 
@@ -312,7 +314,8 @@ class Monitor:
             out_shape = tuple(ps[1:]) if ps else None
             ig = loss_facts.get("ignore_index")
             ignore = ig if isinstance(ig, int) and kind in ("cross_entropy", "nll") else None
-        self._profile = DataProfile("train", kind, out_shape, ignore, ids_kind="dataset indices")
+        self._profile = DataProfile("train", kind, out_shape, ignore, ids_kind="dataset indices",
+                                    input_moment_batches=PROFILE_INPUT_BATCHES)
         self._profile_positions = 0
         self._profiling = True
 
@@ -632,7 +635,8 @@ class Monitor:
                 if fn_name in ("cross_entropy", "nll_loss") and isinstance(target, torch.Tensor) \
                         and not target.is_floating_point() and inp.dim() == 2:
                     self.record("accuracy", (inp.detach().argmax(1) == target).to(torch.float32).mean())
-                if idx == 0 and self._has_train_only and self._clock % (self.cadence * 2) == 0:
+                # not at step 0: the first step is traced already, and BatchNorm statistics at init say little
+                if idx == 0 and self._has_train_only and self._clock > 0 and self._clock % (self.cadence * 2) == 0:
                     self._guard("eval-gap", self._eval_gap, orig, args, kwargs, out)
             return
         n = int(inp.shape[0]) if isinstance(inp, torch.Tensor) and inp.dim() > 0 else 1

@@ -226,6 +226,37 @@ class Node:
         return self.out() if self.out is not None else None
 
 
+# what the last operation makes of the values the loss receives
+_INPUT_KIND = {"logits": "logits (unbounded)", "softmax": "probabilities", "sigmoid": "probabilities",
+               "hardsigmoid": "probabilities", "log_softmax": "log-probabilities", "log": "log-probabilities",
+               "logsigmoid": "log-probabilities", "relu": "non-negative", "relu6": "non-negative",
+               "softplus": "non-negative", "tanh": "bounded [-1, 1]", "hardtanh": "bounded [-1, 1]",
+               "input": "the model's input", "data": "data"}
+
+
+def _target_kind(t: dict[str, Any], pred_shape: list[int] | None) -> str:
+    """class indices, one-hot, multi-label, binary, probabilities or continuous (from the facts)."""
+    dtype = str(t.get("dtype", ""))
+    if not dtype:
+        return "unknown"
+    if dtype.startswith(("int", "uint", "long")):
+        return "class indices"
+    if dtype == "bool":
+        return "binary"
+    if t.get("one_hot"):
+        return "one-hot"
+    if t.get("multi_hot"):
+        return "multi-label"
+    zero_one = t.get("integer_valued") and t.get("min", 0) >= 0 and t.get("max", 0) <= 1
+    if zero_one:
+        return "binary"
+    if t.get("rows_sum_to_one") and pred_shape and t.get("shape") == pred_shape:
+        return "probabilities"
+    if t.get("integer_valued") and t.get("cast_from"):
+        return "integers cast to float"
+    return "continuous"
+
+
 def _flat(obj: Any) -> list[Any]:
     if isinstance(obj, (list, tuple)):
         return [t for o in obj for t in _flat(o)]
@@ -470,6 +501,12 @@ class StepTrace(TorchFunctionMode):
         out["forward_site"] = site_text(self.forward_site)
         out["stacked_linear"] = self._stacked(names)
         out["input_ops"] = self._input_ops()
+        # the step as it ran: each operation with the module it ran in (functional calls included)
+        seq = []
+        for n in self.nodes[:300]:
+            where = names.get(id(n.module)) if n.module is not None else None
+            seq.append(f"{n.op}@{where}" if where else n.op)
+        out["sequence"] = seq
         return out
 
     def _head(self, src: tuple[str, Any] | None, names: dict[int, str], values: torch.Tensor | None = None
@@ -556,6 +593,8 @@ class StepTrace(TorchFunctionMode):
                              "pred_shape": list(pred.shape) if isinstance(pred, torch.Tensor) else None,
                              "head": self._head(pred_src, names, pred if isinstance(pred, torch.Tensor) else None),
                              "target": self._target_facts(tgt, tgt_src)}
+        f["input_kind"] = _INPUT_KIND.get(f["head"].get("op"), "values")
+        f["target"]["kind"] = _target_kind(f["target"], f["pred_shape"])
         if mod is not None:
             f["loss_module"] = type(mod).__name__
         else:
@@ -623,16 +662,31 @@ class StepTrace(TorchFunctionMode):
                                 break
         for e in found:
             e["log_calls"] = e["log_calls"][:4]
+            if e["target"]:
+                e["target"]["kind"] = _target_kind(e["target"], None)
         return found
 
     def _stacked(self, names: dict[int, str]) -> list[dict[str, Any]]:
         """Weight layers whose input comes straight from another weight layer (shape ops, dropout, BatchNorm between)."""
         pairs: list[dict[str, Any]] = []
+        uses: dict[int, int] = {}
+        for n in self.nodes:
+            for s in n.inputs:
+                if s[0] == "node":
+                    uses[s[1]] = uses.get(s[1], 0) + 1
         for n in self.nodes:
             if n.op not in WEIGHT_OPS:
                 continue
             end, passed = self._back(self._first_tensor_src(n), SHAPE_OPS | DROPOUT_OPS | AFFINE_NORMS)
             if end is None or end[0] != "node" or self.nodes[end[1]].op not in WEIGHT_OPS:
+                continue
+            # the first layer's output read elsewhere too (q, k and v of one projection, a residual):
+            # the composition is not the whole story, the other path can be nonlinear
+            chain, src = [], self._first_tensor_src(n)
+            while src is not None and src[0] == "node" and src[1] != end[1]:
+                chain.append(src[1])
+                src = self._first_tensor_src(self.nodes[src[1]])
+            if any(uses.get(i, 0) > 1 for i in [end[1], *chain]):
                 continue
             p = self.nodes[end[1]]
             pw, nw = p.extra.get("weight_shape") or [], n.extra.get("weight_shape") or []
@@ -654,7 +708,7 @@ class StepTrace(TorchFunctionMode):
     def _input_ops(self) -> list[str]:
         """Operations applied to the model's input before the first weight layer (in order, distinct)."""
         ops: list[str] = []
-        frontier = {("input", k) for k in set(self._inputs.values())}
+        frontier = {("input", k) for k, _ in self._inputs.values()}
         reached: set[int] = set()
         for n in self.nodes:
             if any(s in frontier or (s[0] == "node" and s[1] in reached) for s in n.inputs):
