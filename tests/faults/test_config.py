@@ -200,3 +200,38 @@ def test_the_trace_leaves_the_step_unchanged():
     from torch.overrides import _get_current_function_mode_stack
 
     assert _get_current_function_mode_stack() == []  # the mode is gone after the first step
+
+
+def test_a_step_that_never_reaches_backward_lets_the_trace_go(monkeypatch):
+    """Forward passes and no backward (a feature extractor in train mode): the trace stops by itself."""
+    from torch.overrides import _get_current_function_mode_stack
+
+    from traindoctor.watch import trace
+
+    monkeypatch.setattr(trace, "MAX_NODES", 300)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    doctor = traindoctor.Doctor(model, None, live=False)
+    x = torch.randn(4, 8)
+    for _ in range(200):
+        model(x)
+        if not _get_current_function_mode_stack():
+            break
+    assert _get_current_function_mode_stack() == []  # left at the next module call after the cap
+    run = doctor.close()
+    assert run.events_of("model_graph")[0].data["truncated"] is True
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_a_torchscript_model_is_watched_from_the_outside():
+    model = torch.jit.script(nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3)))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with traindoctor.Doctor(model, opt, report_file=io.StringIO()) as doctor:
+        for _ in range(3):
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(torch.randn(16, 8)), torch.randint(0, 3, (16,)))
+            loss.backward()
+            opt.step()
+            doctor.step(loss)
+    run = doctor.run_record()
+    assert len(run.get("loss")) == 3
+    assert any("ScriptModule" in n or "not supported" in n for n in run.meta.get("notes", []))

@@ -237,7 +237,12 @@ class Monitor:
             self._param_names.setdefault(id(p), prefix + name)
             pinfo[prefix + name] = {"numel": int(p.numel()), "ndim": int(p.dim()), "requires_grad": bool(p.requires_grad)}
         self._has_train_only = any(isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.Dropout)) for m in model.modules())
-        self._handles.append(model.register_forward_pre_hook(self._pre_forward, with_kwargs=True))
+        try:
+            self._handles.append(model.register_forward_pre_hook(self._pre_forward, with_kwargs=True))
+        except RuntimeError as exc:  # a TorchScript module takes no hooks: watch it from the outside only
+            self.meta.setdefault("notes", []).append(
+                f"{type(model).__name__}: {exc}; its inputs, first step and activations are not inspected")
+            self._disabled.update({"activations", "trace"})
         info = self.meta.setdefault("models", [])
         info.append(
             {

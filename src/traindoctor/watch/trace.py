@@ -67,9 +67,18 @@ _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 _OWN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
+def _compiling() -> bool:
+    try:
+        return bool(torch.compiler.is_compiling())
+    except Exception:  # noqa: BLE001 - an old torch without torch.compiler
+        return False
+
+
 def op_name(func: Any) -> str:
     """``torch.relu``/``F.relu``/``Tensor.relu_`` → ``relu``; ``Tensor.__rsub__`` → ``rsub``."""
     name = getattr(func, "__name__", "") or ""
+    if isinstance(func, torch._ops.OpOverload):  # aten ops run by a compiled graph: relu.default → relu
+        name = name.split(".", 1)[0]
     if name.startswith("__") and name.endswith("__"):
         name = name[2:-2]
         name = {"truediv": "div", "rtruediv": "rdiv", "matmul": "matmul", "iadd": "add", "imul": "mul",
@@ -326,9 +335,18 @@ class StepTrace(TorchFunctionMode):
                 torch._C._push_on_torch_function_stack(m)
 
     def _pre(self, module: nn.Module, args: Any) -> None:
+        if _compiling():
+            return
+        if self.truncated:
+            # too many operations and no backward() yet (a script that never trains, a huge step):
+            # leave the mode now, from a hook (inside __torch_function__ the mode stack is not ours)
+            self.stop()
+            return
         self._mods.append(module)
 
     def _post(self, module: nn.Module, args: Any, out: Any) -> None:
+        if _compiling():
+            return
         try:
             for i in range(len(self._mods) - 1, -1, -1):
                 if self._mods[i] is module:
@@ -354,7 +372,8 @@ class StepTrace(TorchFunctionMode):
     # ------------------------------------------------------------------ recording
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
-        if not self.active or self.paused:
+        if not self.active or self.paused or self.truncated or _compiling():
+            # (under torch.compile the operations become a graph: recording them would break it)
             return func(*args, **kwargs)  # the doctor's own work (hooks, measurements) is not the script's
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -393,8 +412,7 @@ class StepTrace(TorchFunctionMode):
         if not outs:
             return  # .dim(), .shape, .dtype: no data flow
         if len(self.nodes) >= MAX_NODES:
-            self.truncated = True
-            self.active = False
+            self.truncated = True  # recording stops here; the mode is left at the next module call
             return
         name = op_name(func)
         inputs: list[tuple[str, Any]] = []
