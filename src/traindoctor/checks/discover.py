@@ -43,6 +43,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..errors import TrainDoctorError
 from ..watch.launcher import check_script
+from ..watch.trace import _flat
 from .model import FUNCTION_KINDS, MODULE_KINDS
 
 LOSS_FUNCTIONS: set[Any] = set(FUNCTION_KINDS) | {
@@ -184,14 +185,6 @@ def _is_default(fn: Any, name: str, value: Any) -> bool:
         return bool(p.default == value) and type(p.default) is type(value)
     except Exception:  # noqa: BLE001
         return False
-
-
-def _flat(obj: Any) -> list[Any]:
-    if isinstance(obj, (list, tuple)):
-        return [t for o in obj for t in _flat(o)]
-    if isinstance(obj, dict):
-        return [t for o in obj.values() for t in _flat(o)]
-    return [obj]
 
 
 def _batch_paths(item: Any, prefix: str = "batch") -> list[tuple[str, torch.Tensor]]:

@@ -38,7 +38,9 @@ def render(diag: Diagnosis, file: IO[str] | None = None, *, title: str = "traind
         t.add_column("evidence", overflow="fold")
         for f in diag.findings:
             steps = "" if f.step is None else (str(f.step) if f.step_end in (None, f.step) else f"{f.step}–{f.step_end}")
-            t.add_row(f"[{STYLE.get(f.severity, '')}]{f.code}[/]", f.name, steps, escape(f.message))
+            where = f.evidence.get("where") if isinstance(f.evidence, dict) else None
+            at = f" [dim]at {escape(str(where).rsplit('/', 1)[-1])}[/]" if isinstance(where, str) and ":" in where else ""
+            t.add_row(f"[{STYLE.get(f.severity, '')}]{f.code}[/]", f.name, steps, escape(f.message) + at)
         con.print(t)
         if diag.causes:
             con.print()

@@ -52,11 +52,6 @@ LOSS_NODES = {
 }
 
 
-# loss-function names (watch/trace.py) → the loss kinds the data checks use
-_PROFILE_KIND = {"cross_entropy": "cross_entropy", "nll": "nll", "bce": "bce", "bce_logits": "bce_logits",
-                 "mse": "mse", "l1": "l1", "smooth_l1": "smooth_l1", "huber": "huber"}
-
-
 def _graph_below(fn: Any, depth: int = 6, limit: int = 64) -> list[str]:
     """Names of autograd nodes reachable from ``fn`` (breadth first, bounded)."""
     out: list[str] = []
@@ -186,6 +181,7 @@ class Monitor:
         self._profile: Any = None
         self._profiling = False
         self._profile_steps = 0
+        self._profile_positions = 0
         self._step_target: Any = None
         self._loader_batch: Any = None
         self._announced: set[str] = set()
@@ -301,7 +297,7 @@ class Monitor:
         losses = facts.get("losses") or []
         if len(losses) == 1:  # a sum of several loss functions is none of them (L009 compares with one)
             lf = losses[0]
-            self.meta.setdefault("loss_kind", _PROFILE_KIND.get(lf["kind"], lf["kind"]))
+            self.meta.setdefault("loss_kind", lf["kind"])
         if order and root is not None:
             from ..checks.model import init_scale
 
@@ -314,7 +310,7 @@ class Monitor:
         kind = out_shape = None
         ignore = None
         if loss_facts is not None:
-            kind = _PROFILE_KIND.get(loss_facts["kind"], loss_facts["kind"])
+            kind = loss_facts["kind"]  # the trace names losses with the data checks' kinds
             ps = loss_facts.get("pred_shape")
             out_shape = tuple(ps[1:]) if ps else None
             ig = loss_facts.get("ignore_index")
@@ -370,6 +366,7 @@ class Monitor:
         self._profiling = False
         self._record_profile(False)
         self._profile = None
+        self._step_target = self._loader_batch = None  # hold no batch past the window
         self._announce()
 
     def _announce(self) -> None:
