@@ -398,6 +398,10 @@ def not_judged(run: Run) -> list[str]:
             out.append(f"{name} has {what} ({len(s)} logged): the rules reading it could not judge")
     if run.get("grad_norm") is None:
         out.append("no gradient norms: G001 could not judge")
+    n_opt = run.meta.get("optimizers_stepping")
+    if isinstance(n_opt, int) and n_opt >= 2:
+        out.append(f"{n_opt} optimizers step in turn (a GAN or another game): the logged loss mixes the players, so "
+                   "the progress rules (L005, L006, L007, V006) do not judge it")
     if run.meta.get("num_classes") is None and run.meta.get("loss_kind") is None:
         out.append("loss kind and class count unknown: L007 and L009 compare against ln(C) only when known")
     return out

@@ -235,3 +235,20 @@ def test_a_torchscript_model_is_watched_from_the_outside():
     run = doctor.run_record()
     assert len(run.get("loss")) == 3
     assert any("ScriptModule" in n or "not supported" in n for n in run.meta.get("notes", []))
+
+
+def test_a_gan_is_no_fault():
+    """Two models, two optimizers, constant 0/1 targets for BCE-with-logits: nothing to say about the
+    configuration (targets of one value are not class imbalance, a Tanh generator is not an output
+    activation fed to a loss)."""
+    from traindoctor.watch.monitor import CONFIG_CODES
+
+    res, err = watch("gan_two_optimizers")
+    assert res.exit_code == 0
+    assert [f.code for f in res.diagnosis.findings if f.code in CONFIG_CODES] == []
+    # nor about the curve: a game's losses do not fall (L005/V006 used to call this "no progress")
+    assert res.diagnosis.findings == [], [(f.code, f.message) for f in res.diagnosis.findings]
+    assert any("2 optimizers step in turn" in s for s in res.diagnosis.not_judged)
+    assert announced("gan_two_optimizers") == []
+    losses = res.run.events_of("model_graph")[0].data["losses"]
+    assert losses and all(lf["kind"] == "bce_logits" and lf["head"]["op"] == "logits" for lf in losses)

@@ -9,6 +9,13 @@ from ..run import Run
 from ._stats import late
 
 
+def adversarial(run: Run) -> bool:
+    """Two or more optimizers stepping in turn (a GAN, an actor-critic): the logged loss mixes
+    players whose losses are not supposed to fall, so the progress rules do not judge it."""
+    n = run.meta.get("optimizers_stepping")
+    return isinstance(n, int) and n >= 2
+
+
 def weight_layers(run: Run) -> list[tuple[str, int]]:
     """Weight matrices/kernels (ndim ≥ 2) with a sampled gradient norm, in registration order."""
     info = run.meta.get("params") or {}

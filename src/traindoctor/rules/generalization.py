@@ -15,7 +15,7 @@ import numpy as np
 from ..findings import Finding
 from ..run import Run
 from . import Rule, rule
-from ._signals import best_layer_update_ratio
+from ._signals import adversarial, best_layer_update_ratio
 from ._stats import fmt, kendall_tau, late, nanmedian, sustained
 
 MIN_EVALS = 4
@@ -303,6 +303,8 @@ def unconfident_predictions(run: Run, r: Rule) -> list[Finding]:
     Known false positives:
         Genuinely ambiguous data; calibrated models on hard tasks stay well above the bar.
     """
+    if adversarial(run):
+        return []  # two optimizers in turn (a GAN): the loss is a game, not a descent
     s = run.get("pred_confidence")
     if s is None or len(s) < 3 or int(s.steps[-1]) < 100:
         return []

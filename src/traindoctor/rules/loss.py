@@ -13,7 +13,7 @@ import numpy as np
 from ..findings import Finding
 from ..run import Run, Series
 from . import Rule, rule
-from ._signals import best_layer_update_ratio, inputs_look_normalised, vanishing_ratio, zero_weights
+from ._signals import adversarial, best_layer_update_ratio, inputs_look_normalised, vanishing_ratio, zero_weights
 from ._stats import bin_medians, finite_prefix, fmt, kendall_tau, late, nanmedian, rel_iqr, segment, sustained
 
 MIN_POINTS = 20  # fewer finite loss points than this: no trend verdicts
@@ -372,6 +372,8 @@ def no_progress(run: Run, r: Rule) -> list[Finding]:
         A run resumed from a converged checkpoint is flat too; it is skipped when the loss starts
         below 1e-3.
     """
+    if adversarial(run):
+        return []  # two optimizers in turn (a GAN): the loss is a game, not a descent
     s = _loss(run)
     if s is None:
         return []
@@ -464,6 +466,8 @@ def stalled(run: Run, r: Rule) -> list[Finding]:
         A regression model that has reached the noise level of its data plateaus legitimately;
         without a known loss kind the bar is a plateau ≥ 50 % of the starting loss.
     """
+    if adversarial(run):
+        return []  # two optimizers in turn (a GAN): the loss is a game, not a descent
     s = _loss(run)
     if s is None:
         return []
@@ -535,6 +539,8 @@ def stuck_at_chance(run: Run, r: Rule) -> list[Finding]:
         At initialisation the loss is ≈ ln(C) by design (that is L009's check); only a long
         stretch pinned there counts.
     """
+    if adversarial(run):
+        return []  # two optimizers in turn (a GAN): the loss is a game, not a descent
     s = _loss(run)
     if s is None:
         return []

@@ -185,6 +185,7 @@ class Monitor:
         self._step_target: Any = None
         self._loader_batch: Any = None
         self._announced: set[str] = set()
+        self._other_opts: set[int] = set()
 
         self._stop = threading.Event()
         self._writer = threading.Thread(target=self._writer_loop, name="traindoctor-writer", daemon=True)
@@ -486,6 +487,9 @@ class Monitor:
         self._guard("update-stats", self._opt_post, opt)
         if self._primary_opt is None:
             self._primary_opt = opt
+        elif opt is not self._primary_opt and id(opt) not in self._other_opts:
+            self._other_opts.add(id(opt))  # a second player (GAN): the progress rules stand aside
+            self.meta["optimizers_stepping"] = 1 + len(self._other_opts)
         if opt is self._primary_opt:
             self.opt_steps += 1
             self._terms_this_step = 0

@@ -222,7 +222,9 @@ class Node:
     idx: int
     op: str
     module: nn.Module | None
-    inputs: list[tuple[str, Any]]  # ("node", idx) | ("param", name) | ("input", i) | ("data", None) | ("scalar", v)
+    # ("node", idx) | ("param", name) | ("input", i) | ("data", None) | ("const", None) for tensor arguments,
+    # ("scalar", v) for Python numbers
+    inputs: list[tuple[str, Any]]
     # strong references only where the facts need values: a loss call's prediction and targets,
     # the data-only operands of a product (a hand-written loss's targets); nothing else is kept
     # alive, so the traced step needs no more memory than the step itself
@@ -402,8 +404,10 @@ class StepTrace(TorchFunctionMode):
         k = self._inputs.get(id(t))
         if k is not None and k[1]() is t:
             return ("input", k[0])
-        if t.numel() == 1 and not t.requires_grad:
-            return ("scalar", None)
+        if t.requires_grad and t.is_leaf:
+            return ("param", "")  # a parameter of another model (a GAN's discriminator) or a free tensor
+        if t.numel() == 1:
+            return ("const", None)  # torch.tensor(1e-7), a 1-element batch: data, but not targets
         return ("data", None)
 
     def _record(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
