@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from traindoctor.diagnosis import diagnose
+from traindoctor.examples import script_path
 from traindoctor.store import load_store
 
 
@@ -53,6 +54,10 @@ def test_double_softmax(watched):
     f = w.codes
     assert "M001" in f and f["M001"].evidence["module"] is not None
     assert w.top_cause == "double-softmax"
+    # the line that built the softmax, from the traced first step
+    src = script_path("double-softmax").read_text().splitlines()
+    line = next(i + 1 for i, t in enumerate(src) if t.strip().startswith("model =") and "nn.Softmax" in t)
+    assert f["M001"].evidence["where"].endswith(f"double_softmax.py:{line}")
 
 
 def test_sigmoid_bce_saturates_at_100(watched):

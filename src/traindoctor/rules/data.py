@@ -199,7 +199,7 @@ def _d001_from_scan(run: Run, r: Rule) -> list[Finding]:
         ids += [i for i in d.get("sample_ids", []) if i not in ids]
         parts.append(f"{d.get('count')} of {d.get('samples_scanned')} {d.get('split', '')} samples hold NaN/Inf in their "
                      f"{d.get('where')} ({_ids_text(d.get('sample_ids', []), d.get('ids'))})")
-    ev = {"sample_ids": ids[:50], "scans": [dict(e.data) for e in evs]}
+    ev = {"sample_ids": ids[:50], "scans": [dict(e.data) for e in evs], **_site_of(run, "forward")}
     return [r.finding(step=None, step_end=None, message="; ".join(parts), evidence=ev, causes=[("nonfinite-data", 0.95)])]
 
 

@@ -42,9 +42,19 @@ def double_softmax(run: Run, r: Rule) -> list[Finding]:
             mod = e.data.get("module")
             where = f" `{mod}`" if mod else ""
             msg = f"the model's softmax{where} feeds CrossEntropyLoss, which applies log-softmax again"
-            return [r.finding(step=e.step, step_end=None, message=msg, evidence=dict(e.data),
+            return [r.finding(step=e.step, step_end=None, message=msg, evidence={**e.data, **_traced_site(run, "softmax")},
                               causes=[("double-softmax", 0.95)])]
     return []
+
+
+def _traced_site(run: Run, op: str) -> dict:
+    """The line that built (or called) the ``op`` feeding the loss, from the traced first step."""
+    for g in _graphs(run):
+        for lf in g.get("losses") or []:
+            head = lf.get("head") or {}
+            if head.get("op") == op:
+                return _head_site(head)
+    return {}
 
 
 @rule("M002", "warning")
@@ -79,11 +89,13 @@ def unstable_loss_formula(run: Run, r: Rule) -> list[Finding]:
         if fault == "sigmoid_bce":
             mod = e.data.get("module")
             msg = f"sigmoid{f' `{mod}`' if mod else ''} feeds nn.BCELoss: use BCEWithLogitsLoss on the logits"
+            site = _traced_site(run, "sigmoid")
         elif fault == "log_softmax_unfused":
             msg = "log(softmax(x)) feeds the loss: use log_softmax / CrossEntropyLoss on the logits"
+            site = _traced_site(run, "log")
         else:
             continue
-        return [r.finding(step=e.step, step_end=None, message=msg, evidence=dict(e.data),
+        return [r.finding(step=e.step, step_end=None, message=msg, evidence={**e.data, **site},
                           causes=[("numerically-unstable-loss", 0.7)])]
     for g in _graphs(run):
         for h in g.get("handwritten") or []:

@@ -65,6 +65,12 @@ PROB_PASS = SHAPE_OPS | {"clamp", "clip", "clamp_min", "clamp_max", "add", "radd
 
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 _OWN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_EXAMPLES_DIR = _OWN_DIR + "examples" + os.sep  # the built-in example scripts are user code
+
+
+def _ours(fn: str) -> bool:
+    return fn.startswith(_TORCH_DIR) or (fn.startswith(_OWN_DIR) and not fn.startswith(_EXAMPLES_DIR)) \
+        or fn.startswith("<frozen")
 
 
 def _compiling() -> bool:
@@ -94,8 +100,7 @@ def _user_frame(depth: int) -> Any:
     except ValueError:
         return None
     while f is not None:
-        fn = f.f_code.co_filename
-        if not (fn.startswith(_TORCH_DIR) or fn.startswith(_OWN_DIR) or fn.startswith("<frozen")):
+        if not _ours(f.f_code.co_filename):
             return f
         f = f.f_back
     return None
