@@ -409,7 +409,8 @@ def not_judged(run: Run) -> list[str]:
 
 def diagnose(run: Run) -> Diagnosis:
     findings, internal = evaluate(run)
-    causes = rank_causes(findings, run)
+    with np.errstate(all="ignore"):  # fixes computed from extreme values (1e308 norms) overflow harmlessly
+        causes = rank_causes(findings, run)
     notes = list(run.meta.get("notes", []))
     notes += [f"internal error contained: {m}" for m in internal]
     for e in run.events_of("doctor_error"):
