@@ -113,12 +113,27 @@ def test_spikes_three_needed():
     base = healthy_curve(600, noise=0.05)
     one = base.copy()
     one[300] *= 12
+    one[301] *= 4
     assert "L003" not in codes(run_of(one))
     three = base.copy()
     for i in (200, 320, 450):
         three[i] = base[i] * 12
+        three[i + 1] = base[i + 1] * 4  # the optimizer needs a step or two to recover
     f = {x.code: x for x in diagnose(run_of(three)).findings}
     assert f["L003"].evidence["spike_steps"][:3] == [200, 320, 450]
+
+
+def test_single_batch_outliers_are_not_spikes_unless_they_recur_at_a_period():
+    base = healthy_curve(600, noise=0.05)
+    noisy = base.copy()
+    for i in (200, 320, 450):
+        noisy[i] = base[i] * 12  # one bad batch and straight back: mini-batch noise
+    assert "L003" not in codes(run_of(noisy))
+    periodic = base.copy()
+    for i in (150, 250, 350, 450):
+        periodic[i] = base[i] * 12  # the same batch every 100 steps: a bad shard
+    f = {x.code: x for x in diagnose(run_of(periodic)).findings}
+    assert f["L003"].evidence["period"] == 100 and f["L003"].causes[0][0] == "label-noise"
 
 
 def test_accuracy_jump_pending():

@@ -6,6 +6,7 @@
     python -m benchmarks.clinic misses --split dev                       # every wrong answer on the dev half
     python -m benchmarks.clinic show ID                                  # one run: spec, script, diagnosis
     python -m benchmarks.clinic list                                     # the population, one line a run
+    python -m benchmarks.clinic calibrate                                # fit calibration.json on the dev half
 
 Run from the repository root (the clinic imports ``traindoctor`` from the installed package).
 """
@@ -41,7 +42,7 @@ def _select(specs: list[Spec], args: argparse.Namespace) -> list[Spec]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.clinic", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("run", "score", "misses", "list"):
+    for name in ("run", "score", "misses", "list", "calibrate"):
         p = sub.add_parser(name)
         p.add_argument("--split", choices=("dev", "held-out", "both"), default="both")
         p.add_argument("--tasks", help="comma-separated task names")
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--workers", type=int, default=2)
         if name == "run":
             p.add_argument("--force", action="store_true", help="rerun even what is cached")
-        if name in ("score", "misses"):
+        if name in ("score", "misses", "calibrate"):
             p.add_argument("--sources", default="run", help="run,log,losslint,trainspotter,runmedic")
         if name == "score":
             p.add_argument("--markdown", type=Path, help="write every table here")
@@ -95,6 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "misses":
         for line in misses(cases, sources[0], None if args.split == "both" else args.split):
             print(line)
+        return 0
+    if args.cmd == "calibrate":
+        from .calibrate import OUT, calibrate
+
+        model = calibrate(cases)
+        print(json.dumps(model, indent=1))
+        print(f"wrote {OUT}", file=sys.stderr)
         return 0
     parts = ["## Population\n", population_table(cases), "\n## Scores\n", summary(cases, sources),
              "\n" + ineffective_table(cases, sources[0]),

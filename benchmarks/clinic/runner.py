@@ -3,8 +3,7 @@
 Each run gets a directory ``<cache>/<spec id>/`` holding the rendered ``script.py``, what the
 script wrote (``log.csv``, ``outcome.json``, ``stdout.txt``), the run store ``run.db`` and
 ``result.json`` (exit code, wall time, the live diagnosis, and the two hashes that make the
-cache honest: the script's text and the measuring half of traindoctor — ``watch/``, ``checks/``,
-the Run and its store). A run is redone when either hash changed; the rules and the diagnosis are
+cache honest: the script's text and the measuring half of traindoctor — ``watch/`` and ``checks/``). A run is redone when either hash changed; the rules and the diagnosis are
 not part of it, because scoring re-diagnoses the stored run (and a test keeps stored and live
 diagnoses equal).
 
@@ -40,8 +39,7 @@ RUN_TIMEOUT = 240
 def measure_version() -> str:
     """Hash of the code that decides what a live run records (not the rules that judge it)."""
     h = hashlib.sha256()
-    files = sorted((SRC / "watch").glob("*.py")) + sorted((SRC / "checks").glob("*.py")) + \
-        [SRC / "run.py", SRC / "store.py", SRC / "findings.py"]
+    files = sorted((SRC / "watch").glob("*.py")) + sorted((SRC / "checks").glob("*.py"))
     for f in files:
         h.update(f.name.encode())
         h.update(f.read_bytes())

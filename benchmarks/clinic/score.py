@@ -10,7 +10,8 @@ Every run is judged from what it left behind, the way a user would judge it:
 A healthy run counts only if it trained (its validation metric is within reach of the task's
 typical healthy run); otherwise it is listed as discarded, not scored. A faulty run of an
 ``outcome`` operator counts only if the fault measurably hurt it against its healthy twin
-(crash, non-finite loss, 3 points of accuracy, or 20 % of validation loss); the others are
+(crash, non-finite loss, 3 points of accuracy, or a validation loss 1.5× + 0.1 above the twin's
+where there is an accuracy, 1.2× + 0.02 where there is none); the others are
 "ineffective mutants", reported separately (a hazard that did not hurt may be said as info).
 
 Measures, per source: symptom recall (a finding with one of the operator's codes), top-1 and
@@ -43,6 +44,8 @@ class Verdict:
     severities: dict[str, str] = field(default_factory=dict)
     causes: list[str] = field(default_factory=list)
     confidences: list[float] = field(default_factory=list)
+    ruled_out: dict[str, list[str]] = field(default_factory=dict)
+    supports: list[dict[str, float]] = field(default_factory=list)
     error: str | None = None
 
     @property
@@ -78,7 +81,26 @@ def _metric(rec: dict[str, Any]) -> tuple[float | None, float | None]:
     return (float(vl) if _finite(vl) else None), (float(va) if _finite(va) else None)
 
 
-def healthy_status(specs: list[Spec], results: dict[str, dict]) -> dict[str, tuple[str, str]]:
+def val_series(run_dir: Path) -> list[float]:
+    """The validation losses the script logged, in order (finite only)."""
+    import csv
+
+    out: list[float] = []
+    try:
+        with open(run_dir / "log.csv", newline="") as fh:
+            for row in csv.DictReader(fh):
+                v = row.get("val_loss")
+                if v not in (None, ""):
+                    x = float(v)
+                    if math.isfinite(x):
+                        out.append(x)
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def healthy_status(specs: list[Spec], results: dict[str, dict], cache: Path | None = None
+                   ) -> dict[str, tuple[str, str]]:
     """healthy | discarded, with the reason, for every healthy spec."""
     by_task: dict[str, list[Spec]] = defaultdict(list)
     for s in specs:
@@ -103,6 +125,9 @@ def healthy_status(specs: list[Spec], results: dict[str, dict]) -> dict[str, tup
                 out[s.id] = ("discarded", f"val_acc {va:.3f} far below the task's median {med_acc:.3f}")
             elif med_acc is None and med_loss is not None and vl > 1.5 * med_loss + 0.05:
                 out[s.id] = ("discarded", f"val_loss {vl:.3g} far above the task's median {med_loss:.3g}")
+            elif cache is not None and (vs := val_series(cache / s.id)) and vs[-1] > 1.2 * min(vs) + 0.01:
+                # something to fix after all: it ended well above its best validation (early stopping)
+                out[s.id] = ("discarded", f"overfits: val_loss ended at {vs[-1]:.3g}, its best was {min(vs):.3g}")
             else:
                 out[s.id] = ("healthy", "")
     return out
@@ -128,7 +153,9 @@ def fault_status(spec: Spec, rec: dict[str, Any] | None, twin: dict[str, Any] | 
     tvl, tva = _metric(twin)
     if va is not None and tva is not None and tva - va >= 0.03:
         return "effective", f"val_acc {va:.3f} vs twin {tva:.3f}"
-    if tvl is not None and vl > 1.2 * tvl + 0.02:
+    # with an accuracy, a loss difference must be large to count as harm (0.016 → 0.055 at the
+    # same accuracy is not a sick run); without one, the loss is all there is
+    if tvl is not None and (vl > 1.5 * tvl + 0.1 if va is not None else vl > 1.2 * tvl + 0.02):
         return "effective", f"val_loss {vl:.3g} vs twin {tvl:.3g}"
     return "ineffective", f"val_loss {vl:.3g} vs twin {tvl}, val_acc {va} vs twin {tva}"
 
@@ -142,6 +169,9 @@ def verdict_of_diagnosis(d: dict[str, Any]) -> Verdict:
     for c in d.get("causes", []):
         v.causes.append(c["id"])
         v.confidences.append(float(c["confidence"]))
+        v.supports.append({k: float(x) for k, x in (c.get("support") or {}).items()})
+    for r in d.get("ruled_out", []):
+        v.ruled_out[r["id"]] = r["reasons"]
     return v
 
 
@@ -195,7 +225,7 @@ def _judge_one(args: tuple[str, str, tuple[str, ...]]) -> tuple[str, dict[str, A
 
 def judge(specs: list[Spec], results: dict[str, dict], cache: Path, sources: tuple[str, ...] = ("run",),
           workers: int = 2) -> list[Case]:
-    hs = healthy_status(specs, results)
+    hs = healthy_status(specs, results, cache)
     cases: list[Case] = []
     for s in specs:
         rec = results.get(s.id)
@@ -385,6 +415,7 @@ def misses(cases: list[Case], src: str = "run", split_name: str | None = None, l
             op = c.op
             sym = any(code in op.codes for code in v.codes)
             if not sym or v.causes[:1] != [op.cause]:
+                ruled = f" RULED-OUT-TRUTH({v.ruled_out[op.cause][0][:80]})" if op.cause in v.ruled_out else ""
                 out.append(f"{'MISS' if not sym else 'CAUSE'} {c.id} {c.spec.task:18s} {c.spec.fault:20s} "
-                           f"sev={c.spec.severity} truth={op.cause} got={v.causes[:3]} codes={v.codes}")
+                           f"sev={c.spec.severity} truth={op.cause} got={v.causes[:3]} codes={v.codes}{ruled}")
     return out[:limit]

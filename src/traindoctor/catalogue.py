@@ -1,7 +1,9 @@
 """The diagnosis vocabulary: symptom codes and cause ids, as data.
 
 Transcribed from the project catalogue (a public, stable interface like a linter's rule
-codes). Codes and ids are never renamed or reused; new ones are appended.
+codes). Codes and ids are never renamed or reused; new ones are appended. The knowledge about
+each cause (fixes, what rules it out) is in ``traindoctor.causes``; which symptoms point at which
+cause is declared by the rules themselves.
 """
 from __future__ import annotations
 
@@ -21,10 +23,12 @@ class Symptom:
 
 @dataclass(frozen=True)
 class Cause:
+    """A cause id and its title. What supports a cause is declared by the rules
+    (``traindoctor.rules.symptoms_of``); its fixes and what rules it out live in
+    ``traindoctor.causes``, one class per id."""
+
     id: str
     title: str
-    symptoms: tuple[str, ...]
-    fixes: tuple[str, ...]
 
 
 FAMILIES = {
@@ -48,6 +52,7 @@ SYMPTOMS: dict[str, Symptom] = {s.code: s for s in (
     Symptom('L009', 'bad-initial-loss', 'first-step loss far from what a freshly initialised model should give (≈ ln(C) for C-class cross-entropy, ≈ target variance for MSE on standardised targets)'),
     Symptom('L010', 'accuracy-jump-pending', 'accuracy flat (often 0 or chance) while loss still falls: do not stop yet, accuracy can jump late'),
     Symptom('L011', 'unbalanced-loss-terms', 'a loss summed from several terms (multi-task, auxiliary, regularisation) where one term is orders of magnitude larger than the others and drowns them'),
+    Symptom('L012', 'stopped-while-improving', 'the training loss was still falling steeply when the run ended (a large share of the whole drop came in its last fifth) and validation was still improving: more steps of the same would have gone further'),
     Symptom('G001', 'exploding-gradients', 'global or per-layer gradient norm grows by orders of magnitude or exceeds a large bound'),
     Symptom('G002', 'vanishing-gradients', 'gradient norms of early layers are orders of magnitude below later layers, or near zero everywhere while loss is high'),
     Symptom('G003', 'nonfinite-gradients', 'a gradient or weight contains NaN/Inf; name the parameter'),
@@ -55,6 +60,7 @@ SYMPTOMS: dict[str, Symptom] = {s.code: s for s in (
     Symptom('G005', 'update-ratio-low', '‖update‖/‖weight‖ well below ~1e-3 (e.g. < 1e-5): learning is very slow'),
     Symptom('G006', 'no-gradient-flow', 'parameters that should train get no gradient (None or exactly zero): frozen by mistake, detached graph, unused branch'),
     Symptom('G007', 'critical-point', "gradient norm ≈ 0 while loss is still high; the Hessian's extreme eigenvalues tell a saddle point (mixed signs) from a poor local minimum (all positive)"),
+    Symptom('G008', 'stale-gradients', 'the gradients are never cleared between optimizer steps (no zero_grad): each step applies the sum of every gradient since the start, so the steps grow with the run'),
     Symptom('A001', 'dead-relu', 'a large fraction of ReLU units output zero for every input in a window'),
     Symptom('A002', 'saturated-activations', 'sigmoid/tanh units sit in their flat tails for most inputs'),
     Symptom('A003', 'exploding-activations', 'activations or logits grow to huge magnitudes (the prelude of overflow in exp/softmax)'),
@@ -66,6 +72,7 @@ SYMPTOMS: dict[str, Symptom] = {s.code: s for s in (
     Symptom('V005', 'distribution-mismatch', 'validation far worse than training from the start and the gap does not close as training improves; training and validation data differ'),
     Symptom('V006', 'unconfident-predictions', 'predicted class probabilities cluster near uniform (near 0.5 for binary): the classifier has not separated the classes yet'),
     Symptom('V007', 'eval-mode-gap', 'loss in eval mode far above loss in train mode on the same data: BatchNorm running statistics or dropout misused'),
+    Symptom('V008', 'eval-in-train-mode', 'validation computed while dropout or BatchNorm modules were in training mode (no model.eval()): the validation numbers are noisy and biased, and BatchNorm running statistics absorb the validation batches'),
     Symptom('D001', 'nonfinite-inputs', 'NaN/Inf in inputs or targets; name sample ids'),
     Symptom('D002', 'unnormalized-inputs', 'input features far from zero mean / unit scale (e.g. raw pixels in [0, 255])'),
     Symptom('D003', 'unnormalized-targets', 'regression targets on a large scale (e.g. ~10 000)'),
@@ -86,41 +93,43 @@ SYMPTOMS: dict[str, Symptom] = {s.code: s for s in (
     Symptom('M010', 'missing-nonlinearity', 'stacked linear (or convolution) layers with no activation between them: the network collapses to one linear map'),
     Symptom('M011', 'input-ignored', 'after the same short training the model does as well with its inputs zeroed as with the real ones: its output does not depend on the input (input overwritten, detached or never fed), or the labels do not depend on it'),
     Symptom('M012', 'lr-outside-working-range', "the optimizer's learning rate lies outside the range where an LR range test made the loss fall: at or above the LR where the loss diverged, or orders of magnitude below the steepest-descent LR"),
+    Symptom('M013', 'frozen-at-init', 'parameters frozen (requires_grad=False, or left out of the optimizer) whose values are still a fresh default initialisation: a pretrained checkpoint that did not load, so the model trains its head on random features'),
+    Symptom('M014', 'training-crash', 'the script raised an exception during training; the message and the step are recorded, and messages that name a cause (a single-sample batch into BatchNorm, a shape mismatch in the loss) are matched to it'),
 )}
 
 CAUSES: dict[str, Cause] = {c.id: c for c in (
-    Cause('lr-too-high', 'learning rate too high', ('L001', 'L002', 'L003', 'L004', 'G001', 'G004', 'A001', 'L008', 'M012'), ('lower LR ×0.1 (search on a log scale: 0.1, 0.01, 0.001, …)', 'add warm-up', 'clip gradient norm (5, 10 or 15 for RNNs)', 'run an LR range test')),
-    Cause('lr-too-low', 'learning rate too low', ('L005', 'G005', 'M012'), ('raise LR ×10', 'LR range test')),
-    Cause('no-lr-decay', 'LR never decays', ('L006', 'L003'), ('decay ×0.5 (or ÷2 to ÷5) when validation stops improving', 'cosine/step schedule')),
-    Cause('nonfinite-data', 'NaN/Inf in data', ('D001', 'L001'), ('drop or repair the listed samples', 'validate data at load time')),
-    Cause('unnormalized-input', 'inputs not standardised', ('D002', 'L001', 'L004', 'A003'), ('subtract mean, divide by std per feature (pixels to [−1, 1] or standardised)',)),
-    Cause('unnormalized-target', 'regression targets not standardised', ('D003', 'L001', 'L002'), ('standardise targets, invert at prediction time',)),
-    Cause('label-domain-error', 'labels do not fit the loss', ('D004', 'L001'), ('fix label encoding or the loss/output size pairing',)),
-    Cause('label-noise', 'wrong or shuffled labels', ('D008', 'L005', 'V003', 'M011'), ('audit the listed samples', 'check data/label alignment in the loader')),
-    Cause('numerically-unstable-loss', 'log of 0 or exp overflow in the loss', ('M002', 'L001', 'L008'), ('use fused forms (`CrossEntropyLoss` on logits, `BCEWithLogitsLoss`, `log_softmax`)', 'add eps inside logs')),
-    Cause('double-softmax', 'softmax applied twice', ('M001', 'L005', 'L007'), ('return logits from the model',)),
-    Cause('bad-initialization', 'init scale wrong', ('M003', 'L009', 'G001', 'G002', 'A002'), ('Xavier for tanh/sigmoid, Kaiming for ReLU, zero biases',)),
-    Cause('dying-relu', 'ReLU units died', ('A001', 'L005', 'L006'), ('lower LR', 'LeakyReLU/GELU', 'Kaiming init', 'normalisation')),
-    Cause('saturating-activation', 'sigmoid/tanh saturated', ('A002', 'G002'), ('ReLU family in hidden layers', 'normalisation', 'smaller init')),
-    Cause('exploding-gradient', 'gradients blow up through depth/time', ('G001', 'L001', 'L002'), ('clip gradient norm', 'lower LR', 'normalisation', 'residual connections', 'smaller init')),
-    Cause('vanishing-gradient', 'gradients die through depth', ('G002', 'L005'), ('ReLU family', 'residual connections', 'normalisation', 'Kaiming init')),
-    Cause('insufficient-capacity', 'model too small (model bias)', ('V002', 'M004'), ('wider/deeper model', 'check M005 first')),
-    Cause('optimization-difficulty', 'optimiser cannot find what the model could represent', ('M005', 'G007', 'L006'), ('Adam with defaults', 'momentum', 'normalisation', 'residuals', 'LR schedule with warm-up')),
-    Cause('overfitting', 'memorising the training set', ('V001',), ('more data or augmentation', 'dropout (0.5, 0.2 for small models)', 'weight decay', 'early stopping with best-checkpoint restore', 'smaller model')),
-    Cause('over-regularization', 'regularisation too strong', ('V002', 'L006'), ('lower weight decay and dropout, raise them again only once overfitting shows',)),
-    Cause('distribution-mismatch', 'train and validation differ', ('V005',), ('re-split data', 'check preprocessing is identical on both')),
-    Cause('data-leakage', 'validation contains training samples', ('D006',), ('deduplicate across splits',)),
-    Cause('class-imbalance', 'skewed classes', ('D005', 'L007'), ('reweighting or oversampling the rare classes', 'class-balanced batches', 'focal loss')),
-    Cause('unshuffled-data', 'no shuffling', ('D007', 'L003', 'L004'), ('shuffle every epoch',)),
-    Cause('batch-too-small', 'batch size too small for stable gradients', ('L004',), ('larger batch (powers of two), or lower LR',)),
-    Cause('undertrained', 'stopped too early', ('V006', 'L010'), ('train longer', 'judge by loss, not accuracy')),
-    Cause('batchnorm-misuse', 'BN statistics frozen or wrong mode', ('V007',), ('keep BN statistics updating when fine-tuning on new data', 'call `model.train()`/`model.eval()` correctly')),
-    Cause('precision-overflow', 'reduced precision out of range', ('M007', 'L001'), ('loss scaling', 'fp32 accumulation for losses and reductions')),
-    Cause('wrong-loss-function', 'loss chosen for another task', ('M008', 'L005', 'L007'), ('cross-entropy on logits for single-label classes, BCE-with-logits for binary or multi-label, MSE/Huber for regression',)),
-    Cause('wrong-output-activation', 'last activation does not fit the loss', ('M009', 'M001', 'L005', 'L007'), ('logits (no activation) into the fused losses', 'none or identity for regression')),
-    Cause('missing-nonlinearity', 'no activation between layers', ('M010', 'V002'), ('put ReLU/GELU between the layers',)),
-    Cause('wrong-optimizer-settings', 'optimiser or its settings unsuited (plain SGD without momentum on a hard problem, Adam epsilon or betas off)', ('L006', 'L005', 'G005'), ('Adam with defaults, or SGD with momentum 0.9',)),
-    Cause('unbalanced-loss-terms', 'loss terms on different scales', ('L011',), ('weight the terms so they sit within one order of magnitude', "begin with the main task's term, add the others once it trains")),
-    Cause('batch-too-large', 'batch so large that updates are few and generalisation suffers', ('V001', 'L006'), ('smaller batch, or scale the LR with it',)),
-    Cause('code-bug', 'plumbing bug in model, loss or data', ('M004', 'M006', 'V004', 'M011'), ("the doctor's probes narrow it down: overfit one batch, repeat one sample, gradient check, compare with a shallow model",)),
+    Cause('lr-too-high', 'learning rate too high'),
+    Cause('lr-too-low', 'learning rate too low'),
+    Cause('no-lr-decay', 'LR never decays'),
+    Cause('nonfinite-data', 'NaN/Inf in data'),
+    Cause('unnormalized-input', 'inputs not standardised'),
+    Cause('unnormalized-target', 'regression targets not standardised'),
+    Cause('label-domain-error', 'labels do not fit the loss'),
+    Cause('label-noise', 'wrong or shuffled labels'),
+    Cause('numerically-unstable-loss', 'log of 0 or exp overflow in the loss'),
+    Cause('double-softmax', 'softmax applied twice'),
+    Cause('bad-initialization', 'init scale wrong'),
+    Cause('dying-relu', 'ReLU units died'),
+    Cause('saturating-activation', 'sigmoid/tanh saturated'),
+    Cause('exploding-gradient', 'gradients blow up through depth/time'),
+    Cause('vanishing-gradient', 'gradients die through depth'),
+    Cause('insufficient-capacity', 'model too small (model bias)'),
+    Cause('optimization-difficulty', 'optimiser cannot find what the model could represent'),
+    Cause('overfitting', 'memorising the training set'),
+    Cause('over-regularization', 'regularisation too strong'),
+    Cause('distribution-mismatch', 'train and validation differ'),
+    Cause('data-leakage', 'validation contains training samples'),
+    Cause('class-imbalance', 'skewed classes'),
+    Cause('unshuffled-data', 'no shuffling'),
+    Cause('batch-too-small', 'batch size too small for stable gradients'),
+    Cause('undertrained', 'stopped too early'),
+    Cause('batchnorm-misuse', 'BN statistics frozen or wrong mode'),
+    Cause('precision-overflow', 'reduced precision out of range'),
+    Cause('wrong-loss-function', 'loss chosen for another task'),
+    Cause('wrong-output-activation', 'last activation does not fit the loss'),
+    Cause('missing-nonlinearity', 'no activation between layers'),
+    Cause('wrong-optimizer-settings', 'optimiser or its settings unsuited (plain SGD without momentum on a hard problem, Adam epsilon or betas off)'),
+    Cause('unbalanced-loss-terms', 'loss terms on different scales'),
+    Cause('batch-too-large', 'batch so large that updates are few and generalisation suffers'),
+    Cause('code-bug', 'plumbing bug in model, loss or data'),
 )}

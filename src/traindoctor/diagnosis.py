@@ -1,16 +1,15 @@
-"""Findings → ranked root causes with confidence, evidence and concrete fixes.
+"""Findings → a differential diagnosis: ranked root causes with confidence, evidence and fixes,
+and the causes the run's own facts rule out.
 
 Each finding says how strongly it points at each cause (its ``causes`` weights, set by the rule
 from the run's context: a NaN loss at step 0 with NaN inputs points at the data, a NaN loss after
-the gradient norm grew 10^4× points at the learning rate). A cause's confidence is the noisy-OR of
-those weights, so independent evidence adds up but never passes 1, and one strong piece of
-evidence outranks many weak hints. Fixes are the catalogue's, made concrete with the run's own
-numbers (the learning rate it used, the step to roll back to) where the run tells them.
+the gradient norm grew 10^4× points at the learning rate). Each cause (:mod:`.causes`) says which
+measured facts contradict it; the remaining candidates get a confidence from a model fitted on the
+clinic's development half (:mod:`.calibration`). Fixes come from the cause, made concrete with the
+run's own numbers (the learning rate it used, the step to roll back to) where the run tells them.
 """
 from __future__ import annotations
 
-import math
-import re
 import traceback
 import warnings
 from dataclasses import dataclass, field
@@ -18,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .catalogue import CAUSES
+from .calibration import Model
+from .causes.facts import SQUASH_MODULES, Facts
 from .findings import Finding, clean, severity_rank
 from .run import Run
 
@@ -34,17 +34,32 @@ class CauseScore:
     chain: list[str]
     fixes: list[str]
     summary: str = ""
+    support: dict[str, float] = field(default_factory=dict)  # code → strongest weight it gave this cause
 
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "title": self.title,
             "confidence": round(self.confidence, 3),
+            "support": {k: round(v, 3) for k, v in self.support.items()},
             "evidence": self.evidence,
             "chain": self.chain,
             "summary": self.summary,
             "fixes": self.fixes,
         }
+
+
+@dataclass
+class RuledOut:
+    """A cause some finding pointed at that the run's own facts contradict."""
+
+    id: str
+    title: str
+    reasons: list[str]
+    evidence: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "title": self.title, "reasons": self.reasons, "evidence": self.evidence}
 
 
 @dataclass
@@ -54,6 +69,7 @@ class Diagnosis:
     not_judged: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     source: dict[str, Any] = field(default_factory=dict)
+    ruled_out: list[RuledOut] = field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
@@ -71,277 +87,52 @@ class Diagnosis:
             "healthy": self.healthy,
             "findings": [f.to_json() for f in self.findings],
             "causes": [c.to_json() for c in self.causes],
+            "ruled_out": [r.to_json() for r in self.ruled_out],
             "not_judged": self.not_judged,
             "notes": self.notes,
             "source": clean(self.source),
         }
 
 
-def _fmt(x: float) -> str:
-    return f"{x:.3g}"
+def rank_causes(findings: list[Finding], run: Run, facts: Facts | None = None,
+                model: Model | None = None) -> tuple[list[CauseScore], list[RuledOut]]:
+    """Findings → the differential: causes ranked by confidence, and those the run's facts rule out.
 
+    Each finding says how strongly it points at each cause (its ``causes`` weights, set by the rule
+    from the run's context). A cause is a candidate when some finding points at it; its own
+    ``against(facts)`` may rule it out with measured facts of this run, and then it is not offered
+    but listed with the reasons. The confidence of the others comes from the calibrated model
+    (:mod:`.calibration`, fitted on the clinic's development half); without it, from the noisy-OR of
+    the weights, so independent evidence adds up but never passes 1.
+    """
+    from .causes import all_causes
 
-def concrete_fixes(cause_id: str, run: Run, findings: list[Finding]) -> list[str]:
-    """Fixes with the run's numbers, most effective first, then the catalogue's general advice."""
-    lr = run.meta.get("lr")
-    out: list[str] = []
-    nonfinite = next((f for f in findings if f.code == "L001"), None)
-    good_step = None
-    if nonfinite is not None and nonfinite.step is not None:
-        good_step = nonfinite.evidence.get("last_finite_step")
-    sweep = next((e.data for e in run.events_of("lr_range_test") if e.data.get("suggested_lr")), None)
-    if sweep is not None and cause_id in ("lr-too-high", "lr-too-low"):  # measured beats a rule of thumb
-        sug = float(sweep["suggested_lr"])
-        out.append(f"set the learning rate between {_fmt(sug / 3)} and {_fmt(sug)}: an LR range test on this model and "
-                   f"data with {sweep.get('optimizer')} falls fastest at {_fmt(sug)} (start at the low end with momentum)")
-    if cause_id == "lr-too-high":
-        lrs = run.get("lr")
-        if lrs is not None and len(lrs) >= 2:
-            v = lrs.values[lrs.values > 0]
-            if v.size >= 2 and v[-1] >= 10 * v[0]:
-                out.append(f"the learning rate grew from {_fmt(v[0])} to {_fmt(v[-1])} during the run: check the "
-                           "scheduler (a decay factor above 1, a warm-up that never ends)")
-                lr = float(v[-1])
-        if isinstance(lr, (int, float)) and lr > 0:
-            out.append(
-                f"lower the learning rate ×0.1: {_fmt(lr)} → {_fmt(lr / 10)} (if it still fails, {_fmt(lr / 100)})"
-            )
-        out.append("clip the global gradient norm: torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)")
-        out.append("add a warm-up of a few hundred steps (e.g. torch.optim.lr_scheduler.LinearLR(opt, 0.01, 1.0, 500))")
-        if good_step is not None:
-            out.append(f"restart from the last healthy checkpoint (the loss was finite up to step {good_step})")
-    elif cause_id == "lr-too-low":
-        if isinstance(lr, (int, float)) and lr > 0:
-            out.append(f"raise the learning rate ×10: {_fmt(lr)} → {_fmt(lr * 10)}; then ×10 again if still flat")
-    elif cause_id == "nonfinite-data":
-        ids = []
-        for f in findings:
-            ids += list(f.evidence.get("sample_ids", []) or [])
-        if ids:
-            shown = ", ".join(str(i) for i in ids[:10])
-            out.append(f"drop or repair the samples with non-finite values (dataset indices {shown})")
-        out.append("validate data at load time: assert torch.isfinite(x).all() and torch.isfinite(y).all()")
-    elif cause_id == "double-softmax":
-        mod = next((f.evidence.get("module") for f in findings if f.code == "M001" and f.evidence.get("module")), None)
-        where = f" (remove the softmax after `{mod}`)" if mod else ""
-        out.append(f"return logits from the model{where}: nn.CrossEntropyLoss applies log-softmax itself")
-    elif cause_id == "label-domain-error":
-        d004 = next((f for f in findings if f.code == "D004"), None)
-        if d004 is not None:
-            detail = d004.evidence.get("detail", "")
-            where = d004.evidence.get("where")
-            out.append(f"fix the labels at their source{f' (crash at {where})' if where else ''}: {detail}")
-            m = re.search(r"class index (-?\d+)", detail)
-            if m:
-                k = int(m.group(1))
-                out.append(
-                    f"class indices must lie in 0…C−1 for C outputs: remap the labels (e.g. y - y.min(), or "
-                    f"sklearn's LabelEncoder) or, if there really are {k + 1} classes, give the last layer {k + 1} outputs"
-                )
-    elif cause_id == "numerically-unstable-loss":
-        faults = {e.data.get("fault"): e.data for e in run.events_of("config")}
-        if "sigmoid_bce" in faults:
-            mod = faults["sigmoid_bce"].get("module")
-            out.append(
-                f"remove the sigmoid{f' `{mod}`' if mod else ''} from the model and replace nn.BCELoss with "
-                "nn.BCEWithLogitsLoss on the raw logits (apply torch.sigmoid only at prediction time)"
-            )
-        if "log_softmax_unfused" in faults:
-            out.append("replace torch.log(F.softmax(x)) with F.log_softmax(x), or nn.CrossEntropyLoss on the logits")
-        if not faults:
-            out.append("use the fused losses on logits: nn.CrossEntropyLoss, nn.BCEWithLogitsLoss, F.log_softmax")
-            out.append("add an epsilon inside hand-written logs and divisions: torch.log(p + 1e-7)")
-    config = _config_fixes(cause_id, {f.code: f for f in findings})
-    out += config
-    out += _measured_fixes(cause_id, run, {f.code: f for f in findings})
-    for fix in CAUSES[cause_id].fixes if cause_id in CAUSES and not config else ():
-        # the catalogue's general advice, unless a concrete fix above already says it
-        words = _words(fix)
-        first = fix.split(" ", 1)[0].lower()
-        if not any(words & _words(o) or o.split(" ", 1)[0].lower() == first for o in out):
-            out.append(fix)
-    return out
-
-
-def _at(ev: dict[str, Any]) -> str:
-    where = ev.get("where")
-    return f" ({where.rsplit('/', 1)[-1]})" if isinstance(where, str) else ""
-
-
-def _config_fixes(cause_id: str, f: dict[str, Finding]) -> list[str]:
-    """Code-level fixes for the configuration findings, naming the module or call and its line."""
-    out: list[str] = []
-    if cause_id == "wrong-output-activation" and "M009" in f:
-        ev = f["M009"].evidence
-        act, mod, kind, loss = ev.get("activation"), ev.get("module"), ev.get("loss_kind"), ev.get("loss")
-        thing = f"`{mod}` ({ev.get('module_type')})" if mod and str(ev.get("module_type") or "").lower() == str(act) \
-            else f"the {act} call"
-        if loss == "hand-written":
-            out.append(f"replace the hand-written loss{_at(ev)} with nn.CrossEntropyLoss on the logits (class-index "
-                       "targets), or keep the sigmoid and use nn.BCEWithLogitsLoss if the labels really are multi-label")
-        elif kind == "nll" and act == "softmax":
-            out.append(f"use F.log_softmax instead of softmax{_at(ev)} before NLLLoss, or return the logits and use "
-                       "nn.CrossEntropyLoss")
-        elif kind == "nll":
-            out.append(f"apply F.log_softmax(logits, dim=1) before NLLLoss{_at(ev)}, or use nn.CrossEntropyLoss on the logits")
-        elif kind == "bce" and act == "softmax":
-            out.append(f"replace the softmax{_at(ev)} with one sigmoid per label: return logits and use nn.BCEWithLogitsLoss")
-        elif kind in ("mse", "l1", "smooth_l1", "huber"):
-            out.append(f"remove {thing}{_at(ev)} from the regression output (identity), or standardise the targets "
-                       "into the activation's range")
-        else:
-            out.append(f"remove {thing}{_at(ev)}: return the last layer's raw logits to {loss}, which normalises them "
-                       "itself (apply softmax/sigmoid only at prediction time)")
-    elif cause_id == "wrong-loss-function" and "M008" in f:
-        ev = f["M008"].evidence
-        kind, t = ev.get("loss_kind"), ev.get("target") or {}
-        ps = ev.get("pred_shape") or []
-        if kind in ("mse", "l1", "smooth_l1", "huber"):
-            c = int(t.get("max", 0)) + 1
-            out.append(f"for class labels use nn.CrossEntropyLoss{_at(ev)} on a model with {max(c, ps[1] if len(ps) > 1 else 0)} "
-                       "outputs and the int64 labels as they are (no .float())")
-        elif kind in ("bce", "bce_logits"):
-            out.append(f"for one label out of several classes use nn.CrossEntropyLoss{_at(ev)} with int64 class indices "
-                       "and one output per class")
-        else:
-            out.append(f"binary task: one output with nn.BCEWithLogitsLoss{_at(ev)} (float 0/1 targets), or two outputs "
-                       "with CrossEntropyLoss; continuous targets: nn.MSELoss or nn.HuberLoss")
-    elif cause_id == "unnormalized-input" and "D002" in f:
-        ev = f["D002"].evidence
-        if ev.get("integer_valued") and (ev.get("max") or 0) <= 255 and (ev.get("min") or 0) >= 0:
-            out.append(f"scale the pixels before `model(x)`{_at(ev)}: x = x / 255, then normalise with the training "
-                       "set's per-channel mean and std (torchvision: transforms.ToTensor() + transforms.Normalize)")
-        else:
-            mean, std = ev.get("mean"), ev.get("std")
-            nums = f" (here mean {_fmt(mean)}, std {_fmt(std)} overall)" if isinstance(mean, (int, float)) and \
-                isinstance(std, (int, float)) else ""
-            out.append(f"standardise each feature before `model(x)`{_at(ev)} with the training split's statistics"
-                       f"{nums}: sklearn's StandardScaler fitted on the training data, applied to every split")
-    elif cause_id == "unnormalized-target" and "D003" in f:
-        ev = f["D003"].evidence
-        mean, std = ev.get("mean"), ev.get("std")
-        if isinstance(mean, (int, float)) and isinstance(std, (int, float)) and std > 0:
-            out.append(f"standardise the targets before the loss{_at(ev)}: y = (y - {_fmt(mean)}) / {_fmt(std)}, and "
-                       f"predict y_hat * {_fmt(std)} + {_fmt(mean)}; or regress log(y) if the targets are positive and skewed")
-    elif cause_id == "class-imbalance" and "D005" in f:
-        counts = f["D005"].evidence.get("counts") or {}
-        total = sum(v for v in counts.values() if isinstance(v, (int, float)))
-        if len(counts) >= 2 and total:
-            w = [total / (len(counts) * counts[k]) for k in sorted(counts, key=lambda k: int(k) if str(k).isdigit()
-                                                                   else 0) if counts[k]]
-            shown = ", ".join(f"{x:.3g}" for x in w)
-            out.append(f"weight the loss by inverse class frequency, from the counts seen: "
-                       f"nn.CrossEntropyLoss(weight=torch.tensor([{shown}])) (for one logit: "
-                       "BCEWithLogitsLoss(pos_weight=negatives/positives)), or a WeightedRandomSampler")
-    elif cause_id == "unshuffled-data" and "D007" in f:
-        out.append("shuffle every epoch: DataLoader(dataset, batch_size=..., shuffle=True) (with "
-                   "generator=torch.Generator().manual_seed(0) to keep it reproducible)")
-    elif cause_id == "missing-nonlinearity" and "M010" in f:
-        ev = f["M010"].evidence
-        for p in (ev.get("pairs") or [])[:3]:
-            a, b = p.get("first") or {}, p.get("second") or {}
-            out.append(f"insert nn.ReLU() (or nn.GELU()) between `{a.get('module')}` and `{b.get('module')}`"
-                       f"{_at(b.get('defined') or a.get('defined') or {})}")
-    return out
-
-
-def _measured_fixes(cause_id: str, run: Run, f: dict[str, Finding]) -> list[str]:
-    """Fixes whose numbers and names come from the run: the layer, the step, the clip value."""
-    out: list[str] = []
-    opt = run.meta.get("optimizer") or {}
-    lr = run.meta.get("lr")
-    if cause_id in ("exploding-gradient", "lr-too-high"):
-        g = run.get("grad_norm")
-        if g is not None:
-            v = g.values[: max(2, len(g) // 5)]
-            v = v[np.isfinite(v)]
-            if v.size:
-                clip = float(np.median(v)) * 5
-                out.append(f"clip the gradient norm near 5× its healthy early level: "
-                           f"torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm={_fmt(clip)})")
-    if cause_id == "vanishing-gradient":
-        acts = [n.split("/", 1)[1] for n in run.names("saturated_frac")]
-        if acts:
-            shown = ", ".join(f"`{a}`" for a in acts[:6]) + (" …" if len(acts) > 6 else "")
-            out.append(f"replace the sigmoid/tanh activations {shown} with nn.ReLU or nn.GELU, and initialise the "
-                       "Linear layers with nn.init.kaiming_normal_(w, nonlinearity='relu')")
-        out.append("if the depth is needed, add residual connections (x + block(x)) or nn.LayerNorm/BatchNorm "
-                   "between the layers")
-    elif cause_id == "dying-relu" and "A001" in f:
-        mod = f["A001"].evidence.get("module")
-        if isinstance(lr, (int, float)):
-            out.append(f"lower the learning rate {_fmt(lr)} → {_fmt(lr / 10)}: large steps pushed the units below zero")
-        out.append(f"replace nn.ReLU `{mod}` with nn.LeakyReLU(0.01) (or nn.GELU), so dead units still get a gradient")
-    elif cause_id == "bad-initialization":
-        if "G006" in f and f["G006"].evidence.get("zero_initialised"):
-            names = ", ".join(f["G006"].evidence["zero_initialised"][:4])
-            out.append(f"do not initialise weights to zero ({names}): use the default init or "
-                       "nn.init.kaiming_normal_ (ReLU) / nn.init.xavier_uniform_ (tanh, sigmoid); zeros are fine for biases only")
-        else:
-            out.append("re-initialise: nn.init.kaiming_normal_(m.weight, nonlinearity='relu') for ReLU layers, "
-                       "nn.init.xavier_uniform_ for tanh/sigmoid, nn.init.zeros_(m.bias)")
-    elif cause_id == "over-regularization":
-        wd = opt.get("weight_decay")
-        if isinstance(wd, (int, float)) and wd > 0:
-            out.append(f"lower weight_decay {_fmt(wd)} → {_fmt(min(wd, 1e-2) / 100)} (raise it again only once "
-                       "validation shows overfitting)")
-    elif cause_id == "overfitting" and "V001" in f:
-        ev = f["V001"].evidence
-        where = f"step {ev.get('best_step')}" + (f" (epoch {ev['best_epoch']})" if ev.get("best_epoch") is not None else "")
-        out.append(f"stop at the validation minimum and keep that checkpoint: {where}, val_loss {_fmt(ev['best_val_loss'])}")
-        out.append("add regularisation: weight_decay=1e-4 (AdamW) and nn.Dropout(0.2) before the last layer; "
-                   "or more data / augmentation")
-    elif cause_id == "batchnorm-misuse":
-        out.append("let BatchNorm statistics follow the data: nn.BatchNorm1d(..., momentum=0.1) (not 0), "
-                   "model.train() while training, model.eval() only to evaluate")
-    elif cause_id == "code-bug" and "G006" in f:
-        ev = f["G006"].evidence
-        if ev.get("no_gradient"):
-            out.append(f"find what cuts the graph before {', '.join(ev['no_gradient'][:3])}: a .detach(), .data, "
-                       "torch.no_grad() or .item() on the path to the loss, or a branch whose output is not used")
-        if ev.get("requires_grad_false"):
-            out.append(f"{', '.join(ev['requires_grad_false'][:3])}: set requires_grad_(True), or leave them out of the "
-                       "optimizer if freezing was intended")
-    elif cause_id == "unbalanced-loss-terms" and "L011" in f:
-        ev = f["L011"].evidence
-        ratio = float(ev.get("ratio") or 0)
-        if ratio > 0:
-            out.append(f"scale the term {ev['largest']} by about {_fmt(1 / ratio)} (or standardise its target) so the "
-                       f"terms sit within one order of magnitude of {ev['smallest']}")
-    elif cause_id == "distribution-mismatch":
-        out.append("fit the preprocessing (scaler, normalisation constants, image orientation) on the training data "
-                   "and apply exactly the same transform to validation; then re-split at random")
-    elif cause_id == "label-noise" and "L003" in f and f["L003"].evidence.get("period"):
-        out.append(f"the spikes recur every {f['L003'].evidence['period']} steps: inspect the batch loaded at steps "
-                   f"{', '.join(map(str, f['L003'].evidence['spike_steps'][:3]))} (inputs and labels)")
-    return out
-
-
-_COMMON = {"learning", "rate", "model", "layer", "layers", "with", "when", "from", "that", "the", "than", "data",
-           "more", "smaller", "larger", "each", "every", "them", "only", "once", "train", "training", "loss"}
-
-
-def _words(text: str) -> set[str]:
-    return {w for w in re.findall(r"[a-z_]{4,}", text.lower())} - _COMMON
-
-
-def rank_causes(findings: list[Finding], run: Run) -> list[CauseScore]:
+    causes = all_causes()
+    facts = facts or Facts(run, findings)
+    model = model if model is not None else Model.load()
     weights: dict[str, list[tuple[float, Finding]]] = {}
     for f in findings:
         for cid, w in f.causes:
-            if cid not in CAUSES:
+            if cid not in causes:
                 raise KeyError(f"finding {f.code} names unknown cause id {cid!r}")
             w = min(max(float(w), 0.0), 0.99)
             if w > 0:
                 weights.setdefault(cid, []).append((w, f))
     scored: list[CauseScore] = []
+    ruled: list[RuledOut] = []
     for cid, ws in weights.items():
-        conf = 1.0 - math.prod(1.0 - w for w, _ in ws)
+        cause = causes[cid]
         ws_sorted = sorted(ws, key=lambda t: -t[0])
         codes: list[str] = []
         for _, f in ws_sorted:
             if f.code not in codes:
                 codes.append(f.code)
+        reasons = cause.against(facts)
+        if reasons:
+            ruled.append(RuledOut(cid, cause.title, reasons, codes))
+            continue
+        support = [(w, f.code) for w, f in ws]
+        conf = model.confidence(cid, support)
         chain = [f"{f.code} {f.message}" for _, f in ws_sorted]
         # the evidence chain in one line, in the order things happened
         seen: list[Finding] = []
@@ -349,12 +140,31 @@ def rank_causes(findings: list[Finding], run: Run) -> list[CauseScore]:
             if f not in seen:
                 seen.append(f)
         summary = "; ".join(f.message.split("; ")[0] for f in seen[:4])
-        summary += f" → {CAUSES[cid].title} ({conf:.2f})"
-        scored.append(
-            CauseScore(cid, CAUSES[cid].title, conf, codes, chain, concrete_fixes(cid, run, findings), summary)
-        )
+        summary += f" → {cause.title} ({conf:.2f})"
+        scored.append(CauseScore(cid, cause.title, conf, codes, chain, cause.all_fixes(facts), summary,
+                                 Model.features(support)))
     scored.sort(key=lambda c: (-c.confidence, c.id))
-    return scored
+    ruled.sort(key=lambda r: r.id)
+    return scored, ruled
+
+
+def consequences(findings: list[Finding]) -> None:
+    """Severity from consequences: a hazard (a risk found in the set-up or the data) that no other
+    finding shows hurting this run is said as info; it stays a warning when the run shows its effect
+    (another warning or error pointing at the same cause)."""
+    from .rules import all_rules
+
+    rules = all_rules()
+    for f in findings:
+        r = rules.get(f.code)
+        if r is None or not r.hazard or f.severity == "info":
+            continue
+        mine = {c for c, w in f.causes if w > 0}
+        harm = [g for g in findings if g is not f and g.severity != "info" and not getattr(rules.get(g.code), "hazard", True)
+                and mine & {c for c, w in g.causes if w > 0}]
+        if not harm:
+            f.severity = "info"
+            f.evidence.setdefault("effect", "no other finding shows it hurting this run")
 
 
 def evaluate(run: Run) -> tuple[list[Finding], list[str]]:
@@ -371,12 +181,14 @@ def evaluate(run: Run) -> tuple[list[Finding], list[str]]:
         except Exception as exc:  # noqa: BLE001 - a broken rule must not hide the others
             tb = traceback.extract_tb(exc.__traceback__)[-1]
             internal.append(f"rule {code} failed ({type(exc).__name__}: {exc} at {tb.filename}:{tb.lineno})")
+    consequences(findings)
     findings.sort(key=lambda f: (-severity_rank(f.severity), f.step if f.step is not None else 1 << 62, f.code))
     return findings, internal
 
 
-def not_judged(run: Run) -> list[str]:
-    """What the run lacks for some rules to judge: said plainly rather than guessed."""
+def not_judged(run: Run, facts: Facts | None = None) -> list[str]:
+    """What the run lacks for some rules to judge, and the checks that were blind: said plainly
+    rather than guessed."""
     out = []
     loss = run.get("loss")
     if loss is None:
@@ -404,13 +216,28 @@ def not_judged(run: Run) -> list[str]:
                    "the progress rules (L005, L006, L007, V006) do not judge it")
     if run.meta.get("num_classes") is None and run.meta.get("loss_kind") is None:
         out.append("loss kind and class count unknown: L007 and L009 compare against ln(C) only when known")
+    f = facts or Facts(run, [])
+    if f.traced and f.has_relu and not f.relu_hooked:
+        out.append("the ReLUs are applied as functions (torch.relu, F.relu), not modules: dead units (A001) were not "
+                   "measured")
+    if f.traced and f.has_squash and not (f.module_types & SQUASH_MODULES) and not run.names("saturated_frac"):
+        out.append("sigmoid/tanh are applied as functions, not modules: saturation (A002) was not measured")
     return out
 
 
 def diagnose(run: Run) -> Diagnosis:
+    from .rules._signals import per_element
+
+    run = per_element(run)
     findings, internal = evaluate(run)
+    facts = Facts(run, findings)
     with np.errstate(all="ignore"):  # fixes computed from extreme values (1e308 norms) overflow harmlessly
-        causes = rank_causes(findings, run)
+        try:
+            causes, ruled = rank_causes(findings, run, facts)
+        except Exception as exc:  # noqa: BLE001 - a broken cause must not hide the findings
+            tb = traceback.extract_tb(exc.__traceback__)[-1]
+            internal.append(f"ranking causes failed ({type(exc).__name__}: {exc} at {tb.filename}:{tb.lineno})")
+            causes, ruled = [], []
     notes = list(run.meta.get("notes", []))
     notes += [f"internal error contained: {m}" for m in internal]
     for e in run.events_of("doctor_error"):
@@ -418,4 +245,4 @@ def diagnose(run: Run) -> Diagnosis:
     for e in run.events_of("crash"):
         notes.append(f"the script crashed at step {e.step}: {e.data.get('type')}: {e.data.get('message')}")
     source = {k: run.meta[k] for k in ("source", "format", "columns", "store") if k in run.meta}
-    return Diagnosis(findings, causes, not_judged(run), notes, source)
+    return Diagnosis(findings, causes, not_judged(run, facts), notes, source, ruled)

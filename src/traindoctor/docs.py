@@ -1,4 +1,5 @@
-"""docs/rules.md, generated from the rules' own documentation and the catalogue (no second copy).
+"""docs/rules.md, generated from the rules' own documentation, the causes' definitions and the
+catalogue (no second copy).
 
     python -m traindoctor.docs > docs/rules.md
 
@@ -12,7 +13,9 @@ from .catalogue import CAUSES, FAMILIES, SYMPTOMS
 
 
 def render() -> str:
-    from .rules import all_rules
+    from .causes import all_causes
+    from .explain import ruled_out_doc
+    from .rules import all_rules, symptoms_of
 
     rules = all_rules()
     out = [
@@ -42,13 +45,17 @@ def render() -> str:
                     out += ["", f"**{stripped.rstrip(':')}**", ""]
                 else:
                     out.append(stripped)
-            causes = [c.id for c in CAUSES.values() if code in c.symptoms]
-            if causes:
-                out += ["", "*Typical causes:* " + ", ".join(f"`{c}`" for c in causes)]
+            if r.causes:
+                out += ["", "*Points at:* " + ", ".join(f"`{c}`" for c in r.causes)]
+            if r.hazard:
+                out += ["", "*Hazard:* said as info unless another finding shows it hurting the run."]
             out.append("")
-    out += ["## Causes", "", "| id | cause | typical symptoms | fixes |", "|---|---|---|---|"]
-    for c in CAUSES.values():
-        out.append(f"| `{c.id}` | {c.title} | {' '.join(c.symptoms)} | {'; '.join(c.fixes)} |")
+    out += ["## Causes", "", "| id | cause | supported by | ruled out when | fixes |", "|---|---|---|---|---|"]
+    causes = all_causes()
+    for cid in CAUSES:
+        c = causes[cid]
+        out.append(f"| `{c.id}` | {c.title} | {' '.join(symptoms_of(c.id))} | {ruled_out_doc(c) or '–'} | "
+                   f"{'; '.join(c.fixes)} |")
     return "\n".join(out).replace("\n\n\n", "\n\n") + "\n"
 
 

@@ -1,12 +1,15 @@
-"""``traindoctor explain CODE|CAUSE``: documentation from the rules themselves and the catalogue."""
+"""``traindoctor explain CODE|CAUSE``: documentation from the rules themselves, the causes' own
+definitions and the catalogue's vocabulary (no second copy of anything)."""
 from __future__ import annotations
 
 from .catalogue import CAUSES, FAMILIES, SYMPTOMS
+from .causes import Cause
 from .errors import TrainDoctorError
 
 
 def explain(key: str) -> str:
-    from .rules import all_rules
+    from .causes import all_causes
+    from .rules import all_rules, symptoms_of
 
     rules = all_rules()
     k = key.strip()
@@ -21,20 +24,31 @@ def explain(key: str) -> str:
             lines.append(r.doc)
         else:
             lines.append("No automatic rule detects this symptom yet; it is part of the catalogue vocabulary.")
-        causes = [c for c in CAUSES.values() if code in c.symptoms]
-        if causes:
-            lines += ["", "Typical causes: " + ", ".join(c.id for c in causes)]
+        if r is not None and r.causes:
+            lines += ["", "Points at: " + ", ".join(r.causes)]
         return "\n".join(lines)
     if k.lower() in CAUSES:
-        c = CAUSES[k.lower()]
+        c = all_causes()[k.lower()]
         head = f"{c.id}: {c.title}"
-        lines = [head, "=" * len(head), "", "Typical symptoms: " + " ".join(c.symptoms), "", "Fixes, most effective first:"]
+        lines = [head, "=" * len(head), "", "Supported by: " + (" ".join(symptoms_of(c.id)) or "(no rule yet)"), "",
+                 "Fixes, most effective first (made concrete with the run's numbers in a diagnosis):"]
         lines += [f"  {i}. {f}" for i, f in enumerate(c.fixes, 1)]
+        ruled = ruled_out_doc(c)
+        if ruled:
+            lines += ["", "Ruled out when: " + ruled]
         return "\n".join(lines)
     raise TrainDoctorError(
         f"unknown code or cause id {key!r}; symptom codes look like L001 (families {', '.join(FAMILIES)}), "
         f"cause ids like lr-too-high (see `traindoctor explain --list`)"
     )
+
+
+def ruled_out_doc(c: Cause) -> str:
+    """What rules the cause out, from its own ``against`` docstring ("" when nothing does)."""
+    fn = type(c).against
+    if fn is Cause.against or not fn.__doc__:
+        return ""
+    return " ".join(fn.__doc__.split())
 
 
 def listing() -> str:

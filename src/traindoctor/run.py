@@ -78,6 +78,33 @@ class Run:
         loss = self.get("loss")
         return int(loss.steps[-1]) + 1 if loss is not None else 0
 
+    def resolve_captured(self) -> Run:
+        """Merge metrics captured automatically (``val_loss@auto``, ``val_loss@printed`` …) into
+        their plain names, in place, with the precedence a live report uses: what the user logged
+        (the plain name) wins, then what the loss functions computed (``@auto``), then what the
+        script printed (``@printed``). The names used are listed in ``meta["auto_captured"]``.
+        A stored run keeps the sources apart, so this is what makes its diagnosis the live one."""
+        tagged = [n for n in self.series if "@" in n]
+        if not tagged:
+            return self
+        used: list[str] = list(self.meta.get("auto_captured") or [])
+        for how in ("auto", "printed"):
+            for n in tagged:
+                base, h = n.split("@", 1)
+                if h != how:
+                    continue
+                s = self.series.pop(n)
+                if base in self.series:
+                    continue
+                self.series[base] = s
+                if base not in used:
+                    used.append(base)
+        for n in [n for n in self.series if "@" in n]:
+            del self.series[n]
+        if used:
+            self.meta["auto_captured"] = used
+        return self
+
     @classmethod
     def from_points(
         cls,

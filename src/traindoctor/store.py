@@ -425,4 +425,4 @@ def load_store(path: str | os.PathLike[str]) -> Run:
             _tidy(p)
     run.meta["source"] = os.fspath(path)
     run.meta["format"] = "store"
-    return run
+    return run.resolve_captured()

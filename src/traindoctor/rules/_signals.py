@@ -29,13 +29,19 @@ def weight_layers(run: Run) -> list[tuple[str, int]]:
 
 
 def weight_update_ratios(run: Run) -> dict[str, np.ndarray]:
-    """Per weight layer, the sampled ‖Δw‖/‖w‖ (NaN where the weight norm is 0)."""
+    """Per weight layer, the sampled ‖Δw‖/‖w‖ (NaN where the weight norm is 0). Tensors that start
+    at zero (a learned positional embedding, a zero-initialised gate) are left out: their ratio is
+    an update over a norm that is still near zero, not a step size."""
     info = run.meta.get("params") or {}
     out = {}
     for name in run.names("update_ratio"):
         p = name.split("/", 1)[1]
-        if (info.get(p) or {}).get("ndim", 2) >= 2:
-            out[p] = run.series[name].values
+        if (info.get(p) or {}).get("ndim", 2) < 2:
+            continue
+        wn = run.series.get(f"weight_norm/{p}")
+        if wn is not None and len(wn) and not (np.isfinite(wn.values[0]) and wn.values[0] > 0):
+            continue
+        out[p] = run.series[name].values
     return out
 
 
@@ -117,3 +123,50 @@ def before_nonfinite(run: Run, name: str):
         return s
     keep = s.steps < cut
     return type(s)(s.steps[keep], s.values[keep])
+
+
+def sum_reduction_factor(run: Run) -> int | None:
+    """How many elements the training loss sums over, when the script reduces it with a sum
+    (``reduction='sum'``): the loss of a fresh model is then N× ln C, and every comparison with
+    the chance loss, a clamp value or the validation loss must divide by N first. None for a mean
+    (or when unknown). From the loss call at the first step (``loss_sum_over``), else from the
+    traced loss's input shape."""
+    red = run.meta.get("loss_reduction")
+    n = run.meta.get("loss_sum_over")
+    graph = next((e.data for e in run.events_of("model_graph") if isinstance(e.data, dict)), {})
+    losses = graph.get("losses") if isinstance(graph.get("losses"), list) else []
+    if red is None and len(losses) == 1 and isinstance(losses[0], dict):
+        red = losses[0].get("reduction")
+    if red != "sum":
+        return None
+    if isinstance(n, int) and n > 1:
+        return n
+    if len(losses) != 1 or not isinstance(losses[0], dict):
+        return None
+    lf = losses[0]
+    shape = lf.get("pred_shape")
+    if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and d > 0 for d in shape):
+        return None
+    if lf.get("kind") in ("cross_entropy", "nll"):
+        k = math.prod(shape) // shape[1] if len(shape) >= 2 else shape[0]
+    else:
+        k = math.prod(shape)
+    return k if k > 1 else None
+
+
+def per_element(run: Run) -> Run:
+    """The run as the rules judge it: a training loss summed over N elements divided by N (the
+    per-element mean every threshold is written for), with a note saying so. Other runs as they are."""
+    n = sum_reduction_factor(run)
+    if n is None:
+        return run
+    out = Run(series=dict(run.series), events=run.events, meta=dict(run.meta))
+    for name in ["loss", *run.names("loss_term")]:
+        s = run.series.get(name)
+        if s is not None:
+            out.series[name] = type(s)(s.steps, s.values / n)
+    notes = list(out.meta.get("notes") or [])
+    notes.append(f"the training loss is a sum over {n} elements (reduction='sum'); it is judged per element (÷{n})")
+    out.meta["notes"] = notes
+    out.meta["loss_judged_per_element"] = n
+    return out

@@ -32,7 +32,7 @@ def _worst_module(run: Run, prefix: str, bar: float = 0.5) -> tuple[str, float, 
     return best
 
 
-@rule("A001", "warning")
+@rule("A001", "warning", causes=("dying-relu", "lr-too-high", "bad-initialization"))
 def dead_relu(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Measures, per ReLU-family module, the fraction of units that output zero for every
@@ -45,8 +45,9 @@ def dead_relu(run: Run, r: Rule) -> list[Finding]:
 
     Evidence:
         The dead fraction at or above 50 % for the median of the last half of the samples and
-        each of the last two, in at least one module; the update/weight ratio tells whether the
-        learning rate pushed them there.
+        each of the last two, in at least one module; the update/weight ratio up to the onset
+        tells whether the learning rate pushed them there (≥ 0.5: steps of half the weights'
+        size), and units dead at step 0, before any update, point at the initialisation.
 
     Example:
         `relu1`: 71 % of units dead from step 150 on, after update ratios of 0.2.
@@ -67,17 +68,29 @@ def dead_relu(run: Run, r: Rule) -> list[Finding]:
     causes: dict[str, float] = {"dying-relu": 0.65}
     onset_i = int(np.argmax(worst_s.values >= 0.5))
     onset = int(worst_s.steps[onset_i])
+    if onset_i == 0 and worst_s.steps[0] == 0:
+        # dead at the first forward pass, before any update moved a weight: the initialisation
+        # (negative biases, a weight scale) put the units below zero, not the learning rate
+        ev["dead_from_start"] = True
+        msg += " from the very first step, before any update"
+        causes = {"dying-relu": 0.8, "bad-initialization": 0.3}
+        return [r.finding(step=onset, step_end=int(worst_s.steps[-1]), message=msg, evidence=ev,
+                          causes=list(causes.items()))]
     # the updates that pushed the units there: those up to the onset, not the quiet ones after
     ur = _update_ratio_until(run, onset)
     if ur is not None:
         ev["update_ratio_before"] = ur
-        if ur > 1e-2:
+        if ur >= 0.5:
+            # steps that moved the weights by half their size or more: the learning rate killed them
+            causes = {"lr-too-high": 0.85, "dying-relu": 0.45}
+            msg += f", after updates of {fmt(ur)} of the weights per step: the learning rate pushed them there"
+        elif ur > 1e-2:
             causes["lr-too-high"] = 0.6
             msg += f", after updates of {fmt(ur)} of the weights per step: the learning rate pushed them there"
     return [r.finding(step=onset, step_end=int(worst_s.steps[-1]), message=msg, evidence=ev, causes=list(causes.items()))]
 
 
-@rule("A002", "warning")
+@rule("A002", "warning", causes=("saturating-activation", "unnormalized-input", "bad-initialization"))
 def saturated_activations(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Measures, per sigmoid/tanh-family module, the fraction of outputs in the flat tails
@@ -113,7 +126,7 @@ def saturated_activations(run: Run, r: Rule) -> list[Finding]:
                       causes=causes)]
 
 
-@rule("A003", "warning")
+@rule("A003", "warning", causes=("unnormalized-input", "bad-initialization", "lr-too-high", "exploding-gradient"))
 def exploding_activations(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Tracks the largest absolute logit (the model's output) and ReLU activation on sampled
@@ -172,7 +185,7 @@ def exploding_activations(run: Run, r: Rule) -> list[Finding]:
     return []
 
 
-@rule("A004", "error")
+@rule("A004", "error", causes=("lr-too-high", "numerically-unstable-loss", "unnormalized-input", "bad-initialization"))
 def nonfinite_activation(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Names the first module, in forward order, whose output held NaN/Inf at the first step

@@ -10,7 +10,7 @@ from ..run import Run
 from . import Rule, rule
 
 
-@rule("D001", "error")
+@rule("D001", "error", causes=("nonfinite-data",))
 def nonfinite_inputs(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Names the samples whose inputs hold NaN/Inf, found when the loss first went non-finite.
@@ -56,7 +56,7 @@ def nonfinite_inputs(run: Run, r: Rule) -> list[Finding]:
     return scanned
 
 
-_LABEL_PATTERNS = (
+LABEL_CRASHES = (
     (re.compile(r"Target (-?\d+) is out of bounds"), "class index {0} is outside the model's output classes"),
     (re.compile(r"t >= 0 && t < n_classes"), "a class index is negative or ≥ the number of outputs (device assert)"),
     (re.compile(r"all elements of target should be between 0 and 1"), "BCE targets outside [0, 1]"),
@@ -69,7 +69,7 @@ _LABEL_PATTERNS = (
 )
 
 
-@rule("D004", "error")
+@rule("D004", "error", causes=("label-domain-error",))
 def labels_out_of_domain(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Recognises a crash caused by labels that do not fit the loss: a class index ≥ the number
@@ -99,7 +99,7 @@ def labels_out_of_domain(run: Run, r: Rule) -> list[Finding]:
     """
     for e in run.events_of("crash"):
         text = f"{e.data.get('type', '')}: {e.data.get('message', '')}"
-        for pat, what in _LABEL_PATTERNS:
+        for pat, what in LABEL_CRASHES:
             m = pat.search(text)
             if m:
                 detail = what.format(*m.groups())
@@ -252,7 +252,7 @@ def _d004_from_scan(run: Run, r: Rule) -> list[Finding]:
     return [r.finding(step=None, step_end=None, message=msg, evidence=ev, causes=[("label-domain-error", 0.9)])]
 
 
-@rule("D002", "warning")
+@rule("D002", "warning", causes=("unnormalized-input",), hazard=True)
 def unnormalized_inputs(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Finds model inputs far from zero mean and unit scale: raw pixels in [0, 255], features
@@ -320,7 +320,7 @@ def unnormalized_inputs(run: Run, r: Rule) -> list[Finding]:
     return []
 
 
-@rule("D003", "warning")
+@rule("D003", "warning", causes=("unnormalized-target",), hazard=True)
 def unnormalized_targets(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Finds regression targets on a large scale (house prices ~10⁵, years ~2000).
@@ -362,7 +362,7 @@ def unnormalized_targets(run: Run, r: Rule) -> list[Finding]:
     return []
 
 
-@rule("D005", "warning")
+@rule("D005", "warning", causes=("class-imbalance",), hazard=True)
 def class_imbalance(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Finds classes whose frequencies differ strongly in the training data, and reports the
@@ -411,7 +411,7 @@ def class_imbalance(run: Run, r: Rule) -> list[Finding]:
     return []
 
 
-@rule("D006", "error")
+@rule("D006", "error", causes=("data-leakage",))
 def train_val_leakage(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Finds samples that appear, byte for byte, in both the training and the validation data.
@@ -458,7 +458,7 @@ def train_val_leakage(run: Run, r: Rule) -> list[Finding]:
     return []
 
 
-@rule("D007", "warning")
+@rule("D007", "warning", causes=("unshuffled-data",))
 def unshuffled_data(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Finds batches that arrive ordered by label: far fewer classes per batch than shuffled
@@ -505,7 +505,7 @@ def unshuffled_data(run: Run, r: Rule) -> list[Finding]:
     return []
 
 
-@rule("D008", "warning")
+@rule("D008", "warning", causes=("label-noise",))
 def suspect_labels(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Names training samples that a briefly trained model confidently assigns to another class:

@@ -55,7 +55,7 @@ def _trend(y: np.ndarray) -> float:
     return kendall_tau(y)
 
 
-@rule("V001", "warning")
+@rule("V001", "warning", causes=("overfitting", "batch-too-large"))
 def overfitting(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Finds validation loss that passed its minimum and rises while the training loss keeps
@@ -68,8 +68,9 @@ def overfitting(run: Run, r: Rule) -> list[Finding]:
     Evidence:
         The validation minimum is neither the first evaluation nor among the last two, it is
         ≥ 10 % below the first; since it, validation rose steadily (Kendall τ ≥ 0.5 over ≥ 4
-        evaluations, the last two ≥ 3 % and ≥ 5 % above the minimum) or by ≥ 10 %; and the
-        training loss fell ≥ 5 % since the minimum.
+        evaluations, the last two ≥ 3 % and ≥ 5 % above the minimum) or by ≥ 10 %, and by at least
+        twice its median change between evaluations; and the training loss fell ≥ 5 % since the
+        minimum.
 
     Example:
         val_loss 0.41 at step 600 (best), 0.48 at 900, 0.57 at 1200, while train goes 0.30 → 0.05.
@@ -79,7 +80,8 @@ def overfitting(run: Run, r: Rule) -> list[Finding]:
         augmentation; dropout; weight decay; a smaller model.
 
     Known false positives:
-        Noisy validation on a tiny validation set; the 10 % bar and two evaluations guard it.
+        Noisy validation on a tiny validation set; the 10 % bar, two evaluations and a rise of at
+        least twice the validation loss's median change between evaluations guard it.
     """
     p = _paired(run)
     if p is None:
@@ -95,6 +97,11 @@ def overfitting(run: Run, r: Rule) -> list[Finding]:
     rising = after.size >= 4 and _trend(after) >= 0.5
     if not (va[-1] >= 1.05 * best and va[-2] >= 1.03 * best and (rising or va[-1] >= 1.1 * best)
             and tr[-1] <= 0.95 * tr[k]):
+        return []
+    # the rise must stand out of the validation loss's own noise (its typical change from one
+    # evaluation to the next): a noisy validation set dipping once to a low minimum is not memorisation
+    noise = float(np.median(np.abs(np.diff(va))))
+    if float(va[-1]) - best < 2 * noise:
         return []
     ep = _epoch_of(run, int(steps[k]))
     ev = {"best_step": int(steps[k]), "best_val_loss": best, "last_val_loss": float(va[-1]),
@@ -112,7 +119,16 @@ def _rel_drop(y: np.ndarray) -> float:
     return (a - b) / abs(a) if a else 0.0
 
 
-@rule("V002", "warning")
+@rule(
+    "V002",
+    "warning",
+    causes=(
+        "insufficient-capacity",
+        "optimization-difficulty",
+        "missing-nonlinearity",
+        "over-regularization",
+    ),
+)
 def underfitting(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Finds training and validation losses that are both high and both flat.
@@ -160,7 +176,7 @@ def underfitting(run: Run, r: Rule) -> list[Finding]:
     return [r.finding(step=int(steps[0]), step_end=int(steps[-1]), message=msg, evidence=ev, causes=list(causes.items()))]
 
 
-@rule("V003", "warning")
+@rule("V003", "warning", causes=("label-noise", "code-bug"))
 def train_flat_val_falls(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Finds a training loss that stays flat while the validation loss falls.
@@ -199,7 +215,7 @@ def train_flat_val_falls(run: Run, r: Rule) -> list[Finding]:
                       causes=[("label-noise", 0.65), ("code-bug", 0.3)])]
 
 
-@rule("V004", "error")
+@rule("V004", "error", causes=("lr-too-high", "code-bug", "label-noise"))
 def both_rising(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Finds training and validation losses that rise together.
@@ -238,7 +254,7 @@ def both_rising(run: Run, r: Rule) -> list[Finding]:
                       causes=[("lr-too-high", 0.5), ("code-bug", 0.3), ("label-noise", 0.2)])]
 
 
-@rule("V005", "warning")
+@rule("V005", "warning", causes=("distribution-mismatch", "overfitting"))
 def distribution_mismatch(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Finds validation far worse than training from the first evaluation, with a gap that does
@@ -251,7 +267,9 @@ def distribution_mismatch(run: Run, r: Rule) -> list[Finding]:
 
     Evidence:
         Training loss falls ≥ 50 % while validation never improves by 10 % on its first
-        evaluation, and ends ≥ 2× the training loss. (Overfitting, V001, first improves.)
+        evaluation, and ends ≥ 2× the training loss. Or validation is ≥ 3× the training loss at
+        the first evaluation and at the last, and never within 2× of it. (Overfitting, V001,
+        starts together and drifts apart.)
 
     Example:
         Validation features shifted by +3 std: train 2.2 → 0.1, val 6.4 → 7.9.
@@ -270,7 +288,13 @@ def distribution_mismatch(run: Run, r: Rule) -> list[Finding]:
     steps, tr, va = p
     drop_tr = (float(tr[0]) - float(tr.min())) / abs(float(tr[0])) if tr[0] else 0.0
     val_gain = (float(va[0]) - float(va.min())) / abs(float(va[0])) if va[0] else 0.0
-    if not (drop_tr >= 0.5 and val_gain < 0.1 and va[-1] >= 2 * tr[-1]):
+    never_improved = drop_tr >= 0.5 and val_gain < 0.1 and va[-1] >= 2 * tr[-1]
+    # or: validation several times the training loss from the first evaluation on, never closer than
+    # 2× — the gap was there before any memorisation could have made it
+    with np.errstate(all="ignore"):
+        gap = va / tr
+    apart = bool(tr.min() > 0 and np.all(np.isfinite(gap)) and gap[0] >= 3 and gap.min() >= 2 and gap[-1] >= 3)
+    if not (never_improved or apart):
         return []
     ev = {"train_first": float(tr[0]), "train_last": float(tr[-1]), "val_first": float(va[0]), "val_last": float(va[-1]),
           "gap_ratio_last": float(va[-1] / tr[-1]) if tr[-1] else None}
@@ -280,7 +304,7 @@ def distribution_mismatch(run: Run, r: Rule) -> list[Finding]:
                       causes=[("distribution-mismatch", 0.7), ("overfitting", 0.15)])]
 
 
-@rule("V006", "info")
+@rule("V006", "info", causes=("undertrained", "lr-too-low"))
 def unconfident_predictions(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Measures the mean probability the model gives its predicted class (sampled steps).
@@ -336,7 +360,7 @@ def unconfident_predictions(run: Run, r: Rule) -> list[Finding]:
                       causes=causes)]
 
 
-@rule("V007", "error")
+@rule("V007", "error", causes=("batchnorm-misuse",))
 def eval_mode_gap(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Compares the loss of the same training batch in eval mode and in train mode (live: a
@@ -378,3 +402,45 @@ def eval_mode_gap(run: Run, r: Rule) -> list[Finding]:
     return [r.finding(step=int(e.steps[len(e) // 2]), step_end=int(e.steps[-1]), message=msg, evidence=ev,
                       causes=[("batchnorm-misuse", 0.8)])]
 
+
+
+@rule("V008", "warning", causes=("batchnorm-misuse",))
+def eval_in_train_mode(run: Run, r: Rule) -> list[Finding]:
+    """What it does:
+        Notices validation computed while the model's dropout or BatchNorm modules were in
+        training mode: a loss evaluated under ``torch.no_grad()`` (or ``inference_mode``) with
+        ``model.eval()`` never called.
+
+    Why is this bad?
+        Dropout still drops units, so validation numbers are noisy and pessimistic; BatchNorm
+        normalises each validation batch with its own statistics and folds them into its running
+        averages — the validation data leaks into the model, and the model you evaluate is not
+        the one you will deploy.
+
+    Evidence:
+        Live: at an evaluation (a loss computed with gradients off, between training steps), the
+        dropout/BatchNorm modules of the model that were in training mode, and the line of the
+        loss call.
+
+    Example:
+        ``with torch.no_grad(): val_loss = loss_fn(model(X_val), y_val)`` right after the training
+        loop, with ``nn.Dropout(0.3)`` and ``nn.BatchNorm1d`` still training.
+
+    Use instead:
+        ``model.eval()`` before evaluating and ``model.train()`` after (or a context manager).
+
+    Known false positives:
+        Monte-Carlo dropout on purpose (dropout kept on to sample predictions).
+    """
+    for e in run.events_of("eval_train_mode"):
+        d = e.data if isinstance(e.data, dict) else {}
+        mods = list(d.get("modules") or [])
+        if not mods:
+            continue
+        kinds = sorted(set(d.get("types") or []))
+        msg = (f"validation at step {e.step} ran with {len(mods)} {'/'.join(kinds) or 'dropout/BatchNorm'} module"
+               f"{'s' if len(mods) > 1 else ''} in training mode ({', '.join(f'`{m}`' for m in mods[:4])}"
+               f"{' …' if len(mods) > 4 else ''}): model.eval() was not called")
+        return [r.finding(step=e.step, step_end=None, message=msg, evidence=dict(d),
+                          causes=[("batchnorm-misuse", 0.85)])]
+    return []

@@ -12,7 +12,7 @@ from ._signals import per_step, weight_layers, weight_update_ratios, zero_weight
 from ._stats import fmt, late, nanmedian, sustained
 
 
-@rule("G001", "error")
+@rule("G001", "error", causes=("exploding-gradient", "lr-too-high", "bad-initialization"))
 def exploding_gradients(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Finds a global gradient norm that grows by orders of magnitude over the run.
@@ -88,7 +88,7 @@ def exploding_gradients(run: Run, r: Rule) -> list[Finding]:
     return [r.finding(step=onset, step_end=int(g.steps[-1]), message=msg, evidence=ev, causes=causes)]
 
 
-@rule("G003", "error")
+@rule("G003", "error", causes=("numerically-unstable-loss", "exploding-gradient", "lr-too-high"))
 def nonfinite_gradients(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Names the parameters whose gradient (or weight) became NaN/Inf while the loss was still
@@ -175,7 +175,7 @@ def _loss_drop(run: Run) -> float | None:
     return float((a - b) / a) if a > 0 else None
 
 
-@rule("G002", "warning")
+@rule("G002", "warning", causes=("vanishing-gradient", "saturating-activation", "bad-initialization", "dying-relu"))
 def vanishing_gradients(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Compares the gradient reaching the first weight layer with the gradient at the last one.
@@ -220,7 +220,13 @@ def vanishing_gradients(run: Run, r: Rule) -> list[Finding]:
            f"{len(layers)} weight layers): the early layers barely learn")
     causes: dict[str, float] = {"vanishing-gradient": 0.65, "bad-initialization": 0.2}
     sat = [float(np.median(late(run.series[k].values))) for k in run.names("saturated_frac")]
-    if sat and max(sat) >= 0.3:
+    dead = [float(np.median(late(run.series[k].values))) for k in run.names("dead_frac") if len(run.series[k])]
+    if dead and max(dead) >= 0.5:
+        # the gradient is cut by dead ReLUs (they pass none back), not thinned layer by layer
+        causes = {"dying-relu": 0.55, "vanishing-gradient": 0.2}
+        ev["max_dead_fraction"] = max(dead)
+        msg += f"; {max(dead) * 100:.0f} % of a ReLU layer's units are dead and pass no gradient back"
+    elif sat and max(sat) >= 0.3:
         causes["saturating-activation"] = 0.55
         ev["max_saturated_fraction"] = max(sat)
     else:
@@ -229,7 +235,7 @@ def vanishing_gradients(run: Run, r: Rule) -> list[Finding]:
                       causes=list(causes.items()))]
 
 
-@rule("G004", "warning")
+@rule("G004", "warning", causes=("lr-too-high", "over-regularization"))
 def update_ratio_high(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Measures each optimizer step's update against the weights it changes:
@@ -243,7 +249,9 @@ def update_ratio_high(run: Run, r: Rule) -> list[Finding]:
     Evidence:
         The median over weight layers of each layer's ratio above 3e-2, for the median of the
         last half of the samples and each of the last two (Adam's normal early ratio of ~1e-2 on
-        small weights stays below the bar).
+        small weights stays below the bar). Or, anywhere in the run, updates of half the weights'
+        own norm or more (median over layers ≥ 0.5) on two sampled steps, or 3× their norm on the first
+        step (an adaptive optimizer's first step moves every weight by about lr).
 
     Example:
         SGD lr=1.0 on a tanh MLP: update/weight ratio 0.4 at every sampled step.
@@ -257,8 +265,10 @@ def update_ratio_high(run: Run, r: Rule) -> list[Finding]:
     """
     ratios = weight_update_ratios(run)
     med_steps = per_step(ratios, "median")
-    if med_steps is None or not sustained(med_steps, lambda x: x > 3e-2):
+    if med_steps is None:
         return []
+    if not sustained(med_steps, lambda x: x > 3e-2):
+        return _catastrophic_updates(run, r, ratios, med_steps)
     med = float(np.median(late(med_steps)))
     worst = max(ratios, key=lambda k: float(np.nanmedian(late(ratios[k]))) if late(ratios[k]).size else -1)
     steps = run.series[f"update_ratio/{worst}"].steps
@@ -277,7 +287,28 @@ def update_ratio_high(run: Run, r: Rule) -> list[Finding]:
                       causes=causes)]
 
 
-@rule("G005", "warning")
+def _catastrophic_updates(run: Run, r: Rule, ratios: dict[str, np.ndarray], med_steps: np.ndarray) -> list[Finding]:
+    """Sampled steps that moved the weights by half their own size or more, at any point of the
+    run: whatever followed (a slow recovery, dead units, a loss at chance) started there."""
+    steps = run.series[f"update_ratio/{next(iter(ratios))}"].steps
+    big = np.isfinite(med_steps) & (med_steps >= 0.5)
+    # an adaptive optimizer's first step moves every weight by about lr (Adagrad at 0.025 moves
+    # small weights by half their size): alone, the first step must be far larger to count
+    first = bool(steps[0] == 0 and np.isfinite(med_steps[0]) and med_steps[0] >= 3)
+    if big.sum() < 2 and not first:
+        return []
+    idx = np.nonzero(big)[0]
+    worst = float(np.nanmax(med_steps[idx]))
+    lr = run.meta.get("lr")
+    ev = {"steps": [int(steps[i]) for i in idx[:20]], "ratios": [float(med_steps[i]) for i in idx[:20]],
+          "max_ratio": worst, "lr": lr}
+    msg = (f"{int(big.sum())} sampled step{'s' if big.sum() > 1 else ''} changed the weights by {fmt(worst)} of their "
+           f"norm (first at step {int(steps[idx[0]])}): updates the size of the weights themselves")
+    return [r.finding(step=int(steps[idx[0]]), step_end=int(steps[idx[-1]]), message=msg, evidence=ev,
+                      causes=[("lr-too-high", 0.85)])]
+
+
+@rule("G005", "warning", causes=("lr-too-low", "wrong-optimizer-settings"))
 def update_ratio_low(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Finds optimizer steps that change the weights by less than 1e-5 of their norm while the
@@ -319,7 +350,7 @@ def update_ratio_low(run: Run, r: Rule) -> list[Finding]:
     return [r.finding(step=int(steps[0]), step_end=int(steps[-1]), message=msg, evidence=ev, causes=causes)]
 
 
-@rule("G006", "warning")
+@rule("G006", "warning", causes=("code-bug", "bad-initialization"))
 def no_gradient_flow(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Names the parameters the optimizer is asked to train that never receive a gradient
@@ -389,7 +420,7 @@ def no_gradient_flow(run: Run, r: Rule) -> list[Finding]:
     return [r.finding(step=first, step_end=None, message="; ".join(parts), evidence=ev, causes=list(causes.items()))]
 
 
-@rule("G007", "warning")
+@rule("G007", "warning", causes=("optimization-difficulty", "vanishing-gradient", "wrong-optimizer-settings"))
 def critical_point(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Finds a gradient norm that collapsed to nearly zero while the loss is still high: the
@@ -447,3 +478,43 @@ def critical_point(run: Run, r: Rule) -> list[Finding]:
         causes["wrong-optimizer-settings"] = 0.45
     return [r.finding(step=int(g.steps[len(g) // 2]), step_end=int(g.steps[-1]), message=msg, evidence=ev,
                       causes=list(causes.items()))]
+
+
+@rule("G008", "error", causes=("code-bug",))
+def stale_gradients(run: Run, r: Rule) -> list[Finding]:
+    """What it does:
+        Notices gradients that were not cleared between optimizer steps: at the first backward pass
+        after a step, the parameters' ``.grad`` still held the previous gradient.
+
+    Why is this bad?
+        ``loss.backward()`` adds to ``.grad``. Without ``optimizer.zero_grad()`` every step applies
+        the sum of all gradients since the start: the steps grow with the run, the loss oscillates
+        or diverges, and lowering the learning rate only delays it.
+
+    Evidence:
+        Live, on sampled steps: how many of the optimizer's parameters still had a non-zero
+        gradient when the next backward pass began. Gradient accumulation done on purpose clears
+        the gradients after each optimizer step and is not reported.
+
+    Example:
+        A loop with ``loss.backward(); optimizer.step()`` and no ``zero_grad``: at step 50, 6 of 6
+        parameters still hold the gradients of steps 0–49.
+
+    Use instead:
+        Call ``optimizer.zero_grad()`` once per step, before ``loss.backward()`` (or after
+        ``optimizer.step()``).
+
+    Known false positives:
+        Hand-written update rules that reuse ``.grad`` on purpose across steps.
+    """
+    evs = [e for e in run.events_of("stale_grad") if isinstance(e.data, dict)]
+    if not evs:
+        return []
+    d = evs[0].data
+    params = list(d.get("params") or [])
+    msg = (f"the gradients were not cleared between optimizer steps: at step {evs[0].step}, {d.get('count', len(params))} "
+           f"of {d.get('of', '?')} parameters still held the last step's gradient when backward() began "
+           "(no optimizer.zero_grad())")
+    ev = {"params": params[:20], "count": d.get("count"), "of": d.get("of"), "steps": [e.step for e in evs[:20]],
+          "where": d.get("where")}
+    return [r.finding(step=evs[0].step, step_end=evs[-1].step, message=msg, evidence=ev, causes=[("code-bug", 0.9)])]

@@ -7,12 +7,14 @@ BCELoss. Reading it once costs nothing per step.
 """
 from __future__ import annotations
 
+import re
+
 from ..findings import Finding
 from ..run import Run
 from . import Rule, rule
 
 
-@rule("M001", "error")
+@rule("M001", "error", causes=("double-softmax",))
 def double_softmax(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Finds a softmax in the model whose output goes into a loss that applies log-softmax
@@ -57,7 +59,7 @@ def _traced_site(run: Run, op: str) -> dict:
     return {}
 
 
-@rule("M002", "warning")
+@rule("M002", "warning", causes=("numerically-unstable-loss",), hazard=True)
 def unstable_loss_formula(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Finds probabilities fed to a log without the fused, stable form: ``sigmoid`` into
@@ -116,7 +118,7 @@ def unstable_loss_formula(run: Run, r: Rule) -> list[Finding]:
     return []
 
 
-@rule("M003", "warning")
+@rule("M003", "warning", causes=("bad-initialization", "exploding-gradient", "vanishing-gradient"), hazard=True)
 def bad_init_scale(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Compares each weight layer's initial standard deviation with the variance-preserving
@@ -187,7 +189,7 @@ def bad_init_scale(run: Run, r: Rule) -> list[Finding]:
     return out
 
 
-@rule("M007", "warning")
+@rule("M007", "warning", causes=("precision-overflow", "unnormalized-input"), hazard=True)
 def reduced_precision_overflow(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Finds activations, logits or a summed loss that overflow — or come within 4× of
@@ -339,7 +341,7 @@ def _floor_note(op: str, c: int | None) -> str:
     return f"; the logits are squashed into [{lo:g}, {hi:g}], so the loss cannot fall below {floor:.3g} for {c} classes"
 
 
-@rule("M009", "error")
+@rule("M009", "error", causes=("wrong-output-activation",))
 def output_activation_mismatch(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Finds a last activation that does not fit the loss it feeds, read off the first training
@@ -461,7 +463,7 @@ def _class_like(tgt: dict, pred_shape: list) -> str | None:
     return None
 
 
-@rule("M008", "error")
+@rule("M008", "error", causes=("wrong-loss-function",))
 def loss_task_mismatch(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Finds a loss that does not fit the task its targets describe, read off the first training
@@ -528,7 +530,7 @@ def loss_task_mismatch(run: Run, r: Rule) -> list[Finding]:
     return []
 
 
-@rule("M010", "warning")
+@rule("M010", "warning", causes=("missing-nonlinearity",))
 def missing_nonlinearity(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Finds a weight layer (Linear, convolution) whose input comes straight from another weight
@@ -583,3 +585,121 @@ def missing_nonlinearity(run: Run, r: Rule) -> list[Finding]:
           **_site(first["second"].get("defined"), first["first"].get("defined"), first["second"], first["first"])}
     return [r.finding(step=0, step_end=None, message="; ".join(parts), evidence=ev,
                       causes=[("missing-nonlinearity", 0.85)])]
+
+
+def _label_crashes() -> tuple[re.Pattern[str], ...]:
+    from .data import LABEL_CRASHES
+
+    return tuple(p for p, _ in LABEL_CRASHES)
+
+
+_CRASH_PATTERNS: tuple[tuple[re.Pattern[str], str, list[tuple[str, float]]], ...] = (
+    (re.compile(r"Expected more than 1 value per channel when training"),
+     "a batch of one sample reached a BatchNorm layer in training mode (it needs ≥ 2 to estimate a variance)",
+     [("batch-too-small", 0.8), ("batchnorm-misuse", 0.3)]),
+    (re.compile(r"mat1 and mat2 shapes cannot be multiplied|size mismatch|shapes cannot be multiplied"),
+     "a layer received an input of the wrong shape", [("code-bug", 0.7)]),
+    (re.compile(r"out of memory", re.IGNORECASE), "the device ran out of memory",
+     [("batch-too-large", 0.5)]),
+)
+
+
+@rule("M014", "error", causes=("batch-too-small", "batchnorm-misuse", "code-bug", "batch-too-large"))
+def training_crash(run: Run, r: Rule) -> list[Finding]:
+    """What it does:
+        Reads the exception a training script died of and names the cause when its message is one
+        PyTorch gives for a known fault (labels outside the loss's domain are D004's).
+
+    Why is this bad?
+        The run is over; the traceback says where but rarely why.
+
+    Evidence:
+        The exception type and message and the step it was raised at, matched against PyTorch's
+        messages: a single-sample batch into BatchNorm in training mode, matrix shapes that do
+        not fit, running out of memory. Other crashes are reported without a cause.
+
+    Example:
+        ``ValueError: Expected more than 1 value per channel when training, got input size
+        torch.Size([1, 64])`` at step 0 with batch_size=1.
+
+    Use instead:
+        For BatchNorm: batches of ≥ 2 (``drop_last=True`` when the last batch can hold one
+        sample), or GroupNorm/LayerNorm; for shapes: print the tensor shapes before the layer.
+
+    Known false positives:
+        None: it reports only a crash that happened; an unmatched crash gets no cause.
+    """
+    for e in run.events_of("crash"):
+        text = f"{e.data.get('type', '')}: {e.data.get('message', '')}"
+        if any(p.search(text) for p in _label_crashes()):
+            continue  # D004's
+        for pat, what, causes in _CRASH_PATTERNS:
+            if pat.search(text):
+                ev = {"exception": e.data.get("type"), "message": str(e.data.get("message"))[:500],
+                      "where": e.data.get("where"), "detail": what}
+                msg = f"the script crashed at step {e.step}: {what} ({e.data.get('type')}: {str(e.data.get('message'))[:120]})"
+                return [r.finding(step=e.step, step_end=e.step, message=msg, evidence=ev, causes=causes)]
+        ev = {"exception": e.data.get("type"), "message": str(e.data.get("message"))[:500], "where": e.data.get("where")}
+        return [r.finding(step=e.step, step_end=e.step, severity="error", evidence=ev, causes=[],
+                          message=f"the script crashed at step {e.step}: {e.data.get('type')}: "
+                                  f"{str(e.data.get('message'))[:160]}")]
+    return []
+
+
+@rule("M013", "error", causes=("code-bug",))
+def frozen_at_init(run: Run, r: Rule) -> list[Finding]:
+    """What it does:
+        Catches a pretrained checkpoint that did not load: ``load_state_dict(..., strict=False)``
+        that matched (almost) none of the module's keys, and parameters that are frozen while
+        their values are still a fresh default initialisation.
+
+    Why is this bad?
+        The run fine-tunes a head on top of random features: it trains, and it is far worse than
+        it should be, and nothing crashes. With ``strict=False`` PyTorch reports the mismatch only
+        in a return value nobody reads.
+
+    Evidence:
+        Live: every ``load_state_dict`` call on the model or a submodule before training, with the
+        number of tensors it loaded and the missing and unexpected keys (a checkpoint saved from
+        ``nn.DataParallel`` has a ``module.`` prefix on every key). And the frozen weight tensors
+        (``requires_grad=False``) whose values fit PyTorch's default uniform initialisation
+        (every value within ±1/√fan_in, standard deviation within 5 % of its uniform value).
+
+    Example:
+        ``backbone.load_state_dict(state, strict=False)`` loaded 0 of 6 tensors (6 unexpected keys
+        such as ``module.0.weight``); the backbone is frozen.
+
+    Use instead:
+        Load with ``strict=True`` (the default), which raises on a mismatch; strip the prefix
+        (``{k.removeprefix('module.'): v for k, v in state.items()}``).
+
+    Known false positives:
+        A layer deliberately frozen at its random initialisation (random features, a fixed
+        random projection) looks the same; the message says which tensors.
+    """
+    loads = [e for e in run.events_of("state_dict_load") if isinstance(e.data, dict)]
+    frozen = next((e.data for e in run.events_of("frozen_init") if isinstance(e.data, dict)), None)
+    for e in loads:
+        d = e.data
+        keys, loaded = d.get("keys"), d.get("loaded")
+        if not isinstance(keys, int) or not isinstance(loaded, int) or keys <= 0 or loaded > 0.1 * keys:
+            continue
+        unexpected, missing = list(d.get("unexpected") or []), list(d.get("missing") or [])
+        mod = d.get("module") or "the model"
+        msg = (f"load_state_dict(strict={d.get('strict')}) on `{mod}` loaded {loaded} of its {keys} tensors: "
+               f"{len(missing)} keys missing, {len(unexpected)} unexpected")
+        if unexpected:
+            msg += f" (e.g. `{unexpected[0]}` for `{missing[0]}`)" if missing else f" (e.g. `{unexpected[0]}`)"
+        ev = {"module": mod, "loaded": loaded, "keys": keys, "missing": missing[:20], "unexpected": unexpected[:20],
+              "strict": d.get("strict"), "where": d.get("where")}
+        if frozen:
+            ev["frozen"] = frozen.get("params", [])[:20]
+            msg += f"; {len(frozen.get('params', []))} of its tensors are frozen at their random initialisation"
+        return [r.finding(step=None, step_end=None, message=msg, evidence=ev, causes=[("code-bug", 0.9)])]
+    if frozen and frozen.get("params"):
+        names = list(frozen["params"])
+        msg = (f"{len(names)} frozen tensors ({', '.join(f'`{n}`' for n in names[:4])}"
+               f"{' …' if len(names) > 4 else ''}) still hold PyTorch's default random initialisation: "
+               "pretrained weights that were never loaded?")
+        return [r.finding(step=None, step_end=None, message=msg, evidence=dict(frozen), causes=[("code-bug", 0.75)])]
+    return []

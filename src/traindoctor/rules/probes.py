@@ -24,7 +24,7 @@ def _config_faults(run: Run) -> set[str]:
     return {e.data.get("fault", "") for e in run.events_of("config")}
 
 
-@rule("M004", "error")
+@rule("M004", "error", causes=("code-bug", "insufficient-capacity", "double-softmax"))
 def cannot_overfit_tiny_batch(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Trains the model on about 10 samples (and on one sample repeated) with Adam, from its
@@ -81,7 +81,7 @@ def cannot_overfit_tiny_batch(run: Run, r: Rule) -> list[Finding]:
     return [r.finding(step=None, step_end=None, message=msg, evidence=ev, causes=list(causes.items()))]
 
 
-@rule("M005", "warning")
+@rule("M005", "warning", causes=("optimization-difficulty", "vanishing-gradient", "bad-initialization"))
 def optimization_failure(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Compares the training loss of the model with that of a shallower variant trained the same
@@ -129,7 +129,7 @@ def optimization_failure(run: Run, r: Rule) -> list[Finding]:
     return []
 
 
-@rule("M006", "error")
+@rule("M006", "error", causes=("code-bug",))
 def gradient_check_failure(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Runs ``torch.autograd.gradcheck`` in float64 on every custom ``torch.autograd.Function``
@@ -168,7 +168,7 @@ def gradient_check_failure(run: Run, r: Rule) -> list[Finding]:
     return []
 
 
-@rule("M011", "error")
+@rule("M011", "error", causes=("code-bug", "label-noise"))
 def input_ignored(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Trains the model twice from the same start for the same short time — once on the real
@@ -214,7 +214,7 @@ def input_ignored(run: Run, r: Rule) -> list[Finding]:
     return []
 
 
-@rule("M012", "warning")
+@rule("M012", "warning", causes=("lr-too-high", "lr-too-low"))
 def lr_outside_working_range(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Compares the optimizer's learning rate with an LR range test run on the same model, data
