@@ -102,3 +102,45 @@ def test_printed_validation_metrics_are_read_and_stdout_is_untouched(tmp_path):
     bare = _run([sys.executable, str(script)], tmp_path)
     watched = _run([sys.executable, "-m", "traindoctor", "run", "--no-store", str(script)], tmp_path)
     assert bare.stdout == watched.stdout
+
+
+AMP_SCRIPT = textwrap.dedent(
+    """
+    import sys, torch, torch.nn as nn
+    from torch.utils.data import DataLoader, TensorDataset
+    torch.manual_seed(0)
+    X = torch.randn(512, 20); y = (X[:, 0] > 0).long()
+    if "--nan" in sys.argv:
+        X[300, 4] = float("nan")  # a NaN sample: the dataset scan names it, the replay runs, the scaler skips
+    model = nn.Sequential(nn.Linear(20, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    scaler = torch.amp.GradScaler("cpu")
+    loader = DataLoader(TensorDataset(X, y), batch_size=16, shuffle=True)  # global-RNG shuffle
+    loss_fn = nn.CrossEntropyLoss()
+    for epoch in range(3):
+        for xb, yb in loader:
+            opt.zero_grad()
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = loss_fn(model(xb), yb)
+            (scaler.scale(loss) / 2).backward()
+            scaler.step(opt)
+            scaler.update()
+        print(f"epoch {epoch} loss {loss.item():.6f} scale {scaler.get_scale()}")
+    torch.save({"state": model.state_dict(), "rng": torch.get_rng_state()}, sys.argv[1])
+    """
+)
+
+
+def test_bitwise_identical_under_a_grad_scaler_and_a_dataset_scan(tmp_path):
+    """GradScaler.scale is wrapped and the loader's TensorDataset is scanned in a thread: same bits."""
+    script = tmp_path / "amp.py"
+    script.write_text(AMP_SCRIPT)
+    for extra in ([], ["--nan"]):
+        bare = _run([sys.executable, str(script), str(tmp_path / "bare.pt"), *extra], tmp_path)
+        watched = _run([sys.executable, "-m", "traindoctor", "run", "--no-store", "--cadence", "1",
+                        str(script), str(tmp_path / "watched.pt"), *extra], tmp_path)
+        assert bare.returncode == 0 and watched.returncode == 0, watched.stderr
+        assert bare.stdout == watched.stdout
+        assert _bytes(tmp_path / "bare.pt") == _bytes(tmp_path / "watched.pt")
+        if extra:
+            assert "traindoctor: D001" in watched.stderr and "[300]" in watched.stderr

@@ -8,7 +8,10 @@ for loss functions, so the functional losses (which the nn loss modules call too
 to tell training terms from evaluation losses (one Python call per loss call). The data
 loader has no hook that tells which dataset indices form a batch, so the loader iterator's
 index fetch is wrapped to remember them (one call per batch): that is how a NaN names its
-samples. Every wrapper calls the original unchanged and contains its own failures.
+samples. Under mixed precision the tensor backpropagated is ``GradScaler.scale(loss)``, the loss
+times 65536 or so; nothing tells the scale at ``backward()``, so ``GradScaler.scale`` is wrapped
+to remember which output carries which loss (one call per step). Every wrapper calls the
+original unchanged and contains its own failures.
 """
 from __future__ import annotations
 
@@ -53,6 +56,40 @@ def _wrap_loss(name: str, orig: Any) -> Any:
     return loss_fn
 _orig_next_index: Any = None
 _orig_next: Any = None
+_orig_scale: dict[type, Any] = {}  # GradScaler classes whose own ``scale`` is wrapped
+
+
+def _grad_scaler_classes() -> list[type]:
+    """``torch.amp.GradScaler`` and any subclass that defines ``scale`` itself (``torch.cuda.amp`` /
+    ``torch.cpu.amp`` only inherit it in current torch; an older one may override it)."""
+    out: list[type] = []
+    for path in ("amp", "cuda.amp", "cpu.amp"):
+        mod: Any = torch
+        try:
+            for part in path.split("."):
+                mod = getattr(mod, part)
+            cls = mod.GradScaler
+        except AttributeError:
+            continue
+        if isinstance(cls, type) and "scale" in cls.__dict__ and cls not in out:
+            out.append(cls)
+    return out
+
+
+def _wrap_scale(orig: Any) -> Any:
+    @functools.wraps(orig)
+    def scale(self: Any, outputs: Any) -> Any:
+        out = orig(self, outputs)
+        try:
+            if isinstance(outputs, torch.Tensor) and isinstance(out, torch.Tensor) and out is not outputs:
+                for m in list(_listeners):
+                    m.on_grad_scale(outputs, out, self)
+        except Exception:  # noqa: BLE001 - never break the scaler
+            pass
+        return out
+
+    scale.__traindoctor_wrapped__ = orig  # type: ignore[attr-defined]
+    return scale
 
 
 def _backward(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
@@ -85,7 +122,7 @@ def _next(self: Any) -> Any:
             for m in _listeners:
                 m.set_batch_ids(ids)
                 if m.wants_batches:
-                    m.set_loader_batch(data)
+                    m.set_loader_batch(data, getattr(self, "_dataset", None))
     except Exception:  # noqa: BLE001
         pass
     return data
@@ -110,6 +147,9 @@ def add_listener(monitor: Monitor) -> None:
             if orig is not None:
                 _orig_losses[name] = orig
                 setattr(F, name, _wrap_loss(name, orig))
+        for cls in _grad_scaler_classes():
+            _orig_scale[cls] = cls.__dict__["scale"]
+            cls.scale = _wrap_scale(_orig_scale[cls])  # type: ignore[method-assign]
     _listeners.append(monitor)
 
 
@@ -127,6 +167,9 @@ def remove_listener(monitor: Monitor) -> None:
         for name, orig in _orig_losses.items():
             setattr(F, name, orig)
         _orig_losses.clear()
+        for cls, orig in _orig_scale.items():
+            cls.scale = orig  # type: ignore[method-assign]
+        _orig_scale.clear()
 
 
 class AutoWatch:

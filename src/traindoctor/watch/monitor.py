@@ -8,7 +8,13 @@ Cost discipline (the doctor must cost ≤ 2 % of a step at the default cadence):
   ratios with fused ``torch._foreach_norm`` calls in the optimizer step hooks, and activation
   statistics from forward hooks that are armed for that one step and removed afterwards;
 * never a per-tensor ``.item()``: each sampled step produces a handful of small tensors that the
-  writer thread turns into numbers every ``flush_interval`` seconds and writes to the run store.
+  writer thread turns into numbers every ``flush_interval`` seconds and writes to the run store;
+* once, at the first step: an in-memory training set is scanned for NaN/Inf rows by a background
+  thread (``datascan.py``, bounded), whose result is recorded and announced on the training thread
+  at the next batch.
+
+Under a ``GradScaler`` the tensor backpropagated is the loss times the scale; the wrapped
+``GradScaler.scale`` tells which tensor carries which loss, and the loss is recorded unscaled.
 
 When the loss turns non-finite, the weights that produced it are still untouched (the loss is
 caught at ``backward()``, before ``optimizer.step()``), so the monitor replays that forward pass
@@ -21,11 +27,13 @@ that part of the monitoring off while training goes on.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import sys
 import threading
 import time
 import traceback
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -50,6 +58,18 @@ LOSS_NODES = {
     "HuberLossBackward0": "huber",
     "KlDivBackward0": "kl_div",
 }
+
+
+# autograd nodes of operations that move, select or cast values without changing what they are:
+# ``out.squeeze(1)``, ``.view(-1, C)``, ``[:, :C]``, ``.permute``, ``.contiguous()``, ``.float()``
+SHAPE_NODES = frozenset({
+    "ViewBackward0", "UnsafeViewBackward0", "ReshapeAliasBackward0", "SqueezeBackward0", "SqueezeBackward1",
+    "SqueezeBackward2", "SqueezeBackward3", "SqueezeBackward4", "UnsqueezeBackward0", "UnsqueezeBackward1",
+    "PermuteBackward0", "TransposeBackward0", "TransposeBackward1", "TBackward0", "SliceBackward0",
+    "SelectBackward0", "IndexBackward0", "IndexSelectBackward0", "ToCopyBackward0", "CloneBackward0",
+    "ExpandBackward0", "AliasBackward0", "AsStridedBackward0", "SplitBackward0", "SplitWithSizesBackward0",
+    "UnbindBackward0", "NarrowBackward0",
+})
 
 
 def _graph_below(fn: Any, depth: int = 6, limit: int = 64) -> list[str]:
@@ -78,6 +98,65 @@ def _first_child(fn: Any) -> Any:
     return None
 
 
+def _through_shape(fn: Any, passed: list[str] | None = None) -> Any:
+    """The first node at or below ``fn`` that is not a shape-only operation (bounded); the shape
+    nodes gone through are appended to ``passed``."""
+    for _ in range(32):
+        if fn is None or type(fn).__name__ not in SHAPE_NODES:
+            return fn
+        if passed is not None:
+            passed.append(type(fn).__name__)
+        fn = _first_child(fn)
+    return fn
+
+
+# positional parameters of each functional loss, read once from its signature
+_LOSS_PARAMS: dict[str, list[str]] = {}
+
+
+def loss_arguments(fn_name: str, fn: Callable[..., Any], args: tuple, kwargs: dict) -> dict[str, Any]:
+    """The call's arguments by name (positional ones named after the function's signature)."""
+    names = _LOSS_PARAMS.get(fn_name)
+    if names is None:
+        try:
+            names = list(inspect.signature(fn).parameters)
+        except (TypeError, ValueError):
+            names = ["input", "target"]
+        _LOSS_PARAMS[fn_name] = names
+    bound = dict(zip(names, args))
+    bound.update(kwargs)
+    return bound
+
+
+def loss_reduction(bound: dict[str, Any]) -> str:
+    """``mean``, ``sum``, ``none``, ``batchmean`` …: the reduction, the legacy ``size_average``/``reduce`` included."""
+    size_average, reduce = bound.get("size_average"), bound.get("reduce")
+    if size_average is not None or reduce is not None:
+        from torch.nn import _reduction
+
+        return _reduction.legacy_get_string(size_average, reduce, emit_warning=False)
+    r = bound.get("reduction", "mean")
+    return r if isinstance(r, str) else "mean"
+
+
+def loss_elements(fn_name: str, bound: dict[str, Any]) -> Any:
+    """How many elements the loss reduces over: the non-ignored targets for cross-entropy/NLL with
+    class indices (a 0-d tensor: no device sync), the samples for class probabilities, else the
+    elements of the (broadcast) input. None when the arguments do not tell."""
+    inp, tgt = bound.get("input"), bound.get("target")
+    if not isinstance(inp, torch.Tensor) or not isinstance(tgt, torch.Tensor):
+        return None
+    if fn_name in ("cross_entropy", "nll_loss"):
+        if not (tgt.is_floating_point() or tgt.is_complex()):
+            ig = bound.get("ignore_index", -100)
+            return (tgt != ig).sum() if isinstance(ig, int) else tgt.numel()
+        return tgt.numel() // int(inp.shape[1]) if inp.dim() >= 2 and inp.shape[1] else tgt.numel()
+    try:
+        return math.prod(torch.broadcast_shapes(inp.shape, tgt.shape))
+    except RuntimeError:
+        return inp.numel()
+
+
 def _nonfinite_rows(t: torch.Tensor) -> list[int]:
     """Batch positions (dim 0) holding a non-finite value."""
     if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.dim() == 0:
@@ -101,6 +180,18 @@ def _norms(tensors: list[torch.Tensor]) -> torch.Tensor:
         return n
     n64 = torch.stack(torch._foreach_norm(tensors, 2, dtype=torch.float64))
     return torch.where(torch.isinf(n), n64, n)
+
+
+def _correct(inp: torch.Tensor, target: torch.Tensor, bound: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Correct arg-max predictions and targets counted, ``ignore_index`` targets left out (0-d tensors)."""
+    ig = bound.get("ignore_index", -100)
+    keep = target != ig if isinstance(ig, int) else torch.ones_like(target, dtype=torch.bool)
+    return ((inp.detach().argmax(1) == target) & keep).sum(), keep.sum()
+
+
+def _layout(pred: torch.Tensor) -> tuple[int, int | None]:
+    """What identifies a loss's prediction across steps: its rank and class/feature dimension."""
+    return pred.dim(), (int(pred.shape[1]) if pred.dim() >= 2 else None)
 
 
 def _tensors(obj: Any) -> list[torch.Tensor]:
@@ -186,6 +277,19 @@ class Monitor:
         self._loader_batch: Any = None
         self._announced: set[str] = set()
         self._other_opts: set[int] = set()
+        # the data profile judges one loss: its function and prediction layout (None: the first call's)
+        self._profile_match: tuple[str, int, int | None] | None = None
+        # GradScaler.scale(loss) outputs awaiting their backward(): (scaled ref, loss ref, loss value,
+        # scaled grad_fn, scaler ref); dropped at the match or at the end of the step
+        self._scaled: list[tuple[Any, Any, torch.Tensor, Any, Any]] = []
+        self._val_note_done = False
+        self._calls_before_backward = 0  # training loss calls before the first backward()
+        self._first_call_mean: float | None = None
+        # the training set scanned once in the background (watch/datascan.py)
+        self._loader_dataset: Any = None
+        self._scan_state = "pending"  # pending → running → done
+        self._scan_thread: threading.Thread | None = None
+        self._scan_result: dict[str, Any] | None = None
 
         self._stop = threading.Event()
         self._writer = threading.Thread(target=self._writer_loop, name="traindoctor-writer", daemon=True)
@@ -292,6 +396,7 @@ class Monitor:
             root = tr.root
             names = {id(m): (n or type(root).__name__) for n, m in root.named_modules()} if root is not None else {}
             order = [(names.get(id(m), type(m).__name__), m, o) for m, o in tr.leaf_outputs]
+            judged = tr.loss_tensors[0] if tr.loss_tensors else (None, None)
         finally:
             tr.release()
         self.event("model_graph", facts)
@@ -303,9 +408,16 @@ class Monitor:
             from ..checks.model import init_scale
 
             self.event("init_scale", init_scale(root, order=order))
-        self._start_profile(losses[0] if losses else None)
+        self._start_profile(losses[0] if losses else None, judged)
 
-    def _start_profile(self, loss_facts: dict[str, Any] | None) -> None:
+    def _start_profile(self, loss_facts: dict[str, Any] | None, tensors: tuple[Any, Any] = (None, None)) -> None:
+        """The data profile judges the first loss of the traced step, with that loss's own targets.
+
+        Later steps give it the targets of the call of the same loss function on a prediction of the
+        same layout, not the first loss call of the step: with two models trained side by side
+        (a classifier and a regressor, an autoencoder and a head), the other loss's targets would
+        be judged against this loss's domain.
+        """
         from ..checks.data import DataProfile
 
         kind = out_shape = None
@@ -316,6 +428,14 @@ class Monitor:
             out_shape = tuple(ps[1:]) if ps else None
             ig = loss_facts.get("ignore_index")
             ignore = ig if isinstance(ig, int) and kind in ("cross_entropy", "nll") else None
+            from .autohooks import LOSS_FUNCTIONS
+
+            pred, target = tensors
+            fn = str(loss_facts.get("function"))
+            if isinstance(pred, torch.Tensor) and isinstance(target, torch.Tensor):
+                self._step_target = target  # this step's targets of the judged loss, not the first call's
+                if fn in LOSS_FUNCTIONS:  # (only a wrapped loss function's calls are seen at later steps)
+                    self._profile_match = (fn, *_layout(pred))
         self._profile = DataProfile("train", kind, out_shape, ignore, ids_kind="dataset indices",
                                     input_moment_batches=PROFILE_INPUT_BATCHES)
         self._profile_positions = 0
@@ -406,27 +526,86 @@ class Monitor:
     def _on_backward(self, loss: torch.Tensor) -> None:
         if loss.numel() != 1 or not loss.is_floating_point():
             return
+        if self._scan_result is not None:
+            self._guard("dataset-scan", self._publish_scan)
         if not self._first_backward_seen:
             self._first_backward_seen = True
             if self._trace_state == "active":
                 self._guard("trace", self._end_trace, loss)
             self._guard("loss-graph", self._inspect_loss_graph, loss)
+            if self._scan_state == "pending":
+                self._guard("dataset-scan", self._start_dataset_scan)
             if self._profiling:
                 self._guard("data-profile", self._profile_step)
                 self._guard("data-profile", self._record_profile, True)
             self._guard("announce", self._announce)
-        elif self._profiling:
+        elif self._profiling and (self._profile_match is None or self._step_target is not None):
+            # (a backward without a call of the judged loss is another model's: not this profile's batch)
             self._guard("data-profile", self._profile_step)
+        # under a GradScaler the tensor backpropagated is the loss times the scale: read the loss
+        true, given = (self._guard("grad-scaler", self._unscaled, loss) or (None, None)) if self._scaled else (None, None)
+        value = self._read_loss(true if true is not None else loss, loss)
+        if self._first_call_mean is not None:
+            self._guard("loss-calls", self._loss_factor, value)
         if self.explicit_steps:
             # Doctor mode: doctor.step(loss) records the loss; here only the first sight of a
             # non-finite value matters, while the weights that produced it are still intact.
-            self._bw_seen = (loss, self._read_loss(loss))
+            self._bw_seen = (given if given is not None else loss, value)
             return
         if self._primary_opt is None and self._loss_acc:
             # no optimizer has stepped yet: one backward is one step (manual updates)
             self._emit_loss()
             self.step += 1
-        self._loss_acc.append(self._read_loss(loss))
+        self._loss_acc.append(value)
+
+    # ------------------------------------------------------------------ GradScaler
+    def on_grad_scale(self, loss: torch.Tensor, scaled: torch.Tensor, scaler: Any) -> None:
+        """``GradScaler.scale(loss)`` returned ``scaled``: remember it until its ``backward()``."""
+        if "loss" in self._disabled:
+            return
+        self._guard("grad-scaler", self._on_grad_scale, loss, scaled, scaler)
+
+    def _on_grad_scale(self, loss: torch.Tensor, scaled: torch.Tensor, scaler: Any) -> None:
+        if loss.numel() != 1 or not loss.is_floating_point():
+            return
+        if not self.meta.get("loss_scaled_by_grad_scaler"):
+            self.meta["loss_scaled_by_grad_scaler"] = True
+        # weak references to the tensors; the loss's value (one element, no graph); the scaled
+        # output's graph node, to recognise ``(scaler.scale(loss) / k).backward()``
+        entry = (weakref.ref(scaled), weakref.ref(loss), loss.detach(), scaled.grad_fn, weakref.ref(scaler))
+        self._scaled.append(entry)
+        if len(self._scaled) > 4:
+            del self._scaled[0]
+
+    def _unscaled(self, t: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The unscaled value of the tensor being backpropagated, and the loss the user scaled.
+
+        The output of ``scale()`` itself: the loss it scaled (exact, and finite when the scaled
+        value overflowed). A tensor computed from that output (``/ accumulation_steps``): its
+        value divided by the scale, kept as a tensor (no device sync). Else (None, None).
+        """
+        for i, entry in enumerate(self._scaled):
+            if entry[0]() is t:
+                del self._scaled[i]
+                return entry[2], entry[1]()
+        node = t.grad_fn
+        if node is None:
+            return None, None
+        for _ in range(4):
+            node = _first_child(node)
+            if node is None:
+                break
+            for i, entry in enumerate(self._scaled):
+                if entry[3] is not None and node is entry[3]:
+                    del self._scaled[i]
+                    scaler = entry[4]()
+                    scale = getattr(scaler, "_scale", None) if scaler is not None else None
+                    if not isinstance(scale, torch.Tensor):
+                        return None, None
+                    # in float32 at least: 65536 is inf in float16
+                    dt = torch.promote_types(t.dtype, torch.float32)
+                    return t.detach().to(dt) / scale.to(device=t.device, dtype=dt).reshape(()), None
+        return None, None
 
     def on_loss(self, loss: torch.Tensor | float) -> None:
         """Doctor mode: the user hands the loss of a finished step."""
@@ -451,18 +630,21 @@ class Monitor:
             self._loss_acc.append(v)
             if not math.isfinite(v):
                 self._nonfinite_loss(v, None)
+        self._scaled = []  # the step is over: hold nothing of it
         self._emit_loss()
         self.step += 1
         if self._primary_opt is None:
             self._terms_this_step = 0
         self._arm_activations()
 
-    def _read_loss(self, loss: torch.Tensor) -> Any:
+    def _read_loss(self, loss: torch.Tensor, graph: torch.Tensor | None = None) -> Any:
+        """The loss as a float (CPU) or a 0-d tensor read later (accelerator); ``graph``: the tensor
+        whose autograd graph tells where a non-finite value came from (the scaled loss under a GradScaler)."""
         t = loss.detach()
         if t.device.type == "cpu":
             v = float(t)
             if not math.isfinite(v):
-                self._nonfinite_loss(v, loss)
+                self._nonfinite_loss(v, graph if graph is not None else loss)
             return v
         return t.reshape(())  # read by the writer thread; no device sync here
 
@@ -493,6 +675,8 @@ class Monitor:
         if opt is self._primary_opt:
             self.opt_steps += 1
             self._terms_this_step = 0
+            if self._scaled:
+                self._scaled = []  # scaled losses never backpropagated: hold nothing past the step
             if not self.explicit_steps:
                 self._emit_loss()
                 self.step += 1
@@ -626,31 +810,86 @@ class Monitor:
         self._guard("loss-calls", self._on_loss_call, fn_name, orig, args, kwargs, out)
 
     def _on_loss_call(self, fn_name: str, orig: Callable[..., Any], args: tuple, kwargs: dict, out: Any) -> None:
-        if not isinstance(out, torch.Tensor) or out.numel() != 1 or len(args) < 2:
+        if not isinstance(out, torch.Tensor) or len(args) < 2:
             return
         inp, target = args[0], args[1]
         training = torch.is_grad_enabled() and out.requires_grad
+        if training and not self._first_backward_seen:
+            self._calls_before_backward += 1
+            if "loss_reduction" not in self.meta:
+                self._reduction_facts(fn_name, orig, args, kwargs, out)  # the training loss's first call, once
+        if out.numel() != 1:
+            return
         if training:
             self._flush_eval()
             idx = self._terms_this_step
-            if idx == 0 and isinstance(target, torch.Tensor) and (self._profiling or self._trace_state == "active"):
-                self._step_target = target
+            if isinstance(target, torch.Tensor) and (self._profiling or self._trace_state == "active"):
+                m = self._profile_match
+                if m is None:
+                    if idx == 0:
+                        self._step_target = target
+                elif self._step_target is None and fn_name == m[0] and isinstance(inp, torch.Tensor) \
+                        and _layout(inp) == m[1:]:
+                    self._step_target = target  # the judged loss's targets, whatever its place in the step
             self._terms_this_step += 1
             if self._clock % self.cadence == 0:
                 self.record(f"loss_term/{idx}:{fn_name}", out.detach().to(torch.float64).reshape(()))
                 if fn_name in ("cross_entropy", "nll_loss") and isinstance(target, torch.Tensor) \
                         and not target.is_floating_point() and inp.dim() == 2:
-                    self.record("accuracy", (inp.detach().argmax(1) == target).to(torch.float32).mean())
+                    hit, seen = _correct(inp, target, loss_arguments(fn_name, orig, args, kwargs))
+                    self.record("accuracy", hit.to(torch.float64) / seen.clamp(min=1))
                 # not at step 0: the first step is traced already, and BatchNorm statistics at init say little
                 if idx == 0 and self._has_train_only and self._clock > 0 and self._clock % (self.cadence * 2) == 0:
                     self._guard("eval-gap", self._eval_gap, orig, args, kwargs, out)
             return
-        n = int(inp.shape[0]) if isinstance(inp, torch.Tensor) and inp.dim() > 0 else 1
+        # an evaluation: each call as (sum of its per-element losses, elements), so that a call with
+        # reduction='sum' (a Hugging Face causal LM's token sum) and one with 'mean' both give the mean
+        # per element over the whole evaluation
+        bound = loss_arguments(fn_name, orig, args, kwargs)
+        red = loss_reduction(bound)
+        v = out.detach().to(torch.float64).reshape(())
+        n = loss_elements(fn_name, bound)
+        if n is None:
+            n = int(inp.shape[0]) if isinstance(inp, torch.Tensor) and inp.dim() > 0 else 1
+        if red == "batchmean":  # kl_div: a mean over samples
+            n = int(inp.shape[0]) if isinstance(inp, torch.Tensor) and inp.dim() > 0 else 1
+        if red == "sum":
+            part = v
+        elif isinstance(n, torch.Tensor):  # a batch whose targets are all ignored has a NaN mean and weight 0
+            part = torch.where(n > 0, v * n, torch.zeros((), dtype=v.dtype, device=v.device))
+        else:
+            part = v * n
         ev = self._eval_acc
-        ev["loss"].append((out.detach().to(torch.float64).reshape(()), n))
+        ev["loss"].append((part, n))
         if fn_name in ("cross_entropy", "nll_loss") and isinstance(target, torch.Tensor) \
                 and not target.is_floating_point() and isinstance(inp, torch.Tensor) and inp.dim() == 2:
-            ev["correct"].append(((inp.detach().argmax(1) == target).sum(), int(target.numel())))
+            ev["correct"].append(_correct(inp, target, bound))
+
+    def _reduction_facts(self, fn_name: str, orig: Callable[..., Any], args: tuple, kwargs: dict,
+                         out: torch.Tensor) -> None:
+        """How the training loss is reduced: ``loss_reduction`` and ``loss_sum_over`` (elements reduced over),
+        and the call's mean per element, for ``loss_per_element_factor`` at the first ``backward()``."""
+        bound = loss_arguments(fn_name, orig, args, kwargs)
+        red = self.meta["loss_reduction"] = loss_reduction(bound)
+        n = loss_elements(fn_name, bound)
+        if n is not None:
+            n = self.meta["loss_sum_over"] = int(n)  # one read, at the first step
+        o = out.detach()
+        if not o.numel():
+            return
+        if red == "none":
+            self._first_call_mean = float(o.double().mean())
+        elif o.numel() == 1 and (red != "sum" or n):
+            self._first_call_mean = float(o) / (n if red == "sum" and n else 1)
+
+    def _loss_factor(self, value: Any) -> None:
+        """``loss_per_element_factor``: the first recorded loss over its loss call's mean per element."""
+        mean, self._first_call_mean = self._first_call_mean, None
+        if mean is None or self._calls_before_backward != 1:
+            return  # several loss terms: no one call to compare the loss with
+        v = float(value)
+        if math.isfinite(v) and math.isfinite(mean) and mean != 0:
+            self.meta["loss_per_element_factor"] = v / mean
 
     def _flush_eval(self) -> None:
         ev = self._eval_acc
@@ -659,10 +898,15 @@ class Monitor:
         self._eval_acc = {"loss": [], "correct": []}
         total = sum(n for _, n in ev["loss"])
         step = max(0, self.step - 1)
-        self.record("val_loss@auto", sum(v * n for v, n in ev["loss"]) / max(total, 1), step)
+        num = sum(s for s, _ in ev["loss"])
+        if isinstance(total, torch.Tensor):
+            self.record("val_loss@auto", num / total.to(torch.float64).clamp(min=1), step)
+        else:
+            self.record("val_loss@auto", num / max(total, 1), step)
         if ev["correct"]:
             seen = sum(n for _, n in ev["correct"])
-            self.record("val_accuracy@auto", sum(c for c, _ in ev["correct"]).to(torch.float64) / max(seen, 1), step)
+            hits = sum(c for c, _ in ev["correct"])
+            self.record("val_accuracy@auto", hits.to(torch.float64) / seen.to(torch.float64).clamp(min=1), step)
 
     def _eval_gap(self, orig: Callable[..., Any], args: tuple, kwargs: dict, out: Any) -> None:
         """Loss of the same batch in eval mode, against train mode (V007).
@@ -698,14 +942,78 @@ class Monitor:
     # ------------------------------------------------------------------ data ids
     def set_batch_ids(self, ids: Iterable[int] | None) -> None:
         self._batch_ids = list(ids) if ids is not None else None
+        if self._scan_result is not None:  # the dataset scan finished: say it before this batch is used
+            self._guard("dataset-scan", self._publish_scan)
 
     @property
     def wants_batches(self) -> bool:
         """Whether the loader's batches are still of interest (the first steps' data profile)."""
         return self._profiling or self._trace_state != "done"
 
-    def set_loader_batch(self, data: Any) -> None:
+    def set_loader_batch(self, data: Any, dataset: Any = None) -> None:
         self._loader_batch = data
+        if self._scan_state == "pending":
+            self._loader_dataset = dataset
+
+    # ------------------------------------------------------------------ the training set, scanned once
+    def _start_dataset_scan(self) -> None:
+        """At the first training step: scan the in-memory training set for NaN/Inf rows in a thread."""
+        from .datascan import plan_for_loader, plan_for_slices
+
+        self._scan_state = "done"  # one attempt per run
+        ds, self._loader_dataset = self._loader_dataset, None
+        plan: Any = None
+        reason = None
+        if ds is not None and self._loader_batch is not None:
+            got = plan_for_loader(ds, self._loader_batch, self._batch_ids)
+            if isinstance(got, str):
+                reason = got
+            else:
+                plan = got
+        if plan is None:
+            root = self._trace_root if self._trace_root is not None else next(iter(self._known_models()), None)
+            captured = self._last_inputs.get(id(root)) if root is not None else None
+            xs = [t for t in _tensors(captured) if t.dim() >= 1] if captured is not None else []
+            plan = plan_for_slices(xs[0] if xs else None, self._step_target)
+        if plan is None:
+            if reason:
+                self.meta["dataset_scan"] = {"skipped": reason}
+            return
+        self._scan_state = "running"
+        self._scan_thread = threading.Thread(target=self._scan_worker, args=(plan,), name="traindoctor-datascan",
+                                             daemon=True)
+        self._scan_thread.start()
+
+    def _scan_worker(self, plan: Any) -> None:
+        from .datascan import run_scan
+
+        try:
+            result = run_scan(plan)
+        except Exception as exc:  # noqa: BLE001 - reported on the training thread, by _publish_scan
+            tb = traceback.extract_tb(exc.__traceback__)[-1]
+            result = {"error": f"{type(exc).__name__}: {exc} ({tb.filename}:{tb.lineno})"}
+        del plan
+        self._scan_result = result
+
+    def _publish_scan(self) -> None:
+        """Record the scan's findings (``data_nonfinite`` with ``scan: "dataset"``) and announce them."""
+        res, self._scan_result = self._scan_result, None
+        if res is None:
+            return
+        self._scan_state = "done"
+        if "error" in res:
+            raise RuntimeError(res["error"])
+        self.meta["dataset_scan"] = {**res, "step": self.step}
+        found = False
+        for a in res["arrays"]:
+            if a["nonfinite_rows"]:
+                found = True
+                self.event("data_nonfinite", {
+                    "split": "train", "where": a["where"], "count": a["nonfinite_rows"], "sample_ids": a["sample_ids"],
+                    "ids": res["ids"], "samples_scanned": res["rows_scanned"], "scan": "dataset",
+                    "complete": res["complete"], "source": res["source"], "array": a["name"], "live": True})
+        if found:
+            self._guard("announce", self._announce)
 
     # ------------------------------------------------------------------ first-step inspection
     def _inspect_loss_graph(self, loss: torch.Tensor) -> None:
@@ -719,7 +1027,7 @@ class Monitor:
                 break
             node = _first_child(node)
         kind = LOSS_NODES.get(type(node).__name__) if node is not None else None
-        below = _graph_below(_first_child(node), depth=3) if node is not None else []
+        below = _graph_below(_through_shape(_first_child(node)), depth=3) if node is not None else []
         info: dict[str, Any] = {"graph": _graph_below(fn, depth=5)}
         if kind == "nll" and below and below[0] == "LogSoftmaxBackward0":
             kind = "cross_entropy"
@@ -746,19 +1054,25 @@ class Monitor:
                         self.meta["target_sq_mean"] = float(tf.to(torch.float64).pow(2).mean())
             else:
                 info["target_range"] = [int(t.min()), int(t.max())]
-        # pre-loss operations: the configuration faults that show in the graph itself
-        pre = _first_child(node) if node is not None else None
-        pre2 = _first_child(pre) if pre is not None else None
+        # pre-loss operations: the configuration faults that show in the graph itself, looked at through
+        # the shape-only operations between them (``sigmoid(z).squeeze(1)``, ``softmax(z, 1).view(-1, C)``)
+        through: list[str] = []
+        pre = _through_shape(_first_child(node), through) if node is not None else None
+        through1 = list(through)
+        pre2 = _through_shape(_first_child(pre), through) if pre is not None else None
         name_pre = type(pre).__name__ if pre is not None else ""
         name_pre2 = type(pre2).__name__ if pre2 is not None else ""
+        # "through": the shape-only operations looked through on the way (absent when none)
+        shaped = {"through": through} if through else {}
         if kind == "cross_entropy" and name_pre2 == "SoftmaxBackward0":
             self.event("config", {"fault": "double_softmax", "graph": [name_pre2, name_pre, type(node).__name__],
-                                  "module": self._last_module_of(nn.Softmax)})
+                                  "module": self._last_module_of(nn.Softmax), **shaped})
         if kind == "nll" and name_pre == "LogBackward0" and name_pre2 == "SoftmaxBackward0":
-            self.event("config", {"fault": "log_softmax_unfused", "graph": [name_pre2, name_pre, type(node).__name__]})
+            self.event("config", {"fault": "log_softmax_unfused", "graph": [name_pre2, name_pre, type(node).__name__],
+                                  **shaped})
         if kind == "bce" and name_pre == "SigmoidBackward0":
             self.event("config", {"fault": "sigmoid_bce", "graph": [name_pre, type(node).__name__],
-                                  "module": self._last_module_of(nn.Sigmoid)})
+                                  "module": self._last_module_of(nn.Sigmoid), **({"through": through1} if through1 else {})})
         self.meta["loss_graph"] = info
         self._guard("input-stats", self._input_stats)
 
@@ -956,6 +1270,11 @@ class Monitor:
         """Stop hooks and the writer, flush everything, return the Run."""
         if not self._closed:
             self._closed = True
+            th = self._scan_thread
+            if th is not None and th.is_alive():
+                th.join(timeout=10)  # bounded: MAX_SCAN_BYTES of memory reads
+            if self._scan_result is not None:
+                self._guard("dataset-scan", self._publish_scan)
             if self._trace_state == "active":
                 self._guard("trace", self._end_trace, None)
             if self._profiling:
@@ -969,10 +1288,36 @@ class Monitor:
             self._stop.set()
             self._writer.join(timeout=10)
             self._guard("writer-final", self._materialise)
+            self._guard("val-sources", self._check_val_sources)
             if self.store is not None:
                 self._guard("store-meta", self._write_meta)
                 self._guard("store-close", self.store.close)
         return self.snapshot()
+
+    def _check_val_sources(self) -> None:
+        """One note when the loss functions and the script's printout disagree on a validation loss.
+
+        ``snapshot()`` keeps the precedence (logged > loss functions > printed); the note says which
+        value was used, the other one, and why, once per run, at the first evaluation they disagree.
+        """
+        if self._val_note_done:
+            return
+        with self._lock:
+            pts = [(n, st, v) for n, st, v in self._points if n.startswith("val_loss")]
+        auto = {st: v for n, st, v in pts if n == "val_loss@auto"}
+        printed = {st: v for n, st, v in pts if n == "val_loss@printed"}
+        logged = any(n == "val_loss" for n, _, _ in pts)
+        for st in sorted(auto.keys() & printed.keys()):
+            a, p = auto[st], printed[st]
+            if not (math.isfinite(a) and math.isfinite(p)) or abs(a - p) <= 0.1 * max(abs(a), abs(p)):
+                continue
+            self._val_note_done = True
+            used = ("the val_loss logged with doctor.log(), which always comes first" if logged else
+                    f"{a:.4g}, from the loss function (a loss function's value comes before a printed one)")
+            self.meta.setdefault("notes", []).append(
+                f"val_loss at step {st}: the evaluation's loss-function calls give {a:.4g} (mean per element) but the "
+                f"script printed {p:.4g}; used {used}")
+            return
 
     def _write_meta(self) -> None:
         for k, v in self.meta.items():
@@ -982,6 +1327,7 @@ class Monitor:
         """The Run as known now (materialises what is pending)."""
         if not self._closed:
             self._guard("writer", self._materialise)
+            self._guard("val-sources", self._check_val_sources)
         with self._lock:
             points = list(self._points)
             events = list(self._events)

@@ -45,7 +45,11 @@ WEIGHT_OPS = {"linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_
 SHAPE_OPS = {"view", "reshape", "flatten", "squeeze", "unsqueeze", "permute", "transpose", "t", "contiguous",
              "float", "double", "half", "bfloat16", "to", "type", "clone", "detach", "unflatten", "movedim",
              "view_as", "reshape_as", "expand", "expand_as", "cpu", "cuda", "identity", "getitem", "select",
-             "narrow", "squeeze_", "unsqueeze_"}
+             "narrow", "squeeze_", "unsqueeze_", "swapaxes", "swapdims", "moveaxis", "ravel", "T", "mT", "H", "mH",
+             "data", "real"}
+# what may stand between the model's last activation and the loss without changing what the values are:
+# the shape operations, and taking some of the outputs (a slice, one chunk, selected columns)
+HEAD_PASS = SHAPE_OPS | {"split", "chunk", "unbind", "tensor_split", "index_select", "split_with_sizes"}
 DROPOUT_OPS = {"dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout"}
 # affine at inference: two weight layers with only these between still compose into one affine map
 AFFINE_NORMS = {"batch_norm"}
@@ -83,6 +87,8 @@ def _compiling() -> bool:
 def op_name(func: Any) -> str:
     """``torch.relu``/``F.relu``/``Tensor.relu_`` → ``relu``; ``Tensor.__rsub__`` → ``rsub``."""
     name = getattr(func, "__name__", "") or ""
+    if name == "__get__":  # a tensor property (``x.T``, ``x.mT``, ``x.data``): the property's name
+        return str(getattr(getattr(func, "__self__", None), "__name__", "get"))
     if isinstance(func, torch._ops.OpOverload):  # aten ops run by a compiled graph: relu.default → relu
         name = name.split(".", 1)[0]
     if name.startswith("__") and name.endswith("__"):
@@ -300,6 +306,8 @@ class StepTrace(TorchFunctionMode):
         self.active = False
         self.paused = 0  # > 0 while the doctor itself computes: its operations are not recorded
         self.forward_site: tuple[str, int] | None = None
+        # (prediction, targets) of each loss in ``facts()["losses"]``, set by ``facts()``
+        self.loss_tensors: list[tuple[Any, Any]] = []
         self.truncated = False
         self.error: str | None = None
 
@@ -521,7 +529,11 @@ class StepTrace(TorchFunctionMode):
         loss_node = self._node_of(loss) if loss is not None else None
         anc = self._ancestors(loss_node.idx) if loss_node is not None else []
         dep = self._dep
-        out["losses"] = [self._loss_facts(self.nodes[i], names) for i in anc if self.nodes[i].op in LOSS_OPS]
+        loss_nodes = [self.nodes[i] for i in anc if self.nodes[i].op in LOSS_OPS]
+        out["losses"] = [self._loss_facts(n, names) for n in loss_nodes]
+        # the tensors each of those losses compared (same order), for the data profile; dropped by release()
+        self.loss_tensors = [(n.tensors[0] if n.tensors else None, n.tensors[1] if len(n.tensors) > 1 else None)
+                             for n in loss_nodes]
         out["handwritten"] = [] if out["losses"] else self._handwritten(anc, dep, names)
         if loss_node is not None:
             out["loss_site"] = site_text(loss_node.site)
@@ -540,7 +552,7 @@ class StepTrace(TorchFunctionMode):
               ) -> dict[str, Any]:
         """The last operation that shaped the values of ``src`` (shape-only ops skipped); its value
         range from ``values`` (the tensor that reached the loss) or its own output if still alive."""
-        end, passed = self._back(src, SHAPE_OPS | DROPOUT_OPS)
+        end, passed = self._back(src, HEAD_PASS | DROPOUT_OPS)
         if end is None:
             return {"op": "none"}
         if end[0] != "node":
@@ -751,3 +763,4 @@ class StepTrace(TorchFunctionMode):
     def release(self) -> None:
         """Drop every tensor reference (the facts are plain data)."""
         self.nodes, self.producer, self.leaf_outputs, self._dep, self._inputs = [], {}, [], [], {}
+        self.loss_tensors = []
