@@ -44,7 +44,7 @@ def test_rules_never_raise_and_report_is_strict_json(loss, grad, acc, kind, c, b
     assert doc["schema"] == "traindoctor/1"
 
 
-def test_empty_run_is_healthy_and_says_what_it_could_not_judge():
+def test_empty_run_is_not_judged_and_says_what_it_could_not_judge():
     d = diagnose(Run())
-    assert d.healthy
+    assert not d.findings and not d.healthy and d.verdict == "not judged"  # "not judged" is never "healthy"
     assert any("no training loss" in s for s in d.not_judged)

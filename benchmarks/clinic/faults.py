@@ -204,9 +204,12 @@ OPERATORS: dict[str, Operator] = {o.name: o for o in (
     Operator("deep-sigmoid", "vanishing-gradient", frozenset({"G002", "A002", "L005", "L007", "L006", "V002"}),
              lambda t, hp: t.model_fn.__name__ == "mlp" and {"act", "depth"} <= t.supports and t.kind != "multitask",
              _deep_sigmoid, doc="6–10 hidden sigmoid layers"),
-    Operator("rnn-exploding", "exploding-gradient", frozenset({"G001", "L001", "L002", "L003", "L004"}),
-             lambda t, hp: t.name == "rnn_sum", _both(_k(cell="RNN"), _lin("lr_mult", 20.0, 100.0, digits=0)),
-             doc="vanilla tanh RNN over 40 steps, LR ×20–100, no clipping"),
+    Operator("rnn-exploding", "exploding-gradient", frozenset({"G001", "L001", "L002", "L003", "L004", "G003"}),
+             lambda t, hp: t.name == "rnn_sum",
+             lambda s, t, hp, rng: {"cell": "RNN", "opt": "momentum", "lr": round(0.05 + 0.25 * s, 3), "clip": None,
+                                    "precision": "fp32", "schedule": "none"},
+             doc="vanilla tanh RNN over 40 steps trained with SGD + momentum at 0.05–0.3 and no clipping: the "
+                 "textbook exploding gradient through time"),
     Operator("bad-checkpoint", "code-bug", frozenset({"M013", "V002", "L006", "G006"}),
              _supports("bad_checkpoint"), _k(bad_checkpoint=True),
              doc="the pretrained backbone's keys carry a 'module.' prefix, strict=False loads nothing, and the "

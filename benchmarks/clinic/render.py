@@ -269,7 +269,7 @@ def correct_expr(spec: Spec, kind: str, out: str, y: str) -> str | None:
 
 # ---------------------------------------------------------------------------------------- optimizer
 def optimizer(spec: Spec) -> str:
-    hp = spec.hp
+    hp = {**spec.hp, **{k: spec.knobs[k] for k in ("opt", "lr") if k in spec.knobs}}
     lr = float(hp["lr"]) * float(spec.k("lr_mult", 1.0))
     wd = spec.k("wd", hp.get("wd", 0.0))
     params = "[p for p in model.parameters() if p.requires_grad]" if hp.get("params") == "trainable" \
@@ -344,7 +344,7 @@ def scheduler(spec: Spec, steps_per_epoch: str) -> tuple[str, str, str]:
 # ---------------------------------------------------------------------------------------- loops
 def train_step(spec: Spec, kind: str) -> str:
     """Body of the inner loop: xb, yb (and rb) in hand; leaves ``loss``."""
-    prec = spec.hp.get("precision", "fp32")
+    prec = hpk(spec, "precision", "fp32")
     zero_first = spec.hp.get("loop") != "loader_zero_after"
     zero = "" if spec.k("no_zero_grad") else ("opt.zero_grad()" if spec.hp.get("loop") != "manual" else "model.zero_grad()")
     call = loss_call(spec, kind, "out", "yb")
@@ -361,7 +361,7 @@ def train_step(spec: Spec, kind: str) -> str:
                   f"    loss = {call}"]
     else:
         lines += ["out = model(xb)", f"loss = {call}"]
-    clip = spec.hp.get("clip")
+    clip = hpk(spec, "clip")
     if prec == "fp16_scaler":
         lines.append("scaler.scale(loss).backward()")
         if clip:
@@ -460,7 +460,7 @@ def loop(spec: Spec, kind: str, extra_step: str = "") -> str:
     manual = spec.hp.get("loop") == "manual"
     steps_per_epoch = "len(train_loader)" if not manual else "((n_train + batch_size - 1) // batch_size)"
     s_setup, s_step, s_epoch = scheduler(spec, steps_per_epoch)
-    prec = spec.hp.get("precision", "fp32")
+    prec = hpk(spec, "precision", "fp32")
     lines = [optimizer(spec)]
     if s_setup:
         lines.append(s_setup)

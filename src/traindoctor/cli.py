@@ -4,9 +4,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import TrainDoctorError
+
+if TYPE_CHECKING:
+    from .diagnosis import Diagnosis
 
 EXIT_USAGE = 2
 
@@ -39,8 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--metric", action="append", default=[], metavar="ROLE=NAME",
                    help="use the metric (column, key, tag) NAME for ROLE (loss, val_loss, accuracy, "
                         "val_accuracy, lr, grad_norm, step, epoch); repeatable")
-    d.add_argument("--fail-on", choices=("warning", "error"), default=None,
-                   help="exit 1 when a finding (in any run) is at least this severe: a CI gate")
+    d.add_argument("--fail-on", choices=("not-judged", "warning", "error"), default=None,
+                   help="exit 1 when a finding (in any run) is at least this severe: a CI gate; 'not-judged' "
+                        "also fails a run too thin to judge (strictest)")
 
     e = sub.add_parser("explain", help="document a symptom code (L001) or a cause id (lr-too-high)")
     e.add_argument("key", nargs="?")
@@ -104,11 +109,21 @@ def _cmd_run(a: argparse.Namespace) -> int:
     return res.exit_code
 
 
-def _fails(severity: str | None, fail_on: str | None) -> bool:
-    """Whether the worst severity found reaches ``--fail-on``."""
+def _fails(diags: list[Diagnosis], fail_on: str | None) -> bool:
+    """Whether a diagnosis reaches ``--fail-on``: a finding at least that severe, or for
+    ``not-judged`` also a run too thin to judge."""
     from .findings import severity_rank
 
-    return fail_on is not None and severity is not None and severity_rank(severity) >= severity_rank(fail_on)
+    if fail_on is None:
+        return False
+    for d in diags:
+        sev = d.worst_severity
+        if fail_on == "not-judged":
+            if sev in ("warning", "error") or not d.judged:
+                return True
+        elif sev is not None and severity_rank(sev) >= severity_rank(fail_on):
+            return True
+    return False
 
 
 def _cmd_diagnose(a: argparse.Namespace) -> int:
@@ -128,7 +143,7 @@ def _cmd_diagnose(a: argparse.Namespace) -> int:
         render(diag, title="traindoctor diagnose")
     if a.json:
         write_json(diag, a.json)
-    return 1 if _fails(diag.worst_severity, a.fail_on) else 0
+    return 1 if _fails([diag], a.fail_on) else 0
 
 
 def _diagnose_tree(root: object, overrides: dict[str, str] | None, a: argparse.Namespace) -> int:
@@ -172,7 +187,7 @@ def _diagnose_tree(root: object, overrides: dict[str, str] | None, a: argparse.N
         write_summary_json(summary, a.json)
     if summary.errors:
         return EXIT_USAGE
-    return 1 if _fails(summary.worst_severity, a.fail_on) else 0
+    return 1 if _fails([r.diagnosis for r in summary.results if r.diagnosis is not None], a.fail_on) else 0
 
 
 def _cmd_explain(a: argparse.Namespace) -> int:

@@ -23,6 +23,8 @@ from .findings import Finding, clean, severity_rank
 from .run import Run
 
 SCHEMA = "traindoctor/1"
+# the not_judged lines that mean the loss itself was too thin to judge the run
+THIN = ("no training loss series", "the training loss is never finite", "only ")
 
 
 @dataclass
@@ -72,8 +74,21 @@ class Diagnosis:
     ruled_out: list[RuledOut] = field(default_factory=list)
 
     @property
+    def judged(self) -> bool:
+        """Whether the run held enough to judge it: no finding on a log too thin to judge trends
+        (or with no finite loss) is "not judged", never "healthy"."""
+        return bool(self.findings) or not any(n.startswith(THIN) for n in self.not_judged)
+
+    @property
     def healthy(self) -> bool:
-        return not self.findings
+        return not self.findings and self.judged
+
+    @property
+    def verdict(self) -> str:
+        """``healthy``, ``not judged``, or the worst severity found (``info``/``warning``/``error``)."""
+        if self.findings:
+            return str(self.worst_severity)
+        return "healthy" if self.judged else "not judged"
 
     @property
     def worst_severity(self) -> str | None:
@@ -84,6 +99,7 @@ class Diagnosis:
     def to_json(self) -> dict[str, Any]:
         return {
             "schema": SCHEMA,
+            "verdict": self.verdict,
             "healthy": self.healthy,
             "findings": [f.to_json() for f in self.findings],
             "causes": [c.to_json() for c in self.causes],

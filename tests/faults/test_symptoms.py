@@ -138,8 +138,13 @@ def test_l003_recurring_bad_batch():
 
 
 def test_l006_stalled_l010_pending():
-    f = findings("dying_relu")
-    assert "L006" in f
+    f = findings("stalled_linear")
+    assert f["L006"].evidence["plateau_fraction"] >= 0.4 and "M010" in f
+    assert top("stalled_linear") == "missing-nonlinearity"
+    # Adam at lr 0.05 on raw pixels blows the loss up in its first steps: that is not a stall, and the
+    # fall from the peak must not read as one (it did before the early blow-up check)
+    d = findings("dying_relu")
+    assert "L006" not in d and d["L002"].evidence["jump"] >= 10 and "A001" in d
     g = findings("biased_head")
     assert g["L010"].evidence["accuracy"] < 0.15 and g["L010"].severity == "info"
 

@@ -260,9 +260,9 @@ class Facts:
         if not isinstance(order, dict):
             return None
         mean_c, exp_c = num(order.get("mean_classes_per_batch")), num(order.get("expected_classes_per_batch"))
-        if mean_c is None or exp_c is None or exp_c <= 1:
+        if mean_c is None or exp_c is None or exp_c <= 1.2:
             return None
-        return mean_c >= 0.7 * exp_c
+        return (mean_c - 1) >= 0.7 * (exp_c - 1)
 
     # ---------------------------------------------------------------- gradients and activations
     @cached_property

@@ -20,17 +20,24 @@ def _lr_range_test(f: Facts) -> list[str]:
 def _clip_fix(f: Facts) -> list[str]:
     """Clip near 5× the healthy early gradient norm, never looser than a clip already in place."""
     g = f.run.get("grad_norm")
-    if g is None:
-        return []
-    v = g.values[: max(2, len(g) // 5)]
-    v = v[np.isfinite(v)]
-    if not v.size:
+    v = g.values[: max(2, len(g) // 5)] if g is not None else np.zeros(0)
+    v = v[np.isfinite(v) & (v > 0)]
+    have = f.clip_in_place
+    if not v.size:  # no measured norm to size the clip with: say it in the framework's terms, or not at all
+        if have is not None:
+            src = (f.run.meta.get("framework_args") or {}).get("max_grad_norm_source")
+            return [f"the run already clips the gradient norm at {fmt(have)}{f' ({src})' if src else ''}: "
+                    "lower the learning rate first; tighten the clip only if single steps still blow up"]
+        if f.framework == "lightning":
+            return ["clip the gradient norm: Trainer(gradient_clip_val=1.0, gradient_clip_algorithm='norm')"]
         return []
     clip = float(np.median(v)) * 5
-    have = f.clip_in_place
     if have is not None:
+        src = (f.run.meta.get("framework_args") or {}).get("max_grad_norm_source")
+        said = f" ({src})" if src else ""
         if clip >= have:
-            return [f"the run already clips the gradient norm at {fmt(have)}; clipping is not what is missing here"]
+            return [f"the run already clips the gradient norm at {fmt(have)}{said}; a looser clip would not help, "
+                    "clipping is not what is missing here"]
         knob = "max_grad_norm" if f.framework == "huggingface" else "gradient_clip_val" \
             if f.framework == "lightning" else "the clip value"
         return [f"tighten the gradient clip near 5× its healthy early level: {knob} {fmt(have)} → {fmt(clip)}"]
@@ -100,13 +107,18 @@ class LrTooLow(Cause):
 
     def against(self, f: Facts) -> list[str]:
         """the weight layer that moves most changed by ≥ 3e-4 of its norm per step (median of the
-        last half of the samples): the steps are not too small."""
-        from ..rules._signals import best_layer_update_ratio
+        last half of the samples, or at any sampled step before the gradients died): the steps are
+        not too small."""
+        from ..rules._signals import best_layer_update_ratio, per_step, weight_update_ratios
 
         u = best_layer_update_ratio(f.run)
         if u is not None and u >= 3e-4:
             return [f"each step changed the fastest-moving weights by {fmt(u)} of their norm, a working step size "
                     "(≈ 1e-3 is typical)"]
+        every = per_step(weight_update_ratios(f.run), "max")
+        if "G006" in f.by_code and every is not None and np.isfinite(every).any() and np.nanmax(every) >= 1e-2:
+            return [f"the weights moved by up to {fmt(float(np.nanmax(every)))} of their norm per step before their "
+                    "gradients died: the step size was not too small"]
         return []
 
 

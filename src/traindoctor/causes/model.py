@@ -12,6 +12,9 @@ class NumericallyUnstableLoss(Cause):
 
     def concrete(self, f: Facts) -> list[str]:
         faults = {e.data.get("fault"): e.data for e in f.run.events_of("config")}
+        m2 = f.by_code.get("M002")
+        if m2 is not None and m2.evidence.get("fault"):
+            faults.setdefault(m2.evidence["fault"], m2.evidence)
         out = []
         if "sigmoid_bce" in faults:
             mod = faults["sigmoid_bce"].get("module")

@@ -163,6 +163,13 @@ def _lightning_meta(run: Run, csv_path: Path) -> Run:
     """Lightning's hparams.yaml beside metrics.csv: the learning rate and batch size, when logged."""
     hp = _yaml_scalars(csv_path.parent / "hparams.yaml")
     run.meta["format"] = "lightning-csv"
+    run.meta["framework"] = "lightning"
+    try:
+        clip = float(hp["gradient_clip_val"]) if "gradient_clip_val" in hp else None
+    except ValueError:
+        clip = None
+    if clip is not None and clip > 0:
+        run.meta["framework_args"] = {"gradient_clip_val": clip}
     for keys, meta_key, kind in ((("lr", "learning_rate"), "lr", float), (("batch_size",), "batch_size", int)):
         if meta_key in run.meta:
             continue

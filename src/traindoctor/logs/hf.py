@@ -99,5 +99,9 @@ def read_trainer_state(path: str | os.PathLike[str], overrides: dict[str, str] |
         v = doc.get(key)
         if isinstance(v, int) and not isinstance(v, bool) and v > 0:
             meta[name] = v
+    # fixes in the Trainer's own terms; it clips at max_grad_norm=1.0 unless told otherwise, and
+    # trainer_state.json does not say whether it was, so the default is stated as such
+    meta["framework"] = "huggingface"
+    meta["framework_args"] = {"max_grad_norm": 1.0, "max_grad_norm_source": "the Trainer's default"}
     ov = {r: n for r, n in (overrides or {}).items() if r != "step"} or None
     return build_run(series, path=p, fmt="huggingface", overrides=ov, notes=notes, step_unit=unit, meta=meta)

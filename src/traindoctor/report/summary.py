@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..diagnosis import Diagnosis
+from ..diagnosis import THIN, Diagnosis
 from ..findings import SEVERITIES, severity_rank
 
 SCHEMA = "traindoctor-runs/1"
@@ -59,8 +59,8 @@ def verdict(diag: Diagnosis) -> str:
         codes = list(dict.fromkeys(f.code for f in diag.findings))
         shown = " ".join(codes[:4]) + (f" +{len(codes) - 4}" if len(codes) > 4 else "")
         return f"{diag.worst_severity}: {shown}"
-    short = next((n for n in diag.not_judged if "too few to judge" in n or "no training loss" in n), None)
-    if short is not None:
+    if not diag.judged:
+        short = next((n for n in diag.not_judged if n.startswith(THIN)), "too thin")
         return "not judged: " + short.split(":")[0]
     return "healthy"
 
@@ -98,11 +98,11 @@ def render_summary(summary: Summary, file: IO[str] | None = None, *, width: int 
         style = STYLE.get(sev or "", "green" if v == "healthy" else "dim")
         t.add_row(escape(r.path), r.format, f"[{style}]{escape(v)}[/]", escape(top_cause(r.diagnosis)))
     con.print(t)
-    counts = {s: 0 for s in ("healthy", *SEVERITIES)}
+    counts = {s: 0 for s in ("healthy", "not judged", *SEVERITIES)}
     for r in summary.results:
         if r.diagnosis is not None:
-            counts[r.diagnosis.worst_severity or "healthy"] += 1
-    parts = [f"{counts[k]} {k}" for k in ("error", "warning", "info", "healthy") if counts[k]]
+            counts[r.diagnosis.verdict] += 1
+    parts = [f"{counts[k]} {k}" for k in ("error", "warning", "info", "not judged", "healthy") if counts[k]]
     if summary.errors:
         parts.append(f"{len(summary.errors)} unreadable")
     con.print("[dim]" + ", ".join(parts) + "[/dim]")

@@ -26,7 +26,7 @@ def render(diag: Diagnosis, file: IO[str] | None = None, *, title: str = "traind
     if diag.source.get("columns"):
         cols = ", ".join(f"{k}={v}" for k, v in diag.source["columns"].items())
         con.print(f"[dim]columns used: {escape(cols)}[/dim]")
-    if diag.healthy and any(n.startswith(("no training loss", "only ", "the training loss is never")) for n in diag.not_judged):
+    if not diag.judged:
         con.print("[bold yellow]not judged[/bold yellow]: no symptom found, but the log is too thin to call the run healthy (below).")
     elif diag.healthy:
         con.print("[bold green]healthy[/bold green]: no symptom found.")

@@ -131,6 +131,11 @@ def sum_reduction_factor(run: Run) -> int | None:
     the chance loss, a clamp value or the validation loss must divide by N first. None for a mean
     (or when unknown). From the loss call at the first step (``loss_sum_over``), else from the
     traced loss's input shape."""
+    factor = run.meta.get("loss_per_element_factor")
+    if isinstance(factor, (int, float)) and not isinstance(factor, bool) and math.isfinite(factor):
+        # measured live: the first recorded loss over that call's mean per element (≈ N for a sum,
+        # ≈ 1 for a mean, and ≈ 1 for a sum the script divides itself, as Hugging Face models do)
+        return int(round(factor)) if factor >= 1.5 else None
     red = run.meta.get("loss_reduction")
     n = run.meta.get("loss_sum_over")
     graph = next((e.data for e in run.events_of("model_graph") if isinstance(e.data, dict)), {})

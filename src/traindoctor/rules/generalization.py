@@ -55,7 +55,7 @@ def _trend(y: np.ndarray) -> float:
     return kendall_tau(y)
 
 
-@rule("V001", "warning", causes=("overfitting", "batch-too-large"))
+@rule("V001", "warning", causes=("overfitting", "batch-too-large", "lr-too-high", "class-imbalance"))
 def overfitting(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Finds validation loss that passed its minimum and rises while the training loss keeps
@@ -109,8 +109,33 @@ def overfitting(run: Run, r: Rule) -> list[Finding]:
     where = f"step {int(steps[k])}" + (f" (epoch {ep})" if ep is not None else "")
     msg = (f"validation loss bottomed at {fmt(best)} at {where} and rose to {fmt(float(va[-1]))} while the "
            f"training loss fell {fmt(float(tr[k]))} → {fmt(float(tr[-1]))}: keep the checkpoint from {where}")
-    return [r.finding(step=int(steps[k]), step_end=int(steps[-1]), message=msg, evidence=ev,
-                      causes=[("overfitting", 0.8), ("batch-too-large", 0.1)])]
+    causes = [("overfitting", 0.8), ("batch-too-large", 0.1)]
+    from .loss import lr_raised
+
+    raised = lr_raised(run, int(steps[k]), int(steps[-1]))
+    if raised:
+        # the model got worse on new data after the schedule raised the LR: the steps, not memorisation
+        ev["lr_raised"] = raised
+        msg += f"; the learning rate was raised {fmt(raised['factor'])}× at step {raised['step']}, after the best step"
+        causes = [("lr-too-high", 0.75), ("overfitting", 0.35)]
+    ratio = _class_ratio(run)
+    if ratio is not None and ratio >= 5:
+        ev["class_ratio"] = ratio
+        msg += f"; the training classes are imbalanced ({fmt(ratio)}× between the most and least frequent)"
+        causes.append(("class-imbalance", 0.45))
+    return [r.finding(step=int(steps[k]), step_end=int(steps[-1]), message=msg, evidence=ev, causes=causes)]
+
+
+def _class_ratio(run: Run) -> float | None:
+    """Most over least frequent class in the training data profile (None when unknown)."""
+    for e in reversed(run.events_of("data_profile")):
+        d = e.data if isinstance(e.data, dict) else {}
+        counts = (d.get("classes") or {}).get("counts") if isinstance(d.get("classes"), dict) else None
+        if d.get("split", "train") == "train" and isinstance(counts, dict) and len(counts) >= 2:
+            v = [c for c in counts.values() if isinstance(c, (int, float)) and c > 0]
+            if len(v) >= 2 and sum(v) >= 100:
+                return max(v) / min(v)
+    return None
 
 
 def _rel_drop(y: np.ndarray) -> float:

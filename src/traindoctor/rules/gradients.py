@@ -337,6 +337,8 @@ def update_ratio_low(run: Run, r: Rule) -> list[Finding]:
     drop = _loss_drop(run)
     if best is None or drop is None or drop >= 0.3 or not sustained(best, lambda x: x < 1e-5):
         return []
+    if float(np.nanmax(late(best), initial=0.0)) == 0.0:
+        return []  # no weight moved at all: no gradient reached them (G006), not a small learning rate
     med = float(np.median(late(best)))
     steps = run.series[next(iter(run.names("update_ratio")))].steps
     lr = run.meta.get("lr")
@@ -350,7 +352,7 @@ def update_ratio_low(run: Run, r: Rule) -> list[Finding]:
     return [r.finding(step=int(steps[0]), step_end=int(steps[-1]), message=msg, evidence=ev, causes=causes)]
 
 
-@rule("G006", "warning", causes=("code-bug", "bad-initialization"))
+@rule("G006", "warning", causes=("code-bug", "bad-initialization", "dying-relu", "lr-too-high"))
 def no_gradient_flow(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Names the parameters the optimizer is asked to train that never receive a gradient
@@ -363,7 +365,10 @@ def no_gradient_flow(run: Run, r: Rule) -> list[Finding]:
 
     Evidence:
         On every sampled step (at least two): the parameter had no gradient, or a gradient norm
-        of exactly 0. Parameters frozen on purpose and left out of the optimizer are not seen.
+        of exactly 0. Parameters frozen on purpose and left out of the optimizer are not seen. Or:
+        for at least half the model's tensors, a gradient that was alive and then stayed exactly
+        0 from some step to the end (at least two samples and half the run): the network died
+        (dead ReLUs pass nothing back), with the update ratio before it.
 
     Example:
         ``h = self.encoder(x).detach()``: all of `encoder.*` get no gradient.
@@ -391,12 +396,18 @@ def no_gradient_flow(run: Run, r: Rule) -> list[Finding]:
         total = max(samples, len(evs))
         never = [p for p, c in counts.items() if c >= max(2, total)]
     zero = []
+    died: dict[str, int] = {}  # parameter → step from which its gradient stayed exactly 0
     for name in run.names("grad_norm"):
-        v = run.series[name].values
+        st, v = run.series[name].steps, run.series[name].values
         if v.size >= 2 and np.all(v == 0):
             zero.append(name.split("/", 1)[1])
+        elif v.size >= 3 and v[-1] == 0 and v[-2] == 0:
+            nz = np.nonzero(v != 0)[0]
+            j = int(nz[-1]) + 1  # first sample of the final all-zero stretch
+            if v.size - j >= max(2, v.size // 2):
+                died[name.split("/", 1)[1]] = int(st[j])
     if not never and not zero:
-        return []
+        return _died(run, r, died)
     parts = []
     if never:
         parts.append(f"no gradient ever reached {', '.join(f'`{p}`' for p in never[:5])}"
@@ -418,6 +429,33 @@ def no_gradient_flow(run: Run, r: Rule) -> list[Finding]:
         causes = {"bad-initialization": 0.85, "code-bug": 0.15}
     first = evs[0].step if evs else int(run.series[f"grad_norm/{zero[0]}"].steps[0])
     return [r.finding(step=first, step_end=None, message="; ".join(parts), evidence=ev, causes=list(causes.items()))]
+
+
+def _died(run: Run, r: Rule, died: dict[str, int]) -> list[Finding]:
+    """Gradients that were alive at first and are exactly zero on every sample from some step to the
+    end: the network died during training (dead ReLUs pass no gradient back), which a check that
+    needs every sample to be zero would miss."""
+    total = len(run.names("grad_norm"))
+    if not died or len(died) < max(2, total // 2):
+        return []
+    onset = min(died.values())
+    names = sorted(died, key=lambda k: died[k])
+    ev = {"died": names[:50], "count": len(died), "of": total, "from_step": onset}
+    msg = (f"the gradients of {len(died)} of {total} parameter tensors became exactly 0 from step {onset} on and stayed "
+           f"there ({', '.join(f'`{n}`' for n in names[:4])}{' …' if len(names) > 4 else ''}): the network died after "
+           "training started")
+    from ._signals import per_step, weight_update_ratios
+
+    before = per_step(weight_update_ratios(run), "max")
+    causes = [("dying-relu", 0.6), ("lr-too-high", 0.4), ("code-bug", 0.15)]
+    steps = run.series[run.names("grad_norm")[0]].steps
+    if before is not None and len(before) == len(steps):
+        early = before[(steps < onset) & np.isfinite(before)]
+        if early.size and float(early.max()) >= 0.1:
+            ev["update_ratio_before"] = float(early.max())
+            msg += f", after updates of {fmt(float(early.max()))} of the weights per step"
+            causes = [("lr-too-high", 0.75), ("dying-relu", 0.55)]
+    return [r.finding(step=onset, step_end=int(steps[-1]), message=msg, evidence=ev, causes=causes)]
 
 
 @rule("G007", "warning", causes=("optimization-difficulty", "vanishing-gradient", "wrong-optimizer-settings"))

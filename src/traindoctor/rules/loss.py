@@ -53,7 +53,8 @@ def lr_raised(run: Run, lo: int, hi: int) -> dict | None:
     v, st = lr.values, lr.steps
     gap = int(np.median(np.diff(st))) if len(st) > 2 else 0
     for i in range(1, len(v)):
-        if lo - gap <= st[i] <= hi and v[i - 1] > 0 and np.isfinite(v[i]) and v[i] >= 3 * v[i - 1]:
+        # the LR is sampled every few steps: the step-up lies anywhere between two samples
+        if lo - gap <= st[i] <= hi + gap and v[i - 1] > 0 and np.isfinite(v[i]) and v[i] >= 3 * v[i - 1]:
             return {"step": int(st[i]), "factor": float(v[i] / v[i - 1]), "from": float(v[i - 1]), "to": float(v[i])}
     return None
 
@@ -679,6 +680,9 @@ def stalled(run: Run, r: Rule) -> list[Finding]:
     floor_bar = 0.3 * chance[0] if chance else 0.5 * start
     if not (drop >= 0.05 and plateau_frac >= 0.4 and level >= floor_bar):
         return []
+    head = s.values[: int(min(200, max(20, 0.05 * len(s))))]
+    if math.isfinite(s.values[0]) and s.values[0] > 0 and np.nanmax(np.where(np.isfinite(head), head, -np.inf)) >= 10 * s.values[0]:
+        return []  # it fell from an early blow-up (L002): that peak is not the level the run reached
     lr = run.get("lr")
     if lr is not None:
         during = lr.values[(lr.steps >= steps[last_gain]) & np.isfinite(lr.values) & (lr.values > 0)]

@@ -27,7 +27,8 @@ def double_softmax(run: Run, r: Rule) -> list[Finding]:
 
     Evidence:
         The loss's autograd graph at the first step: NllLoss ← LogSoftmax ← Softmax, and the
-        softmax module named.
+        softmax module named; or the traced first step, where a softmax (through casts and
+        shape-only operations, e.g. under autocast) feeds cross-entropy.
 
     Example:
         ``nn.Sequential(nn.Linear(64, 10), nn.Softmax(dim=1))`` with ``nn.CrossEntropyLoss()``.
@@ -46,6 +47,17 @@ def double_softmax(run: Run, r: Rule) -> list[Finding]:
             msg = f"the model's softmax{where} feeds CrossEntropyLoss, which applies log-softmax again"
             return [r.finding(step=e.step, step_end=None, message=msg, evidence={**e.data, **_traced_site(run, "softmax")},
                               causes=[("double-softmax", 0.95)])]
+    # the traced first step sees it where the autograd graph does not (autocast puts a cast between
+    # the softmax and the loss; shape-only operations too)
+    for g in _graphs(run):
+        for lf in g.get("losses") or []:
+            head = lf.get("head") or {}
+            if lf.get("kind") == "cross_entropy" and head.get("op") == "softmax":
+                mod = head.get("module")
+                where = f" `{mod}`" if mod else ""
+                msg = f"the model's softmax{where} feeds {_loss_label(lf)}, which applies log-softmax again"
+                ev = {"fault": "double_softmax", "module": mod, "seen_in": "first-step trace", **_head_site(head)}
+                return [r.finding(step=0, step_end=None, message=msg, evidence=ev, causes=[("double-softmax", 0.95)])]
     return []
 
 
@@ -100,6 +112,14 @@ def unstable_loss_formula(run: Run, r: Rule) -> list[Finding]:
         return [r.finding(step=e.step, step_end=None, message=msg, evidence={**e.data, **site},
                           causes=[("numerically-unstable-loss", 0.7)])]
     for g in _graphs(run):
+        for lf in g.get("losses") or []:
+            head = lf.get("head") or {}
+            if lf.get("kind") == "bce" and head.get("op") == "sigmoid":
+                mod = head.get("module")
+                msg = f"sigmoid{f' `{mod}`' if mod else ''} feeds {_loss_label(lf)}: use BCEWithLogitsLoss on the logits"
+                ev = {"fault": "sigmoid_bce", "module": mod, "seen_in": "first-step trace", **_head_site(head)}
+                return [r.finding(step=0, step_end=None, message=msg, evidence=ev,
+                                  causes=[("numerically-unstable-loss", 0.7)])]
         for h in g.get("handwritten") or []:
             head = h.get("prob") or {}
             op = h.get("prob_op")
@@ -457,9 +477,10 @@ def _class_like(tgt: dict, pred_shape: list) -> str | None:
     per_sample = len(tshape) <= 1 or (len(tshape) == 2 and tshape[1] == 1)
     if cols > 1 and per_sample:
         return f"the model has {cols} outputs per sample and the targets one integer each"
-    dense = lo == 0 and hi <= 100 and k >= 0.5 * (hi + 1)
+    # a first batch of 16 can miss class 0: labels from 0 or 1 up, most values present
+    dense = lo <= 1 and hi <= 100 and k >= 0.5 * (hi + 1)
     if tgt.get("cast_from") and dense:
-        return f"the targets are {tgt['cast_from']} labels 0…{int(hi)} (first batch) cast to float"
+        return f"the targets are {tgt['cast_from']} labels {int(lo)}…{int(hi)} (first batch) cast to float"
     return None
 
 
