@@ -267,7 +267,7 @@ OPERATORS: dict[str, Operator] = {o.name: o for o in (
              _big_on_tiny, doc="256-wide MLP on 30–60 training samples for ~400 steps"),
     Operator("few-epochs", "undertrained", frozenset({"L012", "L010", "V006"}), _ANY, _few_epochs,
              doc="training stopped after one epoch"),
-    Operator("batch-size-1", "batch-too-small", frozenset({"L004", "L003"}), _NOT_LM, _bs1,
+    Operator("batch-size-1", "batch-too-small", frozenset({"L004", "L003", "M014"}), _NOT_LM, _bs1,
              doc="batch size 1 with the learning rate of the original batch"),
     Operator("fp16-overflow", "precision-overflow", frozenset({"M007", "L001"}),
              lambda t, hp: t.name in ("diabetes_reg", "friedman_reg"), _fp16_overflow,

@@ -32,14 +32,19 @@ from .spec import Spec
 HERE = Path(__file__).resolve().parent
 DEFAULT_CACHE = HERE / ".runs"
 ASSETS = HERE / ".assets"
-SRC = HERE.parent.parent / "src" / "traindoctor"
+def _src() -> Path:
+    """The traindoctor package the runs import (a snapshot on PYTHONPATH wins over the checkout)."""
+    import traindoctor
+
+    return Path(traindoctor.__file__).resolve().parent
 RUN_TIMEOUT = 240
 
 
 def measure_version() -> str:
     """Hash of the code that decides what a live run records (not the rules that judge it)."""
     h = hashlib.sha256()
-    files = sorted((SRC / "watch").glob("*.py")) + sorted((SRC / "checks").glob("*.py"))
+    src = _src()
+    files = sorted((src / "watch").glob("*.py")) + sorted((src / "checks").glob("*.py"))
     for f in files:
         h.update(f.name.encode())
         h.update(f.read_bytes())

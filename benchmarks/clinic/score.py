@@ -7,8 +7,8 @@ Every run is judged from what it left behind, the way a user would judge it:
 * ``log``: ``traindoctor diagnose`` on the plain CSV log the script wrote;
 * each third-party log tool (``tools.py``) on the same CSV.
 
-A healthy run counts only if it trained (its validation metric is within reach of the task's
-typical healthy run); otherwise it is listed as discarded, not scored. A faulty run of an
+A healthy run counts only if it trained (see :func:`healthy_status`); otherwise it is listed as
+discarded, not scored. A faulty run of an
 ``outcome`` operator counts only if the fault measurably hurt it against its healthy twin
 (crash, non-finite loss, 3 points of accuracy, or a validation loss 1.5× + 0.1 above the twin's
 where there is an accuracy, 1.2× + 0.02 where there is none); the others are
@@ -32,6 +32,7 @@ import numpy as np
 from .faults import OPERATORS
 from .population import split
 from .spec import Spec
+from .tasks import TASKS
 
 SEVERE = ("warning", "error")
 
@@ -101,17 +102,27 @@ def val_series(run_dir: Path) -> list[float]:
 
 def healthy_status(specs: list[Spec], results: dict[str, dict], cache: Path | None = None
                    ) -> dict[str, tuple[str, str]]:
-    """healthy | discarded, with the reason, for every healthy spec."""
+    """healthy | discarded, with the reason, for every healthy spec.
+
+    A drawn run is healthy only if it trained: its validation metric is within reach of the task's
+    good runs (accuracy within 8 points of the task's 75th percentile, and for single-label
+    classification at least halfway from chance to perfect; or a validation loss at most 1.5× the
+    task's 25th percentile + 0.05), it did not end well above its own best validation loss
+    (something to fix after all: early stopping), and it finished.
+    """
     by_task: dict[str, list[Spec]] = defaultdict(list)
     for s in specs:
         if s.healthy:
             by_task[s.task].append(s)
     out: dict[str, tuple[str, str]] = {}
-    for ss in by_task.values():
+    for task, ss in by_task.items():
+        t = TASKS[task]
         accs = [a for s in ss if (a := _metric(results.get(s.id, {}))[1]) is not None]
         losses = [v for s in ss if (v := _metric(results.get(s.id, {}))[0]) is not None]
-        med_acc = float(np.median(accs)) if accs else None
-        med_loss = float(np.median(losses)) if losses else None
+        ref_acc = float(np.percentile(accs, 75)) if accs else None
+        ref_loss = float(np.percentile(losses, 25)) if losses else None
+        classes = 2 if t.kind == "binary" else t.n_classes if t.kind in ("multiclass", "multitask") else None
+        floor = (1 / classes + 0.5 * (1 - 1 / classes)) if classes else None
         for s in ss:
             rec = results.get(s.id)
             if rec is None or rec.get("exit_code") != 0:
@@ -121,12 +132,13 @@ def healthy_status(specs: list[Spec], results: dict[str, dict], cache: Path | No
             o = rec.get("outcome") or {}
             if vl is None or not _finite(o.get("train_loss")):
                 out[s.id] = ("discarded", "non-finite outcome")
-            elif med_acc is not None and va is not None and va < med_acc - 0.08:
-                out[s.id] = ("discarded", f"val_acc {va:.3f} far below the task's median {med_acc:.3f}")
-            elif med_acc is None and med_loss is not None and vl > 1.5 * med_loss + 0.05:
-                out[s.id] = ("discarded", f"val_loss {vl:.3g} far above the task's median {med_loss:.3g}")
+            elif ref_acc is not None and va is not None and va < ref_acc - 0.08:
+                out[s.id] = ("discarded", f"val_acc {va:.3f} far below the task's good runs ({ref_acc:.3f})")
+            elif floor is not None and va is not None and va < floor:
+                out[s.id] = ("discarded", f"val_acc {va:.3f}: not halfway from chance to perfect ({floor:.3f})")
+            elif va is None and ref_loss is not None and vl > 1.5 * ref_loss + 0.05:
+                out[s.id] = ("discarded", f"val_loss {vl:.3g} far above the task's good runs ({ref_loss:.3g})")
             elif cache is not None and (vs := val_series(cache / s.id)) and vs[-1] > 1.2 * min(vs) + 0.01:
-                # something to fix after all: it ended well above its best validation (early stopping)
                 out[s.id] = ("discarded", f"overfits: val_loss ended at {vs[-1]:.3g}, its best was {min(vs):.3g}")
             else:
                 out[s.id] = ("healthy", "")

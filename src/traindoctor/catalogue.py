@@ -73,6 +73,7 @@ SYMPTOMS: dict[str, Symptom] = {s.code: s for s in (
     Symptom('V006', 'unconfident-predictions', 'predicted class probabilities cluster near uniform (near 0.5 for binary): the classifier has not separated the classes yet'),
     Symptom('V007', 'eval-mode-gap', 'loss in eval mode far above loss in train mode on the same data: BatchNorm running statistics or dropout misused'),
     Symptom('V008', 'eval-in-train-mode', 'validation computed while dropout or BatchNorm modules were in training mode (no model.eval()): the validation numbers are noisy and biased, and BatchNorm running statistics absorb the validation batches'),
+    Symptom('V009', 'regularization-gap', 'the same training batch scores far worse in train mode (dropout and other noise active) than in eval mode, and the train-mode loss stays far from fitting: regularisation, not capacity, keeps the model from learning what it can represent'),
     Symptom('D001', 'nonfinite-inputs', 'NaN/Inf in inputs or targets; name sample ids'),
     Symptom('D002', 'unnormalized-inputs', 'input features far from zero mean / unit scale (e.g. raw pixels in [0, 255])'),
     Symptom('D003', 'unnormalized-targets', 'regression targets on a large scale (e.g. ~10 000)'),

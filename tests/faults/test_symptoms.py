@@ -206,3 +206,12 @@ def test_healthy_suite_is_silent(name):
     r = watch(name)
     assert r.exit_code == 0
     assert r.diagnosis.findings == [], [f.message for f in r.diagnosis.findings]
+
+
+def test_v009_dropout_keeps_the_model_from_fitting_its_own_batches():
+    f = findings("heavy_dropout")
+    v = f["V009"].evidence
+    assert v["train_mode_loss"] >= 1.5 * v["eval_mode_loss"] and v["train_mode_loss"] >= 0.5 * v["scale"]
+    assert top("heavy_dropout") == "over-regularization"
+    # a model with moderate dropout that converges has a wide ratio too, but both losses are small
+    assert "V009" not in {x.code for x in watch("healthy_bn_dropout").diagnosis.findings}

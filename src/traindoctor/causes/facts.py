@@ -203,9 +203,10 @@ class Facts:
 
     @property
     def has_squash(self) -> bool | None:
+        """Sigmoid/tanh modules or calls — recurrent layers count: their tanh and gates are inside."""
         if not self.traced:
             return None
-        return bool(self.module_types & SQUASH_MODULES or self.op_names & SQUASH_OPS)
+        return bool(self.module_types & SQUASH_MODULES or self.op_names & SQUASH_OPS or self.recurrent)
 
     @property
     def has_batchnorm(self) -> bool | None:
@@ -283,11 +284,10 @@ class Facts:
         base = float(np.median(v[: max(1, v.size // 5)]))
         return float(v.max() / base) if base > 0 else None
 
-    @cached_property
-    def dead_max(self) -> float | None:
-        """The largest late dead-unit fraction measured in any ReLU module (None: not measured)."""
+    def _late_max(self, prefix: str) -> float | None:
+        """The largest late (median of the last half) value among the series under ``prefix``."""
         vals = []
-        for n in self.run.names("dead_frac"):
+        for n in self.run.names(prefix):
             v = self.run.series[n].values
             v = v[np.isfinite(v)]
             if v.size:
@@ -295,14 +295,14 @@ class Facts:
         return max(vals) if vals else None
 
     @cached_property
+    def dead_max(self) -> float | None:
+        """The largest late dead-unit fraction measured in any ReLU module (None: not measured)."""
+        return self._late_max("dead_frac")
+
+    @cached_property
     def saturated_max(self) -> float | None:
-        vals = []
-        for n in self.run.names("saturated_frac"):
-            v = self.run.series[n].values
-            v = v[np.isfinite(v)]
-            if v.size:
-                vals.append(float(np.median(v[v.size // 2:])))
-        return max(vals) if vals else None
+        """The largest late fraction of sigmoid/tanh outputs in their flat tails (None: not measured)."""
+        return self._late_max("saturated_frac")
 
     # ---------------------------------------------------------------- outcome
     @cached_property

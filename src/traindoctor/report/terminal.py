@@ -56,6 +56,10 @@ def render(diag: Diagnosis, file: IO[str] | None = None, *, title: str = "traind
             rest = diag.causes[max_causes:]
             if rest:
                 con.print("[dim]also possible: " + ", ".join(f"{c.id} ({c.confidence:.2f})" for c in rest) + "[/dim]")
+        for r in diag.ruled_out:
+            # a cause the findings pointed at that this run's own facts contradict
+            con.print(f"[dim]ruled out: {r.id} — {escape('; '.join(r.reasons))} (pointed at by "
+                      f"{', '.join(r.evidence)})[/dim]")
     for n in diag.notes:
         con.print(f"[dim]note: {escape(n)}[/dim]")
     for n in diag.not_judged:

@@ -175,3 +175,12 @@ def per_element(run: Run) -> Run:
     out.meta["notes"] = notes
     out.meta["loss_judged_per_element"] = n
     return out
+
+
+def recurrent(run: Run) -> bool:
+    """The traced model has a recurrent layer (RNN, LSTM, GRU): gradients there explode through time."""
+    for e in run.events_of("model_graph"):
+        mods = e.data.get("modules") if isinstance(e.data, dict) else None
+        if isinstance(mods, list) and any(isinstance(m, dict) and m.get("type") in ("RNN", "LSTM", "GRU") for m in mods):
+            return True
+    return False

@@ -201,7 +201,7 @@ def underfitting(run: Run, r: Rule) -> list[Finding]:
     return [r.finding(step=int(steps[0]), step_end=int(steps[-1]), message=msg, evidence=ev, causes=list(causes.items()))]
 
 
-@rule("V003", "warning", causes=("label-noise", "code-bug"))
+@rule("V003", "warning", causes=("label-noise", "code-bug", "over-regularization"))
 def train_flat_val_falls(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Finds a training loss that stays flat while the validation loss falls.
@@ -213,7 +213,10 @@ def train_flat_val_falls(run: Run, r: Rule) -> list[Finding]:
 
     Evidence:
         Training loss changes < 10 % over the evaluations and less than half as much as the
-        validation loss, which falls ≥ 10 % with a downward trend (Kendall τ ≤ −0.5).
+        validation loss, which falls ≥ 10 % with a downward trend (Kendall τ ≤ −0.5). Or, for a
+        classification loss: over the second half of the evaluations the training loss stays
+        ≥ 0.15× ln C above validation and ≥ 0.4× ln C itself while validation improved ≥ 10 %,
+        and the same batch does not score far lower in eval mode (that would be dropout: V009).
 
     Example:
         80 % of training labels shuffled: train 2.28 → 2.25, val 2.30 → 1.70.
@@ -232,12 +235,46 @@ def train_flat_val_falls(run: Run, r: Rule) -> list[Finding]:
     drop_tr = (float(tr[0]) - float(np.median(tr[-2:]))) / abs(float(tr[0])) if tr[0] else 0.0
     drop_va = (float(va[0]) - float(np.median(va[-2:]))) / abs(float(va[0])) if va[0] else 0.0
     if not (abs(drop_tr) < 0.1 and abs(drop_tr) < 0.5 * drop_va and drop_va >= 0.1 and _trend(va) <= -0.5):
-        return []
+        return _train_above_val(run, r, steps, tr, va)
     ev = {"train_first": float(tr[0]), "train_last": float(tr[-1]), "val_first": float(va[0]), "val_last": float(va[-1])}
     msg = (f"training loss flat ({fmt(float(tr[0]))} → {fmt(float(tr[-1]))}) while validation falls "
            f"({fmt(float(va[0]))} → {fmt(float(va[-1]))}): the training data or labels are suspect")
     return [r.finding(step=int(steps[0]), step_end=int(steps[-1]), message=msg, evidence=ev,
                       causes=[("label-noise", 0.65), ("code-bug", 0.3)])]
+
+
+def _train_above_val(run: Run, r: Rule, steps: np.ndarray, tr: np.ndarray, va: np.ndarray) -> list[Finding]:
+    """Training loss held well above validation for the whole second half while validation
+    improved: the training targets are harder than the validation targets — noisy training labels —
+    unless dropout explains it (the same batch measured in eval mode is far lower)."""
+    c, kind = run.meta.get("num_classes"), run.meta.get("loss_kind")
+    if kind in ("cross_entropy", "nll") and isinstance(c, int) and c >= 2:
+        scale, label = math.log(c), f"ln({c})"
+    elif kind in ("bce", "bce_logits"):
+        scale, label = math.log(2), "ln(2)"
+    else:
+        return []
+    h = len(va) // 2
+    if len(va) - h < 2:
+        return []
+    gap = float(np.median(tr[h:] - va[h:]))
+    level = float(np.median(tr[h:]))
+    gain = (float(va[0]) - float(va.min())) / float(va[0]) if va[0] > 0 else 0.0
+    if not (gap >= 0.15 * scale and level >= 0.4 * scale and gain >= 0.1):
+        return []
+    causes: list[tuple[str, float]] = [("label-noise", 0.65), ("code-bug", 0.2)]
+    em, tm = run.get("eval_mode_loss"), run.get("train_mode_loss")
+    ev = {"train_level": level, "val_level": float(np.median(va[h:])), "gap": gap, "scale": scale, "val_gain": gain}
+    if em is not None and tm is not None and len(em) == len(tm) and len(em):
+        with np.errstate(all="ignore"):
+            r_mode = float(np.nanmedian(em.values / tm.values))
+        ev["eval_over_train_mode"] = r_mode
+        if r_mode < 0.7:
+            return []  # the same batch scores far lower in eval mode: dropout, V009's case
+    msg = (f"the training loss stays {fmt(gap)} above validation over the second half ({fmt(level)} against "
+           f"{fmt(ev['val_level'])}, {fmt(gap / scale)}× {label}) while validation improved {gain * 100:.0f} %: the "
+           "training labels are harder to fit than the validation labels — noisy or misaligned training labels")
+    return [r.finding(step=int(steps[h]), step_end=int(steps[-1]), message=msg, evidence=ev, causes=causes)]
 
 
 @rule("V004", "error", causes=("lr-too-high", "code-bug", "label-noise"))
@@ -469,3 +506,63 @@ def eval_in_train_mode(run: Run, r: Rule) -> list[Finding]:
         return [r.finding(step=e.step, step_end=None, message=msg, evidence=dict(d),
                           causes=[("batchnorm-misuse", 0.85)])]
     return []
+
+
+@rule("V009", "warning", causes=("over-regularization",))
+def regularization_gap(run: Run, r: Rule) -> list[Finding]:
+    """What it does:
+        Compares the loss of the same training batch in train mode (dropout and other
+        training-only noise active) and in eval mode — the measurement V007 makes, read the other
+        way round.
+
+    Why is this bad?
+        When dropout (or noise) is so strong that the network cannot fit even the batch it is
+        training on, the training loss stays high, the gradients mostly teach the model to survive
+        the noise, and it ends far from what it could represent: underfitting by regularisation.
+
+    Evidence:
+        Sampled steps with both losses (models with dropout or BatchNorm): the train-mode loss
+        ≥ 1.5× the eval-mode loss and above it by ≥ 0.3× the chance loss ln C (or the first loss
+        when C is unknown), while the train-mode loss itself stays ≥ 0.5× that scale — for the
+        median of the last half of the samples and each of the last two.
+
+    Example:
+        ``nn.Dropout(0.9)`` after a 32-unit layer on digits: the same batch scores 1.6 in train
+        mode and 0.6 in eval mode; validation (eval mode) keeps improving, training cannot.
+
+    Use instead:
+        Lower dropout (0.1–0.3 for small models) and other noise; raise them again only once
+        validation shows overfitting.
+
+    Known false positives:
+        A converged model with moderate dropout has a train-mode loss several times its eval-mode
+        loss, but both are small: the ln C-scaled bars keep it out.
+    """
+    e, t = run.get("eval_mode_loss"), run.get("train_mode_loss")
+    if e is None or t is None or len(e) != len(t) or len(e) < 2:
+        return []
+    c = run.meta.get("num_classes")
+    kind = run.meta.get("loss_kind")
+    if kind in ("cross_entropy", "nll") and isinstance(c, int) and c >= 2:
+        scale, label = math.log(c), f"ln({c})"
+    elif kind in ("bce", "bce_logits"):
+        scale, label = math.log(2), "ln(2)"
+    else:
+        loss = run.get("loss")
+        first = float(loss.values[0]) if loss is not None and len(loss) and math.isfinite(loss.values[0]) else None
+        if first is None or first <= 0:
+            return []
+        scale, label = first, "the first loss"
+    with np.errstate(all="ignore"):
+        ratio = t.values / e.values
+        gap = t.values - e.values
+    if not (sustained(ratio, lambda x: x >= 1.5) and sustained(gap, lambda x: x >= 0.3 * scale)
+            and sustained(t.values, lambda x: x >= 0.5 * scale)):
+        return []
+    tm, em = float(np.median(late(t.values))), float(np.median(late(e.values)))
+    ev = {"train_mode_loss": tm, "eval_mode_loss": em, "ratio": tm / em if em else None, "scale": scale,
+          "scale_is": label}
+    msg = (f"the same batch scores {fmt(tm)} in train mode and {fmt(em)} in eval mode: with dropout active the model "
+           f"cannot fit even the batch it trains on ({fmt(tm / scale)}× {label})")
+    return [r.finding(step=int(t.steps[len(t) // 2]), step_end=int(t.steps[-1]), message=msg, evidence=ev,
+                      causes=[("over-regularization", 0.75)])]

@@ -8,7 +8,7 @@ import numpy as np
 from ..findings import Finding
 from ..run import Run
 from . import Rule, rule
-from ._signals import per_step, weight_layers, weight_update_ratios, zero_weights
+from ._signals import per_step, recurrent, weight_layers, weight_update_ratios, zero_weights
 from ._stats import fmt, late, nanmedian, sustained
 
 
@@ -85,6 +85,11 @@ def exploding_gradients(run: Run, r: Rule) -> list[Finding]:
     if worst:
         msg += f", most in `{worst}` ({fmt(worst_growth)}×)"
     causes = [("exploding-gradient", 0.6), ("lr-too-high", 0.55), ("bad-initialization", 0.15)]
+    if recurrent(run):
+        # a recurrent layer multiplies its gradient once per time step: the classic explosion through time
+        ev["recurrent"] = True
+        msg += "; the model is recurrent, where gradients multiply once per time step"
+        causes = [("exploding-gradient", 0.8), ("lr-too-high", 0.4), ("bad-initialization", 0.1)]
     return [r.finding(step=onset, step_end=int(g.steps[-1]), message=msg, evidence=ev, causes=causes)]
 
 
@@ -175,7 +180,11 @@ def _loss_drop(run: Run) -> float | None:
     return float((a - b) / a) if a > 0 else None
 
 
-@rule("G002", "warning", causes=("vanishing-gradient", "saturating-activation", "bad-initialization", "dying-relu"))
+@rule(
+    "G002",
+    "warning",
+    causes=("vanishing-gradient", "saturating-activation", "bad-initialization", "dying-relu", "exploding-gradient"),
+)
 def vanishing_gradients(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Compares the gradient reaching the first weight layer with the gradient at the last one.
@@ -221,11 +230,22 @@ def vanishing_gradients(run: Run, r: Rule) -> list[Finding]:
     causes: dict[str, float] = {"vanishing-gradient": 0.65, "bad-initialization": 0.2}
     sat = [float(np.median(late(run.series[k].values))) for k in run.names("saturated_frac")]
     dead = [float(np.median(late(run.series[k].values))) for k in run.names("dead_frac") if len(run.series[k])]
+    g = run.get("grad_norm")
+    growth = None
+    if g is not None and len(g) >= 4:
+        gv = g.values[np.isfinite(g.values)]
+        base = float(np.median(gv[: max(1, gv.size // 5)])) if gv.size else 0.0
+        growth = float(gv.max() / base) if base > 0 and gv.size else None
     if dead and max(dead) >= 0.5:
         # the gradient is cut by dead ReLUs (they pass none back), not thinned layer by layer
         causes = {"dying-relu": 0.55, "vanishing-gradient": 0.2}
         ev["max_dead_fraction"] = max(dead)
         msg += f"; {max(dead) * 100:.0f} % of a ReLU layer's units are dead and pass no gradient back"
+    elif growth is not None and growth >= 10:
+        # it vanished after it exploded: the weights grew until the sigmoid/tanh units saturated
+        causes = {"exploding-gradient": 0.5, "saturating-activation": 0.45, "vanishing-gradient": 0.25}
+        ev["grad_growth_before"] = growth
+        msg += f", after the gradient norm had grown {fmt(growth)}×: the units saturated"
     elif sat and max(sat) >= 0.3:
         causes["saturating-activation"] = 0.55
         ev["max_saturated_fraction"] = max(sat)
@@ -352,7 +372,11 @@ def update_ratio_low(run: Run, r: Rule) -> list[Finding]:
     return [r.finding(step=int(steps[0]), step_end=int(steps[-1]), message=msg, evidence=ev, causes=causes)]
 
 
-@rule("G006", "warning", causes=("code-bug", "bad-initialization", "dying-relu", "lr-too-high"))
+@rule(
+    "G006",
+    "warning",
+    causes=("code-bug", "bad-initialization", "dying-relu", "lr-too-high", "exploding-gradient", "saturating-activation"),
+)
 def no_gradient_flow(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Names the parameters the optimizer is asked to train that never receive a gradient
@@ -448,13 +472,17 @@ def _died(run: Run, r: Rule, died: dict[str, int]) -> list[Finding]:
 
     before = per_step(weight_update_ratios(run), "max")
     causes = [("dying-relu", 0.6), ("lr-too-high", 0.4), ("code-bug", 0.15)]
+    if recurrent(run):
+        # saturated tanh/gates pass exactly zero back once the recurrent weights blew up
+        causes = [("exploding-gradient", 0.6), ("saturating-activation", 0.4), ("lr-too-high", 0.35)]
     steps = run.series[run.names("grad_norm")[0]].steps
     if before is not None and len(before) == len(steps):
         early = before[(steps < onset) & np.isfinite(before)]
         if early.size and float(early.max()) >= 0.1:
             ev["update_ratio_before"] = float(early.max())
             msg += f", after updates of {fmt(float(early.max()))} of the weights per step"
-            causes = [("lr-too-high", 0.75), ("dying-relu", 0.55)]
+            causes = [("lr-too-high", 0.75), ("dying-relu", 0.55)] if not recurrent(run) else \
+                [("exploding-gradient", 0.65), ("lr-too-high", 0.55)]
     return [r.finding(step=onset, step_end=int(steps[-1]), message=msg, evidence=ev, causes=causes)]
 
 

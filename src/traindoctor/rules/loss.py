@@ -13,7 +13,14 @@ import numpy as np
 from ..findings import Finding
 from ..run import Run, Series
 from . import Rule, rule
-from ._signals import adversarial, best_layer_update_ratio, inputs_look_normalised, vanishing_ratio, zero_weights
+from ._signals import (
+    adversarial,
+    best_layer_update_ratio,
+    inputs_look_normalised,
+    recurrent,
+    vanishing_ratio,
+    zero_weights,
+)
 from ._stats import bin_medians, finite_prefix, fmt, kendall_tau, late, nanmedian, rel_iqr, segment, sustained
 
 MIN_POINTS = 20  # fewer finite loss points than this: no trend verdicts
@@ -129,6 +136,8 @@ def nonfinite_loss(run: Run, r: Rule) -> list[Finding]:
             if growth >= 10:
                 causes["lr-too-high"] = 0.8
                 causes["exploding-gradient"] = 0.45
+                if recurrent(run):  # the explosion through time of a recurrent layer
+                    causes["lr-too-high"], causes["exploding-gradient"] = 0.55, 0.75
     nf = _nonfinite_event(run)
     if nf.get("input_nonfinite"):
         inp = nf["input_nonfinite"]
@@ -212,6 +221,8 @@ def divergence(run: Run, r: Rule) -> list[Finding]:
 
 def _l002_causes(run: Run) -> list[tuple[str, float]]:
     causes = [("lr-too-high", 0.7), ("exploding-gradient", 0.35)]
+    if recurrent(run):
+        causes = [("lr-too-high", 0.55), ("exploding-gradient", 0.6)]
     if run.meta.get("loss_kind") in (None, "mse", "l1", "smooth_l1", "huber"):
         causes.append(("unnormalized-target", 0.1))
     return causes
