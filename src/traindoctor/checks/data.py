@@ -7,7 +7,8 @@ One implementation for two callers: the checkup streams a whole loader through a
 
 Costs: per batch, a handful of fused reductions over the batch (float64 sums per feature), one
 ``bincount`` of the labels; no per-sample Python except for the rows that are actually bad.
-Leakage hashes every sample once (BLAKE2b of its bytes).
+Leakage hashes every sample once (BLAKE2b of its bytes); a live run feeds it hashes computed off
+the training thread (``add_train_hashes``, ``add_val_hashes``).
 """
 from __future__ import annotations
 
@@ -388,9 +389,20 @@ class DataProfile:
 
 # ---------------------------------------------------------------------- leakage
 def sample_hashes(x: torch.Tensor) -> list[bytes]:
-    """One BLAKE2b digest per sample (row), over its dtype, shape and bytes."""
-    a = x.detach().cpu().contiguous().numpy()
-    head = f"{a.dtype}{a.shape[1:]}".encode()
+    """One BLAKE2b digest per sample (row), over its dtype, shape and bytes.
+
+    The same rows give the same digests whichever tensor or array holds them (a dataset's rows
+    and the batch the model receives), which is what lets a live run match the samples of a
+    validation forward against a training set hashed in the background. bfloat16, which NumPy
+    cannot hold, is hashed through its int16 bit pattern under its own name.
+    """
+    t = x.detach().cpu().contiguous()
+    if t.dtype == torch.bfloat16:
+        a = t.view(torch.int16).numpy()
+        head = f"bfloat16{a.shape[1:]}".encode()
+    else:
+        a = t.numpy()
+        head = f"{a.dtype}{a.shape[1:]}".encode()
     rows = a.reshape(a.shape[0], -1)
     return [hashlib.blake2b(head + r.tobytes(), digest_size=16).digest() for r in rows]
 
@@ -407,21 +419,39 @@ class Leakage:
     pairs: list[tuple[int, int]] = field(default_factory=list)
 
     def add_train(self, batch: Batch) -> None:
-        for h, i in zip(sample_hashes(batch.x), batch.ids):
+        self.add_train_hashes(sample_hashes(batch.x), batch.ids)
+
+    def add_train_hashes(self, hashes: list[bytes], ids: list[int]) -> None:
+        """Training samples already hashed (the live run hashes its training set off the training thread)."""
+        for h, i in zip(hashes, ids):
             if h in self._train:
                 self.train_internal_duplicates += 1
             else:
                 self._train[h] = i
-        self.train_samples += len(batch)
+        self.train_samples += len(hashes)
 
     def add_val(self, batch: Batch) -> None:
-        for h, i in zip(sample_hashes(batch.x), batch.ids):
+        self.add_val_hashes(sample_hashes(batch.x), batch.ids)
+
+    def add_val_hashes(self, hashes: list[bytes], ids: list[int]) -> None:
+        for h, i in zip(hashes, ids):
             j = self._train.get(h)
             if j is not None:
                 self.duplicates += 1
                 if len(self.pairs) < MAX_IDS:
                     self.pairs.append((i, j))
-        self.val_samples += len(batch)
+        self.val_samples += len(hashes)
+
+    @property
+    def distinct_train(self) -> int:
+        return len(self._train)
+
+    def train_coverage(self, hashes: set[bytes]) -> float:
+        """Fraction of the distinct training samples found among ``hashes``: near 1 when an
+        "evaluation" is a pass over the training set itself (train accuracy), not a validation."""
+        if not self._train:
+            return 0.0
+        return sum(1 for h in hashes if h in self._train) / len(self._train)
 
     def event(self) -> tuple[str, dict[str, Any]]:
         return ("data_leakage", {

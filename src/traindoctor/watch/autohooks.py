@@ -10,12 +10,18 @@ loader has no hook that tells which dataset indices form a batch, so the loader 
 index fetch is wrapped to remember them (one call per batch): that is how a NaN names its
 samples. Under mixed precision the tensor backpropagated is ``GradScaler.scale(loss)``, the loss
 times 65536 or so; nothing tells the scale at ``backward()``, so ``GradScaler.scale`` is wrapped
-to remember which output carries which loss (one call per step). Every wrapper calls the
-original unchanged and contains its own failures.
+to remember which output carries which loss (one call per step). A checkpoint that does not load
+(``load_state_dict(..., strict=False)`` matching none of the keys) has no hook either, and its only
+trace is a return value nobody reads, so ``nn.Module.load_state_dict`` is wrapped: after the
+original returns, the monitor records what it loaded (a few calls per run; a strict load that
+raises propagates unchanged and is not recorded). Every wrapper calls the original unchanged and
+contains its own failures; ``remove_listener`` puts every original back.
 """
 from __future__ import annotations
 
 import functools
+import os
+import sys
 import threading
 from collections import deque
 from typing import Any
@@ -92,6 +98,35 @@ def _wrap_scale(orig: Any) -> Any:
     return scale
 
 
+_orig_load_state_dict: Any = None
+_in_load = threading.local()
+_OWN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_EXAMPLES_DIR = _OWN_DIR + "examples" + os.sep
+
+
+def _load_state_dict(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+    # a load_state_dict override that calls super(), or loads its children itself: the outermost call only
+    if getattr(_in_load, "on", False):
+        return _orig_load_state_dict(self, *args, **kwargs)
+    _in_load.on = True
+    try:
+        result = _orig_load_state_dict(self, *args, **kwargs)  # raises as it would: nothing recorded then
+    finally:
+        _in_load.on = False
+    try:
+        caller = sys._getframe(1).f_code.co_filename
+        if _listeners and not (caller.startswith(_OWN_DIR) and not caller.startswith(_EXAMPLES_DIR)):
+            from .trace import user_site
+
+            strict = kwargs.get("strict", args[1] if len(args) > 1 else True)
+            site = user_site(1)
+            for m in list(_listeners):
+                m.on_state_dict_load(self, bool(strict), result, site)
+    except Exception:  # noqa: BLE001 - never break the load
+        pass
+    return result
+
+
 def _backward(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
     for m in _listeners:
         m.on_backward(self)
@@ -123,6 +158,8 @@ def _next(self: Any) -> Any:
                 m.set_batch_ids(ids)
                 if m.wants_batches:
                     m.set_loader_batch(data, getattr(self, "_dataset", None))
+                if m.wants_batch_source:
+                    m.set_batch_source(data, getattr(self, "_dataset", None))
     except Exception:  # noqa: BLE001
         pass
     return data
@@ -130,7 +167,7 @@ def _next(self: Any) -> Any:
 
 def add_listener(monitor: Monitor) -> None:
     """Route backward() and loader batches to ``monitor`` (patches installed on first use)."""
-    global _orig_backward, _orig_next_index, _orig_next
+    global _orig_backward, _orig_next_index, _orig_next, _orig_load_state_dict
     if not _listeners:
         from torch.utils.data import dataloader as dl
 
@@ -150,6 +187,9 @@ def add_listener(monitor: Monitor) -> None:
         for cls in _grad_scaler_classes():
             _orig_scale[cls] = cls.__dict__["scale"]
             cls.scale = _wrap_scale(_orig_scale[cls])  # type: ignore[method-assign]
+        _orig_load_state_dict = nn.Module.load_state_dict
+        functools.update_wrapper(_load_state_dict, _orig_load_state_dict)  # its signature and docstring
+        nn.Module.load_state_dict = _load_state_dict  # type: ignore[method-assign]
     _listeners.append(monitor)
 
 
@@ -170,6 +210,7 @@ def remove_listener(monitor: Monitor) -> None:
         for cls, orig in _orig_scale.items():
             cls.scale = orig  # type: ignore[method-assign]
         _orig_scale.clear()
+        nn.Module.load_state_dict = _orig_load_state_dict  # type: ignore[method-assign]
 
 
 class AutoWatch:
@@ -216,6 +257,8 @@ class AutoWatch:
                     self.monitor.candidates.append(module)
                 if module.training:
                     self.monitor._last_inputs[id(module)] = (args, {})
+                    if not self.monitor._precision_seen:
+                        self.monitor.note_first_forward(module)
                     if self.monitor._trace_state == "pending":
                         self.monitor.begin_trace(module, args, {})
                     if isinstance(module, nn.modules.loss._Loss):

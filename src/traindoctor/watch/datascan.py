@@ -22,6 +22,13 @@ floating point and complex (integers cannot be non-finite).
 Cost: the plan reads a few rows on the training thread, once. The scan runs in a daemon thread in
 chunks of ``CHUNK_BYTES`` with NumPy reductions (which release the GIL and leave torch's
 intra-op thread pool alone), and stops after ``MAX_SCAN_BYTES`` (the result says how far it got).
+
+The same thread then hashes every row of the array the model receives as its input (``hash_rows``,
+any dtype, bounded by the same budget): the training side of a live train/validation leakage check
+(``checks.data.Leakage``), so the validation samples of the first evaluation can be matched against
+the whole training set rather than the few batches the data profile sees. The array is hashed only
+when the model's input at the first step is the loader's batch element itself (not reshaped or
+rescaled in the loop): the hashes must be of the bytes the model receives.
 """
 from __future__ import annotations
 
@@ -57,6 +64,11 @@ class ScanPlan:
     arrays: list[_Array] = field(default_factory=list)
     chain: list[Any] = field(default_factory=list)  # Subset indices, outermost first
     ids: str = "dataset indices"
+    # the array whose rows are the model's input, any dtype, and the dtype the model receives them in
+    hash_array: _Array | None = None
+    hash_dtype: Any = None
+    # why nothing is scanned for NaN when only ``hash_array`` was found (integer inputs)
+    skipped: str | None = None
 
 
 def _floating(a: Any) -> bool:
@@ -106,8 +118,23 @@ def _elements(batch: Any) -> list[tuple[str, Any]]:
     return []
 
 
-def plan_for_loader(dataset: Any, batch: Any, ids: list[int] | None) -> ScanPlan | str:
-    """A plan for the loader's dataset, verified against its first batch; else why there is none."""
+def _is_model_input(e: torch.Tensor, model_input: Any) -> bool:
+    """The batch element is what the model received: the same tensor, or equal values of the same
+    dtype and shape (``xb.to(device)``). Read once, at the first step."""
+    if not isinstance(model_input, torch.Tensor):
+        return False
+    if e is model_input:
+        return True
+    if e.dtype != model_input.dtype or tuple(e.shape) != tuple(model_input.shape):
+        return False
+    return bool(torch.equal(e.detach(), model_input.detach().to(e.device)))
+
+
+def plan_for_loader(dataset: Any, batch: Any, ids: list[int] | None, model_input: Any = None) -> ScanPlan | str:
+    """A plan for the loader's dataset, verified against its first batch; else why there is none.
+
+    ``model_input``: the tensor the model received at that step; the array matching the batch
+    element that is this tensor becomes ``hash_array`` (hashed for the leakage check)."""
     from torch.utils.data import IterableDataset, Subset, TensorDataset
 
     if dataset is None or isinstance(dataset, IterableDataset):
@@ -160,14 +187,19 @@ def plan_for_loader(dataset: Any, batch: Any, ids: list[int] | None) -> ScanPlan
             if not _same(a[vrows], e_rows):
                 continue
             used.add(id(a))
+            name = name if isinstance(base, TensorDataset) else f"{kind}.{name}"
+            if plan.hash_array is None and _is_model_input(e, model_input):
+                plan.hash_array, plan.hash_dtype = _Array(where, name, a, _row_bytes(a)), e.dtype
             if _floating(a):
-                name = name if isinstance(base, TensorDataset) else f"{kind}.{name}"
                 plan.arrays.append(_Array(where, name, a, _row_bytes(a)))
             break
     if not plan.arrays:
         if elsewhere:
             return f"{source}: its tensors are on {', '.join(elsewhere)}, not in host memory"
-        return f"{source}: no floating-point array of it matches the loader's batch"
+        reason = f"{source}: no floating-point array of it matches the loader's batch"
+        if plan.hash_array is None:
+            return reason
+        plan.skipped = reason  # integer inputs: nothing can be non-finite, the rows are still hashed
     return plan
 
 
@@ -183,18 +215,31 @@ def _base_rows(t: Any) -> Any:
 
 
 def plan_for_slices(x: Any, y: Any) -> ScanPlan | None:
-    """Batches cut from one tensor by basic slicing: scan the tensor (rows are the ids)."""
+    """Batches cut from one tensor by basic slicing: scan the tensor (rows are the ids). ``x`` is the
+    model's input, so the tensor it is cut from is also the one hashed for the leakage check."""
     arrays = []
     rows = None
+    hashed = None
     for where, t in (("inputs", x), ("targets", y)):
         b = _base_rows(t)
-        if b is None or not _floating(b) or (rows is not None and b.shape[0] != rows):
+        if b is None or (rows is not None and b.shape[0] != rows):
+            continue
+        if where == "inputs":
+            hashed = _Array(where, "tensor sliced by hand", b, _row_bytes(b))
+        if not _floating(b):
             continue
         rows = int(b.shape[0])
         arrays.append(_Array(where, "tensor sliced by hand", b, _row_bytes(b)))
-    if not arrays:
+    if hashed is not None and rows is None:
+        rows = int(hashed.data.shape[0])
+    if not arrays and hashed is None:
         return None
-    return ScanPlan("tensor sliced by hand", int(rows or 0), arrays, ids="rows of the sliced tensor")
+    plan = ScanPlan("tensor sliced by hand", int(rows or 0), arrays, ids="rows of the sliced tensor")
+    if hashed is not None:
+        plan.hash_array, plan.hash_dtype = hashed, hashed.data.dtype
+    if not arrays:
+        plan.skipped = "tensor sliced by hand: not floating point"
+    return plan
 
 
 def _as_numpy(a: Any) -> Any:
@@ -219,10 +264,7 @@ def run_scan(plan: ScanPlan, max_bytes: int | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     if max_bytes is None:
         max_bytes = MAX_SCAN_BYTES
-    index = None
-    for idx in plan.chain:  # outermost first: position → row of the next dataset down
-        arr = np.asarray(idx.cpu().numpy() if isinstance(idx, torch.Tensor) else idx, dtype=np.int64)
-        index = arr if index is None else arr[index]
+    index = _position_index(plan)
     per_row = sum(a.nbytes_row for a in plan.arrays)
     limit = plan.rows if per_row == 0 else min(plan.rows, max(1, max_bytes // per_row))
     out_arrays = []
@@ -252,3 +294,46 @@ def run_scan(plan: ScanPlan, max_bytes: int | None = None) -> dict[str, Any]:
     return {"source": plan.source, "ids": plan.ids, "rows": plan.rows, "rows_scanned": int(limit),
             "complete": limit >= plan.rows, "bytes": int(read), "seconds": round(time.perf_counter() - t0, 4),
             "arrays": out_arrays}
+
+
+def _position_index(plan: ScanPlan) -> Any:
+    """Loader position → row of the arrays, through the Subset chain (None: the identity)."""
+    index = None
+    for idx in plan.chain:  # outermost first: position → row of the next dataset down
+        arr = np.asarray(idx.cpu().numpy() if isinstance(idx, torch.Tensor) else idx, dtype=np.int64)
+        index = arr if index is None else arr[index]
+    return index
+
+
+def hash_rows(plan: ScanPlan, max_bytes: int | None = None) -> dict[str, Any] | None:
+    """The plan's model-input array hashed row by row (``sample_hashes``, in the dtype the model
+    receives), as a ``Leakage`` holding the training side, up to ``max_bytes`` (default
+    ``MAX_SCAN_BYTES``) read in order. Runs in the scan's thread; between chunks it yields the GIL,
+    since the per-row loop is Python and the training thread must not wait on it."""
+    from ..checks.data import Leakage, sample_hashes
+
+    a = plan.hash_array
+    if a is None:
+        return None
+    t0 = time.perf_counter()
+    if max_bytes is None:
+        max_bytes = MAX_SCAN_BYTES
+    index = _position_index(plan)
+    limit = plan.rows if a.nbytes_row == 0 else min(plan.rows, max(1, max_bytes // a.nbytes_row))
+    data = _as_numpy(a.data)
+    step = max(1, min(4096, CHUNK_BYTES // max(a.nbytes_row, 1)))
+    leak = Leakage()
+    for p0 in range(0, limit, step):
+        p1 = min(limit, p0 + step)
+        if index is None:
+            block = data[p0:p1]
+        else:
+            rows = index[p0:p1]
+            block = data[torch.from_numpy(rows)] if isinstance(data, torch.Tensor) else data[rows]
+        t = block if isinstance(block, torch.Tensor) else torch.as_tensor(np.ascontiguousarray(block))
+        if plan.hash_dtype is not None and t.dtype != plan.hash_dtype:
+            t = t.to(plan.hash_dtype)
+        leak.add_train_hashes(sample_hashes(t), list(range(p0, p1)))
+        time.sleep(0)
+    return {"leak": leak, "rows": int(limit), "complete": limit >= plan.rows, "ids": plan.ids,
+            "seconds": round(time.perf_counter() - t0, 4)}

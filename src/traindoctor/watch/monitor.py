@@ -16,6 +16,24 @@ Cost discipline (the doctor must cost ≤ 2 % of a step at the default cadence):
 Under a ``GradScaler`` the tensor backpropagated is the loss times the scale; the wrapped
 ``GradScaler.scale`` tells which tensor carries which loss, and the loss is recorded unscaled.
 
+Faults no curve shows are recorded as facts for the rules, each at a moment that costs nothing on
+the other steps:
+
+* ``state_dict_load`` (every ``load_state_dict``, through the wrapper in ``autohooks.py``) and
+  ``frozen_init`` (once, at the first optimizer step: frozen weights still at PyTorch's default
+  initialisation): a checkpoint that never loaded under a frozen backbone (M013);
+* ``eval_train_mode``: at an evaluation (a loss computed with gradients off), dropout/BatchNorm
+  still in training mode; a few attribute reads once per evaluation, recorded once (V008);
+* ``stale_grad``: on sampled steps, the gradients the first ``backward()`` after an optimizer step
+  finds not cleared, one fused norm (G008);
+* functional ReLU/sigmoid/tanh (``F.relu``, ``x.tanh()``), which have no module to hook: measured
+  by the first step's trace, then on sampled steps by ``trace.ActivationProbe``, a torch-function
+  mode armed for that one forward (``dead_frac/relu@train.py:23``; A001/A002);
+* ``data_leakage`` (``live: True``): the training set hashed by the dataset scan's thread (or the
+  data window's batches), the first evaluation's inputs hashed when its loss is computed (D006);
+* the loss's dtype at a non-finite loss and ``meta["precision"]`` (parameter dtypes, autocast at
+  the first training forward): an overflow of float16 (L001's precision-overflow).
+
 When the loss turns non-finite, the weights that produced it are still untouched (the loss is
 caught at ``backward()``, before ``optimizer.step()``), so the monitor replays that forward pass
 once, with the RNG and module buffers saved and restored, to name the first module whose output
@@ -29,6 +47,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 import sys
 import threading
 import time
@@ -204,12 +223,45 @@ def _tensors(obj: Any) -> list[torch.Tensor]:
     return []
 
 
+def _dtype_name(dt: torch.dtype) -> str:
+    return str(dt).replace("torch.", "")
+
+
+def _param_dtypes(models: Iterable[nn.Module]) -> list[str]:
+    return sorted({_dtype_name(p.dtype) for m in models for p in m.parameters()})
+
+
+def _region(t: torch.Tensor) -> tuple[int, int, int] | None:
+    """The element range of ``t``'s rows in its storage: (storage, first, end)."""
+    if t.dim() < 1 or t.shape[0] == 0 or t.stride(0) <= 0:
+        return None
+    start = t.storage_offset()
+    return t.untyped_storage().data_ptr(), start, start + (t.shape[0] - 1) * t.stride(0) + 1
+
+
+def _site_text(site: tuple[str, int] | None) -> str | None:
+    return f"{site[0]}:{site[1]}" if site else None
+
+
+# weight layers whose default initialisation (kaiming_uniform_, a=√5) is U(−1/√fan_in, 1/√fan_in)
+_DEFAULT_INIT_LAYERS: tuple[type, ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
 DEFAULT_CADENCE = 50  # sampled steps: keeps the watcher under 2 % of a step (benchmarks/overhead.py)
 # the data seen live: the first PROFILE_STEPS steps, extended until PROFILE_SAMPLES samples (at most
 # PROFILE_MAX_STEPS steps); afterwards nothing is measured per batch
 PROFILE_STEPS, PROFILE_SAMPLES, PROFILE_MAX_STEPS = 20, 1024, 100
 # the inputs' scale is measured on the first few batches (the costly part); labels and NaN rows on all
 PROFILE_INPUT_BATCHES = 4
+# gradients not cleared between optimizer steps: backward() calls looked at after a sampled step (on an
+# accelerator, where nothing is read on the training thread, the check cannot stop early at a clean one)
+STALE_CHECKS = 8
+# the training samples hashed from the data window when the dataset itself is not hashed, and the
+# validation samples of the first evaluation: bounded (hashing runs on the training thread)
+LEAK_WINDOW_BYTES = 64 << 20
+LEAK_VAL_BYTES, LEAK_VAL_ROWS = 64 << 20, 100_000
+# an "evaluation" holding this much of the training set is a pass over the training data, not a validation
+LEAK_TRAIN_PASS = 0.9
 # the findings a first step can show, announced the moment they are known
 CONFIG_CODES = ("M001", "M002", "M003", "M008", "M009", "M010", "D001", "D002", "D003", "D004", "D005", "D007")
 
@@ -290,6 +342,40 @@ class Monitor:
         self._scan_state = "pending"  # pending → running → done
         self._scan_thread: threading.Thread | None = None
         self._scan_result: dict[str, Any] | None = None
+        # load_state_dict calls seen before the models are known, named once they are:
+        # (weak reference to the module, its class name, the event's data, step)
+        self._loads: list[tuple[Any, str, dict[str, Any], int]] = []
+        self._first_step_done = False  # frozen_init and the parameters' dtypes: once, at the first step
+        self._precision_seen = False  # autocast at the model's first training forward
+        # evaluation in training mode (V008): once per run, looked at once per evaluation
+        self._eval_mode_done = False
+        self._eval_checked = False
+        self._train_only: dict[int, list[tuple[str, nn.Module]]] = {}
+        # the last forward with gradients off, a reference (never a copy), dropped at its loss call
+        self._eval_input: tuple[nn.Module, tuple, dict] | None = None
+        # gradients not cleared between optimizer steps (G008), looked at on sampled steps
+        self._stale: dict[str, Any] | None = None
+        # functional activations measured on sampled steps: (op, file, line) → series suffix
+        self._probe_sites: dict[tuple[str, str, int], str] = {}
+        self._probe: Any = None
+        self._trace_step = 0
+        # train/validation leakage: the training side (a Leakage), hashed by the scan's thread or from
+        # the data window; the first evaluation's validation samples; then one event
+        self._leak_train: Any = None
+        self._leak_train_info: dict[str, Any] = {}
+        self._leak_window: Any = None
+        self._leak_window_bytes = 0
+        self._hash_result: dict[str, Any] | None = None
+        self._leak_state = "waiting"  # waiting → collecting → collected → done
+        self._leak_val: list[tuple[bytes, int]] = []
+        self._leak_val_bytes = 0
+        self._leak_val_step = 0
+        self._leak_val_positions = 0
+        self._leak_skipped = 0  # evaluation samples recognised as the training data itself
+        self._train_regions: list[tuple[int, int, int]] = []  # (storage, first, end) element ranges
+        self._train_dataset: Any = None  # weak reference to the training loader's dataset
+        self._src_batch: tuple[Any, Any, list[int] | None] | None = None  # the loader's last batch
+        self._own = 0  # > 0 while the doctor itself runs the model (replay, eval-mode gap)
 
         self._stop = threading.Event()
         self._writer = threading.Thread(target=self._writer_loop, name="traindoctor-writer", daemon=True)
@@ -302,6 +388,9 @@ class Monitor:
         tr = self._trace
         if tr is not None:
             tr.paused += 1  # the first step is being traced: the doctor's own operations are not the script's
+        pr = self._probe
+        if pr is not None:
+            pr.paused += 1
         try:
             return fn(*args)
         except Exception as exc:  # noqa: BLE001 - the doctor must never break the run
@@ -316,6 +405,8 @@ class Monitor:
         finally:
             if tr is not None:
                 tr.paused -= 1
+            if pr is not None:
+                pr.paused -= 1
 
     def event(self, kind: str, data: dict[str, Any], step: int | None = None) -> None:
         ev = Event(self.step if step is None else step, kind, data)
@@ -361,11 +452,138 @@ class Monitor:
         self._handles.append(opt.register_step_post_hook(lambda o, a, k: self.opt_post(o)))
 
     def _pre_forward(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        if torch.is_grad_enabled() and module.training:
-            # a reference, not a copy: used only to replay this forward if the loss goes non-finite
-            self._last_inputs[id(module)] = (args, kwargs)
-            if self._trace_state == "pending":
-                self.begin_trace(module, args, kwargs)
+        if torch.is_grad_enabled():
+            if module.training:
+                # a reference, not a copy: used only to replay this forward if the loss goes non-finite
+                self._last_inputs[id(module)] = (args, kwargs)
+                if not self._precision_seen:
+                    self.note_first_forward(module)
+                if self._trace_state == "pending":
+                    self.begin_trace(module, args, kwargs)
+            if self._eval_input is not None:
+                self._eval_input = None  # a training forward: the last evaluation's input is not held past it
+        elif not self._own and self._watch_eval:
+            # an evaluation's forward: a reference, read at its loss call (eval mode, leakage), then dropped
+            self._eval_input = (module, args, kwargs)
+
+    @property
+    def _watch_eval(self) -> bool:
+        """Whether evaluation forwards are still of interest (until V008's check and the leakage check are done)."""
+        return not self._eval_mode_done or self._leak_state in ("waiting", "collecting")
+
+    def note_first_forward(self, module: nn.Module) -> None:
+        """The model's first training forward: the precision it runs in (autocast on, and its dtype)."""
+        if not self._precision_seen and next(module.parameters(), None) is not None:
+            self._precision_seen = True
+            self._guard("precision", self._note_precision, module)
+
+    def _note_precision(self, module: nn.Module) -> None:
+        dev = next(module.parameters()).device.type
+        try:
+            on = torch.is_autocast_enabled(dev)
+            dt = torch.get_autocast_dtype(dev) if on else None
+        except (TypeError, RuntimeError):  # an older torch: the device-less CUDA query only
+            on = torch.is_autocast_enabled()
+            dt = torch.get_autocast_gpu_dtype() if on else None
+        models = self._known_models() or [module]
+        self.meta["precision"] = {"param_dtypes": _param_dtypes(models),
+                                  "autocast": str(dt).replace("torch.", "") if on and dt is not None else None}
+
+    # ------------------------------------------------------------------ loaded checkpoints, frozen layers
+    def on_state_dict_load(self, module: nn.Module, strict: bool, result: Any, site: tuple[str, int] | None) -> None:
+        """``module.load_state_dict(...)`` returned ``result``: what it loaded (M013 reads it).
+
+        Not a hot path: a few calls per run. Called after the original returned, so a strict load
+        that raises is never seen (the exception is the user's, unchanged)."""
+        self._guard("state-dict", self._on_state_dict_load, module, strict, result, site)
+
+    def _on_state_dict_load(self, module: nn.Module, strict: bool, result: Any, site: tuple[str, int] | None) -> None:
+        keys = len(module.state_dict(keep_vars=True))
+        missing = [str(k) for k in getattr(result, "missing_keys", None) or []]
+        unexpected = [str(k) for k in getattr(result, "unexpected_keys", None) or []]
+        data = {"module": type(module).__name__, "strict": bool(strict), "keys": keys, "loaded": keys - len(missing),
+                "missing": missing[:20], "unexpected": unexpected[:20], "where": _site_text(site),
+                # a checkpoint to start from, or one loaded later (the best weights, at the end)
+                "before_training": self.opt_steps == 0 and self._primary_opt is None}
+        if self.models:
+            data["module"] = self._module_name(module)
+            self.event("state_dict_load", data)
+            return
+        # a checkpoint is loaded before training: the model it belongs to is known at the first step
+        try:
+            ref: Any = weakref.ref(module)
+        except TypeError:
+            ref = None
+        self._loads.append((ref, type(module).__name__, data, self.step))
+
+    def _module_name(self, module: nn.Module) -> str:
+        """The module's attribute path inside a known model (the model's class name for the model itself)."""
+        for model in self._known_models():
+            for name, m in model.named_modules():
+                if m is module:
+                    return name or type(model).__name__
+        return type(module).__name__
+
+    def _flush_loads(self) -> None:
+        loads, self._loads = self._loads, []
+        for ref, cls, data, step in loads:
+            mod = ref() if ref is not None else None
+            data["module"] = self._module_name(mod) if mod is not None else cls
+            self.event("state_dict_load", data, step)
+
+    def _at_first_step(self) -> None:
+        """Once, at the first optimizer step (the models are known): the loads seen before are named,
+        frozen layers still at their default initialisation listed, the parameters' dtypes read."""
+        self._first_step_done = True
+        if self._loads:
+            self._guard("state-dict", self._flush_loads)
+        self._guard("frozen-init", self._frozen_init)
+        if "precision" in self.meta:
+            self._guard("precision", self._refresh_param_dtypes)
+
+    def _refresh_param_dtypes(self) -> None:
+        models = self._known_models()
+        if models:
+            self.meta["precision"]["param_dtypes"] = _param_dtypes(models)
+
+    def _frozen_init(self) -> None:
+        """``frozen_init``: frozen Linear/Conv weights whose values still fit PyTorch's default init.
+
+        ``kaiming_uniform_(a=√5)`` draws U(−b, b) with b = 1/√fan_in, so every value is within b and
+        the standard deviation is b/√3; trained or loaded weights fit neither. A frozen layer that
+        still fits both was frozen at its random initialisation: a checkpoint that never loaded.
+        One reduction per frozen weight, once per run."""
+        layers: list[dict[str, Any]] = []
+        numel = 0
+        seen: set[int] = set()
+        for model in self._known_models():
+            names = None
+            for mod in model.modules():
+                w = getattr(mod, "weight", None) if isinstance(mod, _DEFAULT_INIT_LAYERS) else None
+                if not isinstance(w, torch.Tensor) or w.requires_grad or id(w) in seen \
+                        or isinstance(w, nn.parameter.UninitializedParameter) or w.is_meta \
+                        or not w.is_floating_point() or w.dim() < 2 or w.numel() < 2:
+                    continue
+                seen.add(id(w))
+                fan_in = w[0].numel()  # in_features, or in_channels / groups × kernel size
+                bound = 1.0 / math.sqrt(fan_in)
+                with torch.no_grad():
+                    wd = w.detach()
+                    max_abs = float(wd.abs().max())
+                    std = float(wd.float().std())
+                uniform_std = bound / math.sqrt(3.0)
+                tol = max(1e-6, torch.finfo(w.dtype).eps)
+                if max_abs > bound * (1 + tol) or abs(std - uniform_std) > 0.05 * uniform_std:
+                    continue
+                name = self._param_names.get(id(w))
+                if name is None:
+                    names = names if names is not None else {id(p): n for n, p in model.named_parameters()}
+                    name = names.get(id(w), type(mod).__name__)
+                layers.append({"name": name, "std": std, "bound": bound, "max_abs": max_abs})
+                numel += int(w.numel())
+        if layers:
+            self.event("frozen_init", {"params": [x["name"] for x in layers], "layers": layers, "count": len(layers),
+                                       "numel": numel})
 
     # ------------------------------------------------------------------ first-step inspection
     def begin_trace(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -381,6 +599,7 @@ class Monitor:
         from .trace import StepTrace
 
         self._trace_root = module
+        self._trace_step = self.step
         tr = StepTrace(self.sites)
         tr.start(module, (args, kwargs))
         self._trace = tr
@@ -397,8 +616,11 @@ class Monitor:
             names = {id(m): (n or type(root).__name__) for n, m in root.named_modules()} if root is not None else {}
             order = [(names.get(id(m), type(m).__name__), m, o) for m, o in tr.leaf_outputs]
             judged = tr.loss_tensors[0] if tr.loss_tensors else (None, None)
+            acts = tr.functional_acts()
         finally:
             tr.release()
+        if acts:
+            self._guard("functional-activations", self._record_functional_acts, acts, root)
         self.event("model_graph", facts)
         losses = facts.get("losses") or []
         if len(losses) == 1:  # a sum of several loss functions is none of them (L009 compares with one)
@@ -409,6 +631,28 @@ class Monitor:
 
             self.event("init_scale", init_scale(root, order=order))
         self._start_profile(losses[0] if losses else None, judged)
+
+    def _record_functional_acts(self, acts: list[dict[str, Any]], root: nn.Module | None) -> None:
+        """The first step's functional ReLU/sigmoid/tanh, recorded as the module hooks record theirs
+        (``dead_frac/relu@train.py:23`` …), and the lines to measure again on sampled steps: every
+        ReLU, and the sigmoid/tanh that feed a weight layer (gates and outputs saturate by design)."""
+        from .trace import act_series
+
+        info, sites = [], {}
+        for a in acts:
+            fn, line = a["site"]
+            name = f"{a['op']}@{os.path.basename(fn)}:{line}"
+            for series, value in act_series(a["op"], name, a["stats"]):
+                self.record(series, value, self._trace_step)
+            sampled = a["op"] == "relu" or bool(a["hidden"])
+            info.append({"op": a["op"], "where": f"{fn}:{line}", "count": a["count"], "name": name, "sampled": sampled})
+            if sampled:
+                sites[(a["op"], fn, line)] = name
+        self.meta["functional_activations"] = info
+        # a compiled part of the model would see the probe's mode as a change of context and recompile
+        compiled = root is None or any(hasattr(m, "_orig_mod") for m in root.modules())
+        if sites and not compiled:
+            self._probe_sites = sites
 
     def _start_profile(self, loss_facts: dict[str, Any] | None, tensors: tuple[Any, Any] = (None, None)) -> None:
         """The data profile judges the first loss of the traced step, with that loss's own targets.
@@ -465,6 +709,11 @@ class Monitor:
                 prof.ids_kind = "positions in the stream"
             ids = list(range(self._profile_positions, self._profile_positions + rows))
         self._profile_positions += rows
+        if self._leak_window is not None and self._leak_window_bytes < LEAK_WINDOW_BYTES:
+            from ..checks.data import sample_hashes
+
+            self._leak_window.add_train_hashes(sample_hashes(x), ids)
+            self._leak_window_bytes += x.numel() * x.element_size()
         prof.update(Batch(x, y.detach() if isinstance(y, torch.Tensor) else None, ids))
         self._profile_steps += 1
         done = (self._profile_steps >= PROFILE_STEPS and prof.samples >= PROFILE_SAMPLES) \
@@ -488,6 +737,10 @@ class Monitor:
         self._record_profile(False)
         self._profile = None
         self._step_target = self._loader_batch = None  # hold no batch past the window
+        if self._leak_window is not None:  # the training side of the leakage check: the window's samples
+            self._leak_train, self._leak_window = self._leak_window, None
+            self._leak_train_info = {"train_source": "first batches", "train_complete": False}
+            self._guard("leakage", self._leak_decide)
         self._announce()
 
     def _announce(self) -> None:
@@ -512,6 +765,10 @@ class Monitor:
     # ------------------------------------------------------------------ loss
     def on_backward(self, loss: torch.Tensor) -> None:
         """The launcher calls this from ``Tensor.backward``: the loss of the current step."""
+        if self._stale is not None:  # a sampled step's backward(): were the gradients cleared since the step?
+            self._guard("stale-grad", self._check_stale)
+        if self._probe is not None:  # the forward raised past its hook: never leave the mode on
+            self._guard("functional-activations", self._finish_probe, self.step)
         if "loss" in self._disabled:
             return
         try:  # inlined containment: this runs every step
@@ -612,6 +869,8 @@ class Monitor:
         self._guard("loss", self._on_explicit_loss, loss)
 
     def _on_explicit_loss(self, loss: torch.Tensor | float) -> None:
+        if not self._first_step_done:  # Doctor(model) without an optimizer: its first step is this one
+            self._at_first_step()
         if isinstance(loss, torch.Tensor):
             if not self._first_backward_seen and loss.grad_fn is not None:
                 self._first_backward_seen = True
@@ -644,7 +903,7 @@ class Monitor:
         if t.device.type == "cpu":
             v = float(t)
             if not math.isfinite(v):
-                self._nonfinite_loss(v, graph if graph is not None else loss)
+                self._nonfinite_loss(v, graph if graph is not None else loss, _dtype_name(t.dtype))
             return v
         return t.reshape(())  # read by the writer thread; no device sync here
 
@@ -663,6 +922,10 @@ class Monitor:
     def opt_pre(self, opt: Any) -> None:
         if self._trace_state == "active":  # gradients came without Tensor.backward (torch.autograd.grad)
             self._guard("trace", self._end_trace, None)
+        if self._probe is not None:
+            self._guard("functional-activations", self._finish_probe, self.step)
+        if not self._first_step_done:
+            self._at_first_step()
         self._guard("grad-stats", self._opt_pre, opt)
 
     def opt_post(self, opt: Any) -> None:
@@ -675,6 +938,11 @@ class Monitor:
         if opt is self._primary_opt:
             self.opt_steps += 1
             self._terms_this_step = 0
+            if self._stale is not None:
+                self._guard("stale-grad", self._finish_stale)
+            if self.opt_steps % self.cadence == 0 and "stale-grad" not in self._disabled:
+                # the next backward() starts a sampled step: were this step's gradients cleared by then?
+                self._stale = {"opt": opt, "mask": None, "checks": 0, "step": None, "where": None, "closed": False}
             if self._scaled:
                 self._scaled = []  # scaled losses never backpropagated: hold nothing past the step
             if not self.explicit_steps:
@@ -733,6 +1001,8 @@ class Monitor:
 
     # ------------------------------------------------------------------ activations
     def _arm_activations(self) -> None:
+        if self._probe is not None:
+            self._guard("functional-activations", self._finish_probe, self.step)
         if self._act_handles:
             for h in self._act_handles:
                 h.remove()
@@ -745,6 +1015,43 @@ class Monitor:
             for name, mod in model.named_modules():
                 if isinstance(mod, RELU_TYPES + SQUASH_TYPES):
                     self._act_handles.append(mod.register_forward_hook(self._make_act_hook(name, mod, step)))
+        root = self._trace_root
+        if self._probe_sites and root is not None and "functional-activations" not in self._disabled:
+            fired = [False]
+
+            def pre(m: nn.Module, args: Any) -> None:
+                if fired[0] or self._probe is not None or self._own or not torch.is_grad_enabled() or not m.training:
+                    return
+                fired[0] = True
+                self._guard("functional-activations", self._start_probe)
+
+            def post(m: nn.Module, args: Any, out: Any) -> None:
+                if self._probe is not None:
+                    self._guard("functional-activations", self._finish_probe, step)
+
+            self._act_handles.append(root.register_forward_pre_hook(pre))
+            self._act_handles.append(root.register_forward_hook(post, always_call=True))
+
+    def _start_probe(self) -> None:
+        from .trace import ActivationProbe
+
+        probe = ActivationProbe(self._probe_sites)
+        probe.start()
+        self._probe = probe
+
+    def _finish_probe(self, step: int) -> None:
+        """Leave the sampled forward's probe and record what it measured at each functional line."""
+        from .trace import act_series
+
+        probe, self._probe = self._probe, None
+        if probe is None:
+            return
+        probe.stop()
+        if probe.error:
+            raise RuntimeError(probe.error)
+        for name, (op, stats) in probe.stats.items():
+            for series, value in act_series(op, name, stats):
+                self.record(series, value, step)
 
     def _make_output_hook(self, step: int) -> Callable[..., None]:
         """Logit magnitude and prediction confidence of the model's output, on a sampled step."""
@@ -842,7 +1149,14 @@ class Monitor:
                 if idx == 0 and self._has_train_only and self._clock > 0 and self._clock % (self.cadence * 2) == 0:
                     self._guard("eval-gap", self._eval_gap, orig, args, kwargs, out)
             return
-        # an evaluation: each call as (sum of its per-element losses, elements), so that a call with
+        # an evaluation: the forward that ran with gradients off right before it is its input
+        captured, self._eval_input = self._eval_input, None
+        if captured is not None:
+            if not self._eval_mode_done and not self._eval_checked:
+                self._guard("eval-mode", self._check_eval_mode, fn_name)
+            if self._leak_state in ("waiting", "collecting"):
+                self._guard("leakage", self._collect_val, captured)
+        # each call as (sum of its per-element losses, elements), so that a call with
         # reduction='sum' (a Hugging Face causal LM's token sum) and one with 'mean' both give the mean
         # per element over the whole evaluation
         bound = loss_arguments(fn_name, orig, args, kwargs)
@@ -896,6 +1210,10 @@ class Monitor:
         if not ev["loss"]:
             return
         self._eval_acc = {"loss": [], "correct": []}
+        self._eval_checked = False
+        self._eval_input = None
+        if self._leak_state in ("collecting", "collected"):
+            self._guard("leakage", self._leak_end_of_evaluation)
         total = sum(n for _, n in ev["loss"])
         step = max(0, self.step - 1)
         num = sum(s for s, _ in ev["loss"])
@@ -925,6 +1243,7 @@ class Monitor:
                 if m is not model and (set(m._forward_hooks) - ours or set(m._forward_pre_hooks) - ours):
                     return
             flags = [(m, m.training) for m in model.modules()]
+            self._own += 1
             try:
                 model.eval()
                 with torch.no_grad():
@@ -933,11 +1252,200 @@ class Monitor:
                         return
                     loss_eval = orig(out_eval, *args[1:], **kwargs)
             finally:
+                self._own -= 1
                 for m, f in flags:
                     m.training = f
             self.record("eval_mode_loss", loss_eval.detach().to(torch.float64).reshape(()))
             self.record("train_mode_loss", out.detach().to(torch.float64).reshape(()))
             return
+
+    # ------------------------------------------------------------------ evaluation in training mode
+    def _train_only_of(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
+        """The model's dropout (p > 0) and BatchNorm modules: what behaves differently in eval mode."""
+        got = self._train_only.get(id(model))
+        if got is None:
+            got = [(n or type(model).__name__, m) for n, m in model.named_modules()
+                   if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                   or (isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0)]
+            self._train_only[id(model)] = got
+        return got
+
+    def _check_eval_mode(self, fn_name: str) -> None:
+        """At an evaluation: dropout/BatchNorm still in training mode (``model.eval()`` not called)?
+        Looked at once per evaluation (a few attribute reads), recorded once per run."""
+        self._eval_checked = True
+        found = [(n, m) for model in self._known_models() for n, m in self._train_only_of(model) if m.training]
+        if not found:
+            return
+        self._eval_mode_done = True
+        from .trace import user_site
+
+        self.event("eval_train_mode", {"modules": [n for n, _ in found][:20],
+                                       "types": [type(m).__name__ for _, m in found][:20],
+                                       "where": _site_text(user_site(1)), "loss": fn_name},
+                   step=max(0, self.step - 1))
+
+    # ------------------------------------------------------------------ stale gradients
+    def _check_stale(self) -> None:
+        """The first backward() after a sampled optimizer step, before it accumulates: which of the
+        primary optimizer's parameters still hold a non-zero gradient. One fused norm over the
+        gradients; on the CPU one bool read, and a clean one ends the check. Deliberate gradient
+        accumulation clears after each step, so its first backward finds nothing; a later one
+        of the same interval that does (a GAN's other player) is not stale if an earlier one was
+        clean: the parameters must hold a gradient at every backward() until the next step."""
+        st = self._stale
+        if st is None or st["closed"]:
+            return
+        params = self._params_of(st["opt"])
+        if st["checks"] == 0:
+            from .trace import user_site
+
+            st["step"] = self.step
+            st["where"] = _site_text(user_site(1))
+        st["checks"] += 1
+        idx, grads = [], []
+        for i, p in enumerate(params):
+            g = p.grad
+            if g is not None and g.layout == torch.strided:
+                idx.append(i)
+                grads.append(g)
+        if not grads:
+            self._stale = None  # every gradient cleared (set_to_none)
+            return
+        dev = grads[0].device
+        with torch.no_grad():
+            norms = [n if n.device == dev else n.to(dev) for n in torch._foreach_norm(grads)]
+            nz = torch.stack(norms) != 0
+            if len(idx) == len(params):
+                full = nz
+            else:  # some gradients are None: the mask over all parameters (an index copied to the device)
+                full = torch.zeros(len(params), dtype=torch.bool, device=dev)
+                full[torch.tensor(idx, device=dev)] = nz
+            mask = full if st["mask"] is None else st["mask"] & full
+        st["mask"] = mask
+        if dev.type == "cpu" and not bool(mask.any()):
+            self._stale = None
+            return
+        if st["checks"] >= STALE_CHECKS:
+            st["closed"] = True
+
+    def _finish_stale(self) -> None:
+        """The optimizer stepped again: the parameters that held a gradient at every backward() of the
+        interval are stale; the writer thread reads the mask (no sync on an accelerator)."""
+        st, self._stale = self._stale, None
+        if st is None or st["mask"] is None:
+            return
+        names = [self._param_names.get(id(p), f"param{i}") for i, p in enumerate(self._params_of(st["opt"]))]
+        self.record("@stale", (names, st["mask"], st["where"]), st["step"])
+
+    # ------------------------------------------------------------------ train/validation leakage
+    @property
+    def wants_batch_source(self) -> bool:
+        """Whether each loader batch should be remembered (which dataset it came from), for the leakage check."""
+        return self._leak_state in ("waiting", "collecting")
+
+    def set_batch_source(self, data: Any, dataset: Any) -> None:
+        """The loader's batch: a weak reference to its input element and its dataset's identity."""
+        x = data[0] if isinstance(data, (list, tuple)) and data else data
+        self._src_batch = (weakref.ref(x) if isinstance(x, torch.Tensor) else None,
+                           id(dataset) if dataset is not None else None, self._batch_ids)
+
+    def _note_train_identity(self, dataset: Any, x0: Any, plan: Any) -> None:
+        """What the training data is, to tell an evaluation over it from a validation: the training
+        loader's dataset, and the storage ranges of the tensors the training batches are cut from."""
+        if dataset is not None:
+            try:
+                self._train_dataset = weakref.ref(dataset)
+            except TypeError:
+                self._train_dataset = (lambda d=dataset: d)
+        cands: list[Any] = []
+        if isinstance(x0, torch.Tensor):
+            cands.append(x0._base if x0._base is not None else x0)
+        if plan is not None:
+            cands += [a.data for a in [*plan.arrays, plan.hash_array] if a is not None]
+        for t in cands:
+            r = _region(t) if isinstance(t, torch.Tensor) else None
+            if r is not None and r not in self._train_regions:
+                self._train_regions.append(r)
+
+    def _is_training_data(self, x: torch.Tensor) -> bool:
+        r = _region(x)
+        return r is not None and any(r[0] == p and a <= r[1] and r[2] <= b for p, a, b in self._train_regions)
+
+    def _collect_val(self, captured: tuple[nn.Module, tuple, dict]) -> None:
+        """The evaluation forward's input, hashed per sample (bounded), with validation ids: the
+        loader's dataset indices, rows of the tensor it is sliced from, or positions in the stream.
+        Inputs that are the training data itself (its loader, its tensors) are not validation."""
+        from ..checks.data import sample_hashes
+        from .datascan import _base_rows
+
+        xs = [t for t in _tensors((captured[1], captured[2])) if t.dim() >= 1]
+        if not xs or self._leak_val_bytes >= LEAK_VAL_BYTES or len(self._leak_val) >= LEAK_VAL_ROWS:
+            return
+        x = xs[0]
+        rows = int(x.shape[0])
+        if self._leak_state == "waiting":
+            self._leak_state = "collecting"
+            self._leak_val_step = max(0, self.step - 1)
+        ids: list[int] | None = None
+        src = self._src_batch
+        if src is not None and src[0] is not None and src[0]() is x:
+            train = self._train_dataset() if self._train_dataset is not None else None
+            if train is not None and src[1] == id(train):
+                self._leak_skipped += rows
+                return
+            if src[2] is not None and len(src[2]) == rows:
+                ids = list(src[2])
+        elif self._is_training_data(x):
+            self._leak_skipped += rows
+            return
+        if ids is None:
+            base = _base_rows(x)
+            if base is not None:
+                first = (x.storage_offset() - base.storage_offset()) // x.stride(0)
+                ids = list(range(first, first + rows))
+            else:
+                ids = list(range(self._leak_val_positions, self._leak_val_positions + rows))
+                self._leak_val_positions += rows
+        self._leak_val.extend(zip(sample_hashes(x), ids))
+        self._leak_val_bytes += x.numel() * x.element_size()
+
+    def _leak_decide(self) -> None:
+        """Once both sides are known (the first evaluation is over, the training side hashed), the
+        ``data_leakage`` event of ``checks.data.Leakage``, with ``live: True``, at the first evaluation."""
+        if self._leak_state != "collected":
+            return
+        if self._leak_train is None and self._hash_result is not None:
+            hr, self._hash_result = self._hash_result, None
+            if "error" in hr:
+                self._leak_state = "done"
+                raise RuntimeError(hr["error"])
+            self._leak_train = hr["leak"]
+            self._leak_train_info = {"train_source": "dataset scan", "train_complete": hr["complete"]}
+        leak = self._leak_train
+        if leak is None:
+            return  # the training side is still being hashed: at a later evaluation, or at the end
+        self._leak_state = "done"
+        val, self._leak_val = self._leak_val, []
+        self._leak_train = None
+        if not val:
+            return
+        hashes = [h for h, _ in val]
+        cover = leak.train_coverage(set(hashes))
+        if cover >= LEAK_TRAIN_PASS:
+            self.meta["leakage_check"] = {
+                "skipped": f"the evaluation holds {cover * 100:.0f} % of the {leak.distinct_train} training samples "
+                           "hashed: a pass over the training data, not a validation"}
+            return
+        leak.add_val_hashes(hashes, [i for _, i in val])
+        kind, data = leak.event()
+        data.update({"live": True, **self._leak_train_info, "eval_samples_of_training_data": self._leak_skipped})
+        self.event(kind, data, step=self._leak_val_step)
+
+    def _leak_end_of_evaluation(self) -> None:
+        if self._leak_state == "collecting":
+            self._leak_state = "collected"
+        self._leak_decide()
 
     # ------------------------------------------------------------------ data ids
     def set_batch_ids(self, ids: Iterable[int] | None) -> None:
@@ -964,18 +1472,29 @@ class Monitor:
         ds, self._loader_dataset = self._loader_dataset, None
         plan: Any = None
         reason = None
+        root = self._trace_root if self._trace_root is not None else next(iter(self._known_models()), None)
+        captured = self._last_inputs.get(id(root)) if root is not None else None
+        xs = [t for t in _tensors(captured) if t.dim() >= 1] if captured is not None else []
+        x0 = xs[0] if xs else None
         if ds is not None and self._loader_batch is not None:
-            got = plan_for_loader(ds, self._loader_batch, self._batch_ids)
+            got = plan_for_loader(ds, self._loader_batch, self._batch_ids, model_input=x0)
             if isinstance(got, str):
                 reason = got
             else:
                 plan = got
         if plan is None:
-            root = self._trace_root if self._trace_root is not None else next(iter(self._known_models()), None)
-            captured = self._last_inputs.get(id(root)) if root is not None else None
-            xs = [t for t in _tensors(captured) if t.dim() >= 1] if captured is not None else []
-            plan = plan_for_slices(xs[0] if xs else None, self._step_target)
-        if plan is None:
+            plan = plan_for_slices(x0, self._step_target)
+        self._guard("leakage", self._note_train_identity, ds, x0, plan)
+        if plan is None or plan.hash_array is None:
+            from ..checks.data import Leakage
+
+            self._leak_window = Leakage()  # the training side: the model's inputs in the data window
+        if plan is not None and not plan.arrays and plan.skipped:
+            reason = reason or plan.skipped
+            self.meta["dataset_scan"] = {"skipped": reason}
+            if plan.hash_array is None:
+                return
+        elif plan is None:
             if reason:
                 self.meta["dataset_scan"] = {"skipped": reason}
             return
@@ -985,15 +1504,22 @@ class Monitor:
         self._scan_thread.start()
 
     def _scan_worker(self, plan: Any) -> None:
-        from .datascan import run_scan
+        from .datascan import hash_rows, run_scan
 
-        try:
-            result = run_scan(plan)
-        except Exception as exc:  # noqa: BLE001 - reported on the training thread, by _publish_scan
-            tb = traceback.extract_tb(exc.__traceback__)[-1]
-            result = {"error": f"{type(exc).__name__}: {exc} ({tb.filename}:{tb.lineno})"}
+        if plan.arrays:
+            try:
+                result = run_scan(plan)
+            except Exception as exc:  # noqa: BLE001 - reported on the training thread, by _publish_scan
+                tb = traceback.extract_tb(exc.__traceback__)[-1]
+                result = {"error": f"{type(exc).__name__}: {exc} ({tb.filename}:{tb.lineno})"}
+            self._scan_result = result  # published at the next batch, before the hashing below ends
+        if plan.hash_array is not None:
+            try:
+                self._hash_result = hash_rows(plan)
+            except Exception as exc:  # noqa: BLE001 - reported on the training thread, by _leak_decide
+                tb = traceback.extract_tb(exc.__traceback__)[-1]
+                self._hash_result = {"error": f"{type(exc).__name__}: {exc} ({tb.filename}:{tb.lineno})"}
         del plan
-        self._scan_result = result
 
     def _publish_scan(self) -> None:
         """Record the scan's findings (``data_nonfinite`` with ``scan: "dataset"``) and announce them."""
@@ -1105,7 +1631,7 @@ class Monitor:
         return found
 
     # ------------------------------------------------------------------ non-finite forensics
-    def _nonfinite_loss(self, value: float, loss: torch.Tensor | None) -> None:
+    def _nonfinite_loss(self, value: float, loss: torch.Tensor | None, dtype: str | None = None) -> None:
         first = self.nonfinite_loss_step is None
         if first:
             self.nonfinite_loss_step = self.step
@@ -1113,6 +1639,8 @@ class Monitor:
             return
         self._forensics_done = True
         data: dict[str, Any] = {"value": value}
+        if dtype is not None:
+            data["dtype"] = dtype  # the loss's own dtype: an Inf in float16 is an overflow of its 65504
         self._guard("forensics", self._forensics, data, loss)
         self.event("nonfinite_loss", data)
         msg = f"traindoctor: L001 nonfinite-loss — the loss is {value} at step {self.step}"
@@ -1185,10 +1713,12 @@ class Monitor:
         cpu_rng = torch.get_rng_state()
         cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
         buffers = [(b, b.detach().clone()) for b in model.buffers()]
+        self._own += 1
         try:
             with torch.no_grad():
                 model(*args, **kwargs)
         finally:
+            self._own -= 1
             self._replaying = was_discovering
             for h in handles:
                 h.remove()
@@ -1232,13 +1762,22 @@ class Monitor:
                     ratio = uu / ww if ww > 0 else float("nan")
                     points.append((f"update_ratio/{n}", step, ratio))
                     points.append((f"weight_norm/{n}", step, ww))
+            elif name == "@stale":
+                names, mask, where = value
+                hit = [n for n, b in zip(names, mask.tolist()) if b]
+                if hit:
+                    self.event("stale_grad", {"count": len(hit), "of": len(names), "params": hit[:20], "where": where},
+                               step)
             else:
                 v = float(value) if not isinstance(value, float) else value
                 if name == "loss" and not math.isfinite(v) and self.nonfinite_loss_step is None:
                     # loss read off an accelerator by this thread: too late to replay, not to report
                     self.nonfinite_loss_step = step
                     self._forensics_done = True
-                    self.event("nonfinite_loss", {"value": v, "late": True}, step)
+                    late: dict[str, Any] = {"value": v, "late": True}
+                    if isinstance(value, torch.Tensor):
+                        late["dtype"] = _dtype_name(value.dtype)
+                    self.event("nonfinite_loss", late, step)
                     self.on_critical(f"traindoctor: L001 nonfinite-loss — the loss is {v} at step {step}")
                 points.append((name, step, v))
         with self._lock:
@@ -1282,6 +1821,13 @@ class Monitor:
             if self._loss_acc:
                 self._emit_loss()
             self._guard("loss-calls", self._flush_eval)
+            self._eval_input = None
+            if self._probe is not None:
+                self._guard("functional-activations", self._finish_probe, self.step)
+            if self._loads:
+                self._guard("state-dict", self._flush_loads)
+            self._stale = None  # an interval the run ended in is not judged
+            self._guard("leakage", self._leak_end_of_evaluation)
             for h in self._handles + self._act_handles:
                 h.remove()
             self._handles, self._act_handles = [], []
@@ -1331,24 +1877,9 @@ class Monitor:
         with self._lock:
             points = list(self._points)
             events = list(self._events)
-        # validation seen automatically stands in only where nothing better exists: what the user
-        # logged himself, then what the loss functions computed, then what the script printed
-        present = {n for n, _, _ in points}
-        used: list[str] = []
-        out = []
-        for n, st, v in points:
-            if "@" in n:
-                base, how = n.split("@", 1)
-                if base in present or (how == "printed" and f"{base}@auto" in present):
-                    continue
-                if base not in used:
-                    used.append(base)
-                n = base
-            out.append((n, st, v))
-        meta = dict(self.meta)
-        if used:
-            meta["auto_captured"] = used
-        return Run.from_points(out, events, meta)
+        # validation seen automatically stands in only where nothing better exists (what the user
+        # logged, then the loss functions, then the printed numbers): the same merge a stored run gets
+        return Run.from_points(points, events, dict(self.meta)).resolve_captured()
 
 
 def wall_clock() -> float:

@@ -21,6 +21,13 @@ before the first weight layer. Nothing here judges; ``rules/model.py`` does.
 
 Cost: one step runs with a Python call per tensor operation (about 10–30 µs each); the mode and
 the hooks are removed at that step's ``backward()``, so later steps pay nothing.
+
+ReLU/sigmoid/tanh applied as functions (``F.relu``, ``torch.sigmoid``, ``x.tanh()``) have no module
+for the monitor's activation hooks, so the trace measures their outputs as it sees them (dead units,
+saturated outputs: ``act_stats``, small 0-d tensors, the outputs themselves not kept) keyed by the
+user line, and ``ActivationProbe`` measures the same lines again on sampled steps: a minimal
+torch-function mode armed for one forward, a dictionary look-up per operation (measured: 0.14–0.25 %
+of a step at cadence 50 on the CPU, ``benchmarks/overhead.py``'s models with ``F.relu``).
 """
 from __future__ import annotations
 
@@ -66,6 +73,20 @@ _WEIGHT_LAYERS = (nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Co
                   nn.ConvTranspose3d)
 # what a probability passes through on its way into a hand-written log: clamps, an epsilon, 1 - p
 PROB_PASS = SHAPE_OPS | {"clamp", "clip", "clamp_min", "clamp_max", "add", "radd", "sub", "rsub", "mul", "rmul"}
+
+# activations applied as functions (``F.relu``, ``torch.sigmoid``, ``x.tanh()``): no module to hook, so the
+# trace measures them at the first step and ``ActivationProbe`` on sampled steps, keyed by the user line
+FUNC_ACTS = ("relu", "sigmoid", "tanh")
+# modules the monitor's forward hooks measure already (their forward calls the function inside)
+ACT_MODULES: tuple[type, ...] = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.Sigmoid,
+                                 nn.Tanh, nn.Hardtanh, nn.Hardsigmoid, nn.Softsign)
+# what a hidden layer's activation passes through before the next weight layer reads it
+_HIDDEN_PASS = {"dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout",
+                "batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm", "max_pool1d", "max_pool2d",
+                "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d", "adaptive_avg_pool2d",
+                "adaptive_max_pool2d", "max_pool2d_with_indices", "cat", "stack", "pad"}
+_HIDDEN_READERS = {"linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+                   "conv_transpose3d", "bilinear", "matmul", "mm", "bmm", "addmm"}
 
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 _OWN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
@@ -248,6 +269,117 @@ class Node:
         return self.out() if self.out is not None else None
 
 
+def act_stats(op: str, out: torch.Tensor) -> dict[str, Any]:
+    """What the monitor's activation hooks measure, for one output (0-d tensors, no device sync):
+    units silent for every sample of the batch (ReLU), outputs in the flat tails (sigmoid < 0.01 or
+    > 0.99, |tanh| > 0.99). Nothing of the output is kept."""
+    with torch.no_grad():
+        o = out.detach().reshape(out.shape[0], -1)
+        if op == "relu":
+            # one pass: a ReLU's output is ≥ 0, so a unit is alive iff its largest value is > 0 (the
+            # hooks' ``(o > 0).any(0)``) and the largest |value| is the largest column maximum
+            col = o.amax(dim=0)
+            return {"dead": (~(col > 0)).sum(), "units": int(o.shape[1]), "absmax": col.max()}
+        tails = ((o < 0.01) | (o > 0.99)) if op == "sigmoid" else (o.abs() > 0.99)
+        return {"sat": tails.sum(), "elems": int(o.numel())}
+
+
+def merge_act_stats(a: dict[str, Any] | None, b: dict[str, Any]) -> dict[str, Any]:
+    """Several calls at one line (a loop over layers): the counts added, the largest value kept."""
+    if a is None:
+        return b
+    out = {k: a[k] + b[k] for k in a if k != "absmax"}
+    if "absmax" in a:
+        out["absmax"] = torch.maximum(a["absmax"], b["absmax"])
+    return out
+
+
+def act_series(op: str, name: str, stats: dict[str, Any]) -> list[tuple[str, torch.Tensor]]:
+    """The series the activation hooks write (``dead_frac/``, ``act_absmax/``, ``saturated_frac/``)."""
+    if op == "relu":
+        return [(f"dead_frac/{name}", stats["dead"].to(torch.float64) / max(stats["units"], 1)),
+                (f"act_absmax/{name}", stats["absmax"].to(torch.float64))]
+    return [(f"saturated_frac/{name}", stats["sat"].to(torch.float64) / max(stats["elems"], 1))]
+
+
+def leave_mode(mode: TorchFunctionMode) -> None:
+    """Take ``mode`` off the torch-function mode stack, wherever it sits: a mode the user entered
+    after ours is lifted off and put back, so the user's own stays active."""
+    from torch.overrides import _get_current_function_mode_stack
+
+    stack = _get_current_function_mode_stack()
+    if stack and stack[-1] is mode:
+        mode.__exit__(None, None, None)
+    elif any(m is mode for m in stack):
+        above = []
+        while True:
+            m = torch._C._pop_torch_function_stack()
+            if m is mode:
+                break
+            above.append(m)
+        for m in reversed(above):
+            torch._C._push_on_torch_function_stack(m)
+
+
+_ACT_OF: dict[Any, str | None] = {}  # torch function → "relu"/"sigmoid"/"tanh" or None, filled as seen
+
+
+def _act_op(func: Any) -> str | None:
+    try:
+        return _ACT_OF[func]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable callable
+        return None
+    name = op_name(func)
+    op = name if name in FUNC_ACTS else None
+    _ACT_OF[func] = op
+    return op
+
+
+class ActivationProbe(TorchFunctionMode):
+    """The functional activations of a sampled step, measured at the lines the first step found.
+
+    Armed by the monitor for one forward of the model (entered in its forward pre-hook, left in its
+    forward hook), so the other steps pay nothing. Every torch function of that forward passes
+    through ``__torch_function__``: one call and one dictionary look-up each; only a ``relu``,
+    ``sigmoid`` or ``tanh`` call also reads its user line and measures its output (``act_stats``).
+    """
+
+    def __init__(self, sites: dict[tuple[str, str, int], str]) -> None:
+        super().__init__()
+        self.sites = sites  # (op, file, line) → the series' suffix
+        self.stats: dict[str, tuple[str, dict[str, Any]]] = {}
+        self.active = False
+        self.paused = 0  # > 0 while the doctor itself computes
+        self.error: str | None = None
+
+    def start(self) -> None:
+        self.active = True
+        self.__enter__()
+
+    def stop(self) -> None:
+        if self.active:
+            self.active = False
+            leave_mode(self)
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        if self.paused or not self.active or self.error is not None:
+            return out
+        op = _act_op(func)
+        if op is not None and isinstance(out, torch.Tensor) and not _compiling():
+            try:
+                site = user_site(1)
+                name = self.sites.get((op, *site)) if site is not None else None
+                if name is not None and out.is_floating_point() and out.dim() >= 1 and out.numel():
+                    prev = self.stats.get(name)
+                    self.stats[name] = (op, merge_act_stats(prev[1] if prev else None, act_stats(op, out)))
+            except Exception as exc:  # noqa: BLE001 - measuring fails, the step does not
+                self.error = f"{type(exc).__name__}: {exc}"
+        return out
+
+
 # what the last operation makes of the values the loss receives
 _INPUT_KIND = {"logits": "logits (unbounded)", "softmax": "probabilities", "sigmoid": "probabilities",
                "hardsigmoid": "probabilities", "log_softmax": "log-probabilities", "log": "log-probabilities",
@@ -310,6 +442,8 @@ class StepTrace(TorchFunctionMode):
         self.loss_tensors: list[tuple[Any, Any]] = []
         self.truncated = False
         self.error: str | None = None
+        # functional activations by (op, file, line): calls, node indices, ``act_stats`` merged
+        self.act_sites: dict[tuple[str, str, int], dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ start / stop
     def start(self, root: nn.Module, inputs: Iterable[Any], *, inside: bool = True) -> None:
@@ -333,21 +467,7 @@ class StepTrace(TorchFunctionMode):
         for h in self._hooks:
             h.remove()
         self._hooks = []
-        from torch.overrides import _get_current_function_mode_stack
-
-        stack = _get_current_function_mode_stack()
-        if stack and stack[-1] is self:
-            self.__exit__(None, None, None)
-        elif any(m is self for m in stack):
-            # a mode the user entered after ours is still active: lift it off, leave ours, put it back
-            above = []
-            while True:
-                m = torch._C._pop_torch_function_stack()
-                if m is self:
-                    break
-                above.append(m)
-            for m in reversed(above):
-                torch._C._push_on_torch_function_stack(m)
+        leave_mode(self)
 
     def _pre(self, module: nn.Module, args: Any) -> None:
         if _compiling():
@@ -461,6 +581,24 @@ class StepTrace(TorchFunctionMode):
         self._dep.append(dep)
         for o in outs:
             self.producer[id(o)] = (node.idx, weakref.ref(o))
+        if name in FUNC_ACTS and node.site is not None and not isinstance(mod, ACT_MODULES):
+            self._measure_act(name, outs[0], node)
+
+    def _measure_act(self, op: str, out: torch.Tensor, node: Node) -> None:
+        """A functional ReLU/sigmoid/tanh: its output measured now (small 0-d tensors kept, not the output)."""
+        if not out.is_floating_point() or out.dim() < 1 or not out.numel():
+            return
+        key = (op, node.site[0], node.site[1])
+        entry = self.act_sites.get(key)
+        if entry is None:
+            entry = self.act_sites[key] = {"op": op, "site": node.site, "count": 0, "nodes": [], "stats": None}
+        entry["count"] += 1
+        entry["nodes"].append(node.idx)
+        self.paused += 1
+        try:
+            entry["stats"] = merge_act_stats(entry["stats"], act_stats(op, out))
+        finally:
+            self.paused -= 1
 
     # ------------------------------------------------------------------ reading the graph
     def _names(self) -> dict[int, str]:
@@ -760,7 +898,39 @@ class StepTrace(TorchFunctionMode):
                     break
         return ops
 
+    def functional_acts(self) -> list[dict[str, Any]]:
+        """The functional activations of the step in execution order: op, user site, calls, merged
+        ``act_stats``, and ``hidden``: whether an output is read by a weight layer (through dropout,
+        normalisation, pooling or shape operations). A sigmoid or tanh that is not hidden is a gate
+        (multiplied with another tensor) or an output (fed to the loss): saturation there is by
+        design, so only hidden ones are worth measuring on later steps."""
+        consumers: dict[int, list[int]] = {}
+        for n in self.nodes:
+            for src in n.inputs:
+                if src[0] == "node":
+                    consumers.setdefault(src[1], []).append(n.idx)
+        out = []
+        for e in self.act_sites.values():
+            hidden = False
+            frontier, seen = list(e["nodes"]), set(e["nodes"])
+            for _ in range(64):
+                if hidden or not frontier:
+                    break
+                nxt = []
+                for i in frontier:
+                    for c in consumers.get(i, []):
+                        op = self.nodes[c].op
+                        if op in _HIDDEN_READERS:
+                            hidden = True
+                        elif (op in SHAPE_OPS or op in _HIDDEN_PASS) and c not in seen:
+                            seen.add(c)
+                            nxt.append(c)
+                frontier = nxt
+            out.append({"op": e["op"], "site": e["site"], "count": e["count"], "stats": e["stats"], "hidden": hidden})
+        return out
+
     def release(self) -> None:
         """Drop every tensor reference (the facts are plain data)."""
         self.nodes, self.producer, self.leaf_outputs, self._dep, self._inputs = [], {}, [], [], {}
         self.loss_tensors = []
+        self.act_sites = {}
