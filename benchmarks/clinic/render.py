@@ -184,7 +184,7 @@ def init_fault(spec: Spec) -> str:
         out.append(textwrap.dedent("""\
             for m in model.modules():
                 if isinstance(m, nn.Linear):
-                    nn.init.normal_(m.weight, std=0.05)  # start small, let Adam find the scale
+                    nn.init.normal_(m.weight, std=0.1)  # start small, let Adam find the scale
                     nn.init.zeros_(m.bias)"""))
     elif spec.hp.get("init") in ("kaiming", "xavier"):
         fn = "nn.init.kaiming_normal_(m.weight, nonlinearity='relu')" if spec.hp["init"] == "kaiming" \

@@ -100,6 +100,14 @@ def val_series(run_dir: Path) -> list[float]:
     return out
 
 
+def _overfits(vs: list[float]) -> bool:
+    """Ended well above its best validation loss: medians of three, so one noisy evaluation is not it."""
+    if len(vs) < 3:
+        return False
+    med = [float(np.median(vs[i:i + 3])) for i in range(len(vs) - 2)]
+    return med[-1] > 1.2 * min(med) + 0.01
+
+
 def healthy_status(specs: list[Spec], results: dict[str, dict], cache: Path | None = None
                    ) -> dict[str, tuple[str, str]]:
     """healthy | discarded, with the reason, for every healthy spec.
@@ -138,7 +146,7 @@ def healthy_status(specs: list[Spec], results: dict[str, dict], cache: Path | No
                 out[s.id] = ("discarded", f"val_acc {va:.3f}: not halfway from chance to perfect ({floor:.3f})")
             elif va is None and ref_loss is not None and vl > 1.5 * ref_loss + 0.05:
                 out[s.id] = ("discarded", f"val_loss {vl:.3g} far above the task's good runs ({ref_loss:.3g})")
-            elif cache is not None and (vs := val_series(cache / s.id)) and vs[-1] > 1.2 * min(vs) + 0.01:
+            elif cache is not None and (vs := val_series(cache / s.id)) and _overfits(vs):
                 out[s.id] = ("discarded", f"overfits: val_loss ended at {vs[-1]:.3g}, its best was {min(vs):.3g}")
             else:
                 out[s.id] = ("healthy", "")

@@ -84,13 +84,13 @@ class Run:
         (the plain name) wins, then what the loss functions computed (``@auto``), then what the
         script printed (``@printed``). The names used are listed in ``meta["auto_captured"]``.
         A stored run keeps the sources apart, so this is what makes its diagnosis the live one."""
-        tagged = [n for n in self.series if "@" in n]
+        tagged = [n for n in self.series if n.rsplit("@", 1)[-1] in ("auto", "printed") and "@" in n]
         if not tagged:
             return self
         used: list[str] = list(self.meta.get("auto_captured") or [])
         for how in ("auto", "printed"):
             for n in tagged:
-                base, h = n.split("@", 1)
+                base, h = n.rsplit("@", 1)
                 if h != how:
                     continue
                 s = self.series.pop(n)
@@ -99,8 +99,6 @@ class Run:
                 self.series[base] = s
                 if base not in used:
                     used.append(base)
-        for n in [n for n in self.series if "@" in n]:
-            del self.series[n]
         if used:
             self.meta["auto_captured"] = used
         return self

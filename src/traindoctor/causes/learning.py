@@ -108,13 +108,17 @@ class LrTooLow(Cause):
     def against(self, f: Facts) -> list[str]:
         """the weight layer that moves most changed by ≥ 3e-4 of its norm per step (median of the
         last half of the samples, or at any sampled step before the gradients died): the steps are
-        not too small."""
+        not too small; or ≥ 90 % of a ReLU layer's units are dead (no step size moves what is below)."""
         from ..rules._signals import best_layer_update_ratio, per_step, weight_update_ratios
 
         u = best_layer_update_ratio(f.run)
         if u is not None and u >= 3e-4:
             return [f"each step changed the fastest-moving weights by {fmt(u)} of their norm, a working step size "
                     "(≈ 1e-3 is typical)"]
+        a1 = f.by_code.get("A001")
+        if a1 is not None and (a1.evidence.get("dead_fraction") or 0) >= 0.9:
+            return [f"{a1.evidence['dead_fraction'] * 100:.0f} % of `{a1.evidence.get('module')}`'s units are dead: they pass "
+                    "no gradient back, so no step size would move the layers below"]
         every = per_step(weight_update_ratios(f.run), "max")
         if "G006" in f.by_code and every is not None and np.isfinite(every).any() and np.nanmax(every) >= 1e-2:
             return [f"the weights moved by up to {fmt(float(np.nanmax(every)))} of their norm per step before their "

@@ -184,3 +184,27 @@ def recurrent(run: Run) -> bool:
         if isinstance(mods, list) and any(isinstance(m, dict) and m.get("type") in ("RNN", "LSTM", "GRU") for m in mods):
             return True
     return False
+
+
+def bottleneck(run: Run) -> dict | None:
+    """A hidden weight layer narrower than the classifier's output: the logits of C classes then live
+    in a space of lower rank than C, whatever is trained (from the first step's layer facts).
+    Classification losses only (an autoencoder's narrow code is deliberate)."""
+    if run.meta.get("loss_kind") not in ("cross_entropy", "nll", "bce", "bce_logits"):
+        return None
+    for e in run.events_of("init_scale"):
+        layers = e.data.get("layers") if isinstance(e.data, dict) else None
+        if not isinstance(layers, list) or len(layers) < 2:
+            continue
+        last = next((lay for lay in reversed(layers) if isinstance(lay, dict) and lay.get("last")), None)
+        outs = last.get("fan_out") if last else None
+        if not isinstance(outs, int) or outs < 2:
+            continue
+        hidden = [lay for lay in layers if isinstance(lay, dict) and not lay.get("last")
+                  and isinstance(lay.get("fan_out"), int)]
+        if not hidden:
+            continue
+        narrow = min(hidden, key=lambda lay: lay["fan_out"])
+        if narrow["fan_out"] < outs:
+            return {"layer": narrow.get("name"), "width": narrow["fan_out"], "outputs": outs}
+    return None

@@ -15,7 +15,7 @@ import numpy as np
 from ..findings import Finding
 from ..run import Run
 from . import Rule, rule
-from ._signals import adversarial, best_layer_update_ratio
+from ._signals import adversarial, best_layer_update_ratio, bottleneck
 from ._stats import fmt, kendall_tau, late, nanmedian, sustained
 
 MIN_EVALS = 4
@@ -163,9 +163,9 @@ def underfitting(run: Run, r: Rule) -> list[Finding]:
         capacity, is over-regularised, or cannot be optimised as set up.
 
     Evidence:
-        Over the evaluations: neither loss improves by 10 % after the first quarter, and the
-        training loss stays above half its first level (above 0.5·ln C when the class count is
-        known).
+        Over the evaluations: neither loss improves by 10 % after the first quarter, or (after a
+        first fall, with a known class count) by 5 % over the second half; and the training loss
+        stays above half its first level (above 0.5·ln C when the class count is known).
 
     Example:
         weight_decay=1.0: train 1.95 → 1.93, val 1.96 → 1.95 over 20 epochs on digits.
@@ -185,12 +185,24 @@ def underfitting(run: Run, r: Rule) -> list[Finding]:
     first_train = nanmedian(run.get("loss").values[:5])
     c = run.meta.get("num_classes")
     floor = 0.5 * math.log(c) if isinstance(c, int) and c >= 2 else 0.5 * first_train
-    if not (_rel_drop(tr) < 0.1 and _rel_drop(va) < 0.1 and float(np.median(tr)) >= floor and float(tr[-1]) > 0):
+    flat = _rel_drop(tr) < 0.1 and _rel_drop(va) < 0.1 and float(np.median(tr)) >= floor
+    # or flat over the second half after a first fall: stuck high at the end is underfitting too
+    h = len(va) // 2
+    # (with a known chance loss only: a regression's achievable floor is unknown)
+    late_flat = isinstance(c, int) and c >= 2 and len(va) - h >= 4 and _rel_drop(tr[h:]) < 0.05 \
+        and _rel_drop(va[h:]) < 0.05 and float(np.median(tr[h:])) >= floor
+    if not ((flat or late_flat) and float(tr[-1]) > 0):
         return []
     ev = {"train": float(tr[-1]), "val": float(va[-1]), "train_drop": _rel_drop(tr), "val_drop": _rel_drop(va),
           "evaluations": int(len(va))}
     msg = f"training ({fmt(float(tr[-1]))}) and validation ({fmt(float(va[-1]))}) losses both high and flat over {len(va)} evaluations"
     causes: dict[str, float] = {"insufficient-capacity": 0.35, "optimization-difficulty": 0.2, "missing-nonlinearity": 0.1}
+    neck = bottleneck(run)
+    if neck:
+        causes["insufficient-capacity"] = 0.75
+        ev["bottleneck"] = neck
+        msg += (f"; `{neck['layer']}` is {neck['width']} unit{'s' if neck['width'] > 1 else ''} wide, narrower than the "
+                f"{neck['outputs']} outputs it must separate")
     wd = (run.meta.get("optimizer") or {}).get("weight_decay")
     if isinstance(wd, (int, float)) and wd >= 1e-2:
         causes["over-regularization"] = 0.7

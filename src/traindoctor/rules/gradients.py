@@ -24,8 +24,9 @@ def exploding_gradients(run: Run, r: Rule) -> list[Finding]:
 
     Evidence:
         The sampled global gradient norm (every ``cadence`` steps, fused per-layer norms) reaching
-        ≥ 100× the median of the first fifth of the samples, or non-finite after growing ≥ 10×;
-        the layer whose norm grew most is named.
+        ≥ 100× the median of the first fifth of the samples, or non-finite after growing ≥ 10×,
+        with the loss hurt from the onset on (non-finite, or its smoothed level ≥ 2× the best
+        before); the layer whose norm grew most is named.
 
     Example:
         grad_norm 0.8 at step 0, 95 at step 50, 3e+04 at step 75, then NaN.
@@ -35,7 +36,9 @@ def exploding_gradients(run: Run, r: Rule) -> list[Finding]:
         normalisation layers or residual connections in deep or recurrent models.
 
     Known false positives:
-        Gradients legitimately grow a few-fold when a plateau breaks; the bar is 100×.
+        Gradients legitimately grow a few-fold when a plateau breaks, and by orders of magnitude
+        in a deep net started small: the bar is 100×, and growth that does not hurt — the loss
+        neither goes non-finite nor rises to 2× its best level after the onset — is not reported.
     """
     g = run.get("grad_norm")
     if g is None or len(g) < 4:
@@ -67,6 +70,10 @@ def exploding_gradients(run: Run, r: Rule) -> list[Finding]:
     # onset: first sample after the baseline above 10x it
     over = np.nonzero(np.isfinite(v[k:]) & (v[k:] >= 10 * base))[0]
     onset = int(g.steps[k + over[0]]) if over.size else int(g.steps[k + peak_i])
+    if not went_nonfinite and not _loss_hurt_after(run, onset):
+        # a gradient that grows from a tiny start while the loss keeps falling (a deep net started
+        # small, a plateau breaking) is learning, not exploding: no harm, no finding
+        return []
     ev: dict = {"baseline": base, "peak": peak, "peak_step": int(g.steps[k + peak_i]), "growth": growth,
                 "onset_step": onset, "went_nonfinite": went_nonfinite}
     worst, worst_growth = None, 0.0
@@ -91,6 +98,25 @@ def exploding_gradients(run: Run, r: Rule) -> list[Finding]:
         msg += "; the model is recurrent, where gradients multiply once per time step"
         causes = [("exploding-gradient", 0.8), ("lr-too-high", 0.4), ("bad-initialization", 0.1)]
     return [r.finding(step=onset, step_end=int(g.steps[-1]), message=msg, evidence=ev, causes=causes)]
+
+
+def _loss_hurt_after(run: Run, step: int) -> bool:
+    """Whether the loss got worse from ``step`` on: non-finite, or its smoothed level ≥ 2× the best
+    reached before ``step``."""
+    s = run.get("loss")
+    if s is None:
+        return True  # no loss to tell: keep the old judgement
+    v = s.values
+    if (~np.isfinite(v[s.steps >= step])).any():
+        return True
+    before, after = v[(s.steps < step) & np.isfinite(v)], v[(s.steps >= step) & np.isfinite(v)]
+    if before.size < 3 or after.size < 3:
+        return True
+    w = max(3, min(before.size, after.size) // 10)
+    kernel = np.ones(w) / w
+    best_before = float(np.min(np.convolve(before, kernel, mode="valid"))) if before.size >= w else float(before.min())
+    worst_after = float(np.max(np.convolve(after, kernel, mode="valid"))) if after.size >= w else float(after.max())
+    return worst_after >= 2 * best_before
 
 
 @rule("G003", "error", causes=("numerically-unstable-loss", "exploding-gradient", "lr-too-high"))

@@ -16,6 +16,7 @@ from . import Rule, rule
 from ._signals import (
     adversarial,
     best_layer_update_ratio,
+    bottleneck,
     inputs_look_normalised,
     recurrent,
     vanishing_ratio,
@@ -161,6 +162,8 @@ def nonfinite_loss(run: Run, r: Rule) -> list[Finding]:
         ev["in_loss"] = True
         if causes.get("lr-too-high"):
             msg += "; the model's outputs were finite: the loss itself overflowed after that growth"
+        elif nf.get("dtype") in ("float16", "bfloat16") and math.isinf(value):
+            msg += f"; the model's outputs were finite: the {nf['dtype']} loss overflowed"
         else:
             msg += "; the model's outputs were finite: the loss formula itself produced it (log of 0, 0/0)"
             causes["numerically-unstable-loss"] = 0.7
@@ -708,6 +711,11 @@ def stalled(run: Run, r: Rule) -> list[Finding]:
         f" ({plateau_frac * 100:.0f} % of the run)"
     )
     causes: dict[str, float] = {"no-lr-decay": 0.4, "optimization-difficulty": 0.25, "insufficient-capacity": 0.15}
+    neck = bottleneck(run)
+    if neck:
+        causes["insufficient-capacity"] = 0.65
+        ev["bottleneck"] = neck
+        msg += f"; `{neck['layer']}` is only {neck['width']} wide for {neck['outputs']} outputs"
     opt = run.meta.get("optimizer") or {}
     if opt.get("class") == "SGD" and not opt.get("momentum"):
         causes["wrong-optimizer-settings"] = 0.35
@@ -735,6 +743,8 @@ def stalled(run: Run, r: Rule) -> list[Finding]:
         "double-softmax",
         "wrong-loss-function",
         "lr-too-low",
+        "insufficient-capacity",
+        "label-noise",
     ),
 )
 def stuck_at_chance(run: Run, r: Rule) -> list[Finding]:
@@ -792,6 +802,16 @@ def stuck_at_chance(run: Run, r: Rule) -> list[Finding]:
                                         "lr-too-high": 0.2, "double-softmax": 0.2, "wrong-loss-function": 0.15}
             if "double_softmax" in _config_faults(run):
                 causes["double-softmax"] = 0.6
+            neck = bottleneck(run)
+            if neck:
+                causes["insufficient-capacity"] = 0.55
+                ev["bottleneck"] = neck
+            u = best_layer_update_ratio(run)
+            if u is not None and u >= 3e-4 and not neck:
+                # the weights move at a working pace and the loss still says nothing was learned:
+                # the labels may not go with the inputs
+                causes["label-noise"] = 0.35
+                ev["update_ratio"] = u
             head = s.values[: max(5, n // 10)]
             if abs(nanmedian(head) - value) <= 0.03 * value:
                 # never left the chance level: nothing was learned from the start
@@ -913,7 +933,8 @@ def bad_initial_loss(run: Run, r: Rule) -> list[Finding]:
     s = _loss(run)
     if s is None or s.steps[0] != 0 or not math.isfinite(s.values[0]):
         return []
-    if any(isinstance(e.data, dict) and (e.data.get("loaded") or 0) > 0 for e in run.events_of("state_dict_load")):
+    if any(isinstance(e.data, dict) and (e.data.get("loaded") or 0) > 0 and e.data.get("before_training", True)
+           for e in run.events_of("state_dict_load")):
         return []  # started from a checkpoint, not a fresh initialisation
     first = float(s.values[0])
     chance = _chance(run)
@@ -1063,7 +1084,8 @@ def stopped_while_improving(run: Run, r: Rule) -> list[Finding]:
         Medians of (up to) ten equal stretches of the loss: the last fifth brings ≥ 30 % of the
         whole drop from the first stretch to the last, with a clearly falling trend over the last
         third (Kendall τ ≤ −0.5); when validation is measured twice or more, its last evaluation
-        still improved ≥ 5 % on the one before. Said as info: nothing is broken.
+        still improved ≥ 5 % on the one before. Said as info: nothing is broken. A loss falling
+        at an even, slow pace (a straight line) is not reported: slow is not broken.
 
     Example:
         One epoch on digits: 2.30 → 0.95, with 0.80 → 0.62 in the last fifth of the steps.
@@ -1109,3 +1131,4 @@ def stopped_while_improving(run: Run, r: Rule) -> list[Finding]:
     causes = [("undertrained", 0.7), ("lr-too-low", 0.25)]
     return [r.finding(step=int(s.steps[int(n * 0.8)]), step_end=int(s.steps[n - 1]), message=msg, evidence=ev,
                       causes=causes)]
+

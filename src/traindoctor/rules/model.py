@@ -698,7 +698,8 @@ def frozen_at_init(run: Run, r: Rule) -> list[Finding]:
         A layer deliberately frozen at its random initialisation (random features, a fixed
         random projection) looks the same; the message says which tensors.
     """
-    loads = [e for e in run.events_of("state_dict_load") if isinstance(e.data, dict)]
+    loads = [e for e in run.events_of("state_dict_load") if isinstance(e.data, dict)
+             and e.data.get("before_training", True)]
     frozen = next((e.data for e in run.events_of("frozen_init") if isinstance(e.data, dict)), None)
     for e in loads:
         d = e.data
