@@ -176,7 +176,7 @@ def test_validation_with_dropout_and_batchnorm_training_is_recorded_once():
     (ev,) = events(res.run, "eval_train_mode")
     assert ev.data == {"modules": ["1", "3"], "types": ["BatchNorm1d", "Dropout"],
                        "where": line_of("sig_eval_train_mode", "val = loss_fn(model(Xva), yva)"),
-                       "loss": "cross_entropy"}
+                       "loss": None}  # seen at the evaluation's forward, before any loss function
     val = res.run.get("val_loss")
     assert len(val) == 3 and ev.step == int(val.steps[0]) == 42  # the first evaluation, after 43 steps
     assert "V008" in by_code(diagnose(res.run))
@@ -538,3 +538,14 @@ def test_bitwise_identical_with_every_new_hook_active(tmp_path):
     assert bare.stdout == watched.stdout
     assert state(tmp_path / "b.pt") == state(tmp_path / "w.pt")
     assert "M013" in watched.stderr and "V008" in watched.stderr and "D006" in watched.stderr
+
+
+def test_a_validation_computed_by_hand_is_checked_for_train_mode_and_leakage():
+    """No loss function at evaluation: the no-grad forward of the model is the evaluation."""
+    res = watch_script(SCRIPTS / "sig_manual_eval.py", [], store="", err=io.StringIO())
+    mode = res.run.events_of("eval_train_mode")
+    assert len(mode) == 1 and mode[0].data["types"] == ["Dropout"] and mode[0].data["loss"] is None
+    leak = res.run.events_of("data_leakage")
+    assert len(leak) == 1 and leak[0].data["duplicates"] == 150 and leak[0].data["val_samples"] == 450
+    codes = {f.code for f in res.diagnosis.findings}
+    assert {"V008", "D006"} <= codes

@@ -105,7 +105,7 @@ def _overfits(vs: list[float]) -> bool:
     if len(vs) < 3:
         return False
     med = [float(np.median(vs[i:i + 3])) for i in range(len(vs) - 2)]
-    return med[-1] > 1.2 * min(med) + 0.01
+    return med[-1] > 1.1 * min(med) + 0.01
 
 
 def healthy_status(specs: list[Spec], results: dict[str, dict], cache: Path | None = None

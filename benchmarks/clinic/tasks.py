@@ -495,10 +495,12 @@ def _tasks() -> list[Task]:
                 text.append(words[w])
                 w = rng.choice(len(words), p=nxt[w])
             data = np.array([stoi[c] for c in " ".join(text)])
-            starts = rng.integers(0, len(data) - T - 1, 1600)
-            X = np.stack([data[s:s + T] for s in starts])
-            y = np.stack([data[s + 1:s + T + 1] for s in starts])
-            Xtr, Xva, ytr, yva = X[:1200], X[1200:], y[:1200], y[1200:]
+            cut = int(0.8 * len(data))  # validation text after the training text: no shared windows
+            def windows(part, n):
+                starts = rng.integers(0, len(part) - T - 1, n)
+                return np.stack([part[s:s + T] for s in starts]), np.stack([part[s + 1:s + T + 1] for s in starts])
+            Xtr, ytr = windows(data[:cut], 1200)
+            Xva, yva = windows(data[cut:], 400)
         """, "V", None, transformer_lm, x_scaling="none",
           hp_space={"width": [32, 48], "depth": [1, 2], "batch_size": [32, 64], "epochs": [4, 6, 8]},
           supports=frozenset({"width", "depth", "dropout", "init", "out_act"})),

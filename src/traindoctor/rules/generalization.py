@@ -69,8 +69,9 @@ def overfitting(run: Run, r: Rule) -> list[Finding]:
         The validation minimum is neither the first evaluation nor among the last two, it is
         ≥ 10 % below the first; since it, validation rose steadily (Kendall τ ≥ 0.5 over ≥ 4
         evaluations, the last two ≥ 3 % and ≥ 5 % above the minimum) or by ≥ 10 %, and by at least
-        twice its median change between evaluations; and the training loss fell ≥ 5 % since the
-        minimum.
+        twice its median change between evaluations; on medians of three evaluations (six or
+        more) still ≥ 10 % up; the rise ≥ 0.05× ln C (classification) or 0.05× the first
+        validation loss; and the training loss fell ≥ 5 % since the minimum.
 
     Example:
         val_loss 0.41 at step 600 (best), 0.48 at 900, 0.57 at 1200, while train goes 0.30 → 0.05.
@@ -102,6 +103,17 @@ def overfitting(run: Run, r: Rule) -> list[Finding]:
     # evaluation to the next): a noisy validation set dipping once to a low minimum is not memorisation
     noise = float(np.median(np.abs(np.diff(va))))
     if float(va[-1]) - best < 2 * noise:
+        return []
+    if len(va) >= 6:
+        # and on medians of three evaluations, so one lucky low evaluation is not the best
+        med3 = np.array([np.median(va[i:i + 3]) for i in range(len(va) - 2)])
+        if float(med3[-1]) < 1.1 * float(med3.min()) or float(med3[-1]) - float(med3.min()) < 2 * noise:
+            return []
+    # and it must matter: a rise of a few thousandths of a nat at the same accuracy is not a sick run
+    c = run.meta.get("num_classes")
+    scale = math.log(c) if isinstance(c, int) and c >= 2 and run.meta.get("loss_kind") in ("cross_entropy", "nll") \
+        else math.log(2) if run.meta.get("loss_kind") in ("bce", "bce_logits") else float(va[0])
+    if float(va[-1]) - best < 0.05 * scale:
         return []
     ep = _epoch_of(run, int(steps[k]))
     ev = {"best_step": int(steps[k]), "best_val_loss": best, "last_val_loss": float(va[-1]),
@@ -258,8 +270,11 @@ def train_flat_val_falls(run: Run, r: Rule) -> list[Finding]:
 def _train_above_val(run: Run, r: Rule, steps: np.ndarray, tr: np.ndarray, va: np.ndarray) -> list[Finding]:
     """Training loss held well above validation for the whole second half while validation
     improved: the training targets are harder than the validation targets — noisy training labels —
-    unless dropout explains it (the same batch measured in eval mode is far lower)."""
+    unless dropout explains it (the same batch measured in eval mode is far lower, or dropout is
+    present and that could not be measured)."""
     c, kind = run.meta.get("num_classes"), run.meta.get("loss_kind")
+    if len(run.names("loss_term")) >= 2:
+        return []  # a sum of several losses is not on the scale of ln C
     if kind in ("cross_entropy", "nll") and isinstance(c, int) and c >= 2:
         scale, label = math.log(c), f"ln({c})"
     elif kind in ("bce", "bce_logits"):
@@ -269,8 +284,18 @@ def _train_above_val(run: Run, r: Rule, steps: np.ndarray, tr: np.ndarray, va: n
     h = len(va) // 2
     if len(va) - h < 2:
         return []
-    gap = float(np.median(tr[h:] - va[h:]))
-    level = float(np.median(tr[h:]))
+    # the training level just before each evaluation (the last fifth of the steps since the one
+    # before), not the epoch's median, which lags a falling curve
+    loss = run.get("loss")
+    fin = np.isfinite(loss.values)
+    ts, tv = loss.steps[fin], loss.values[fin]
+    ends = np.searchsorted(ts, steps, side="right")
+    starts = np.concatenate(([0], ends[:-1]))
+    just = np.array([np.median(tv[max(a, b - max(1, (b - a) // 5)):b]) if b > a else np.nan for a, b in zip(starts, ends)])
+    if not np.all(np.isfinite(just[h:])):
+        return []
+    gap = float(np.median(just[h:] - va[h:]))
+    level = float(np.median(just[h:]))
     gain = (float(va[0]) - float(va.min())) / float(va[0]) if va[0] > 0 else 0.0
     if not (gap >= 0.15 * scale and level >= 0.4 * scale and gain >= 0.1):
         return []
@@ -283,10 +308,23 @@ def _train_above_val(run: Run, r: Rule, steps: np.ndarray, tr: np.ndarray, va: n
         ev["eval_over_train_mode"] = r_mode
         if r_mode < 0.7:
             return []  # the same batch scores far lower in eval mode: dropout, V009's case
+    elif _has_dropout(run):
+        return []  # dropout could explain the gap and the eval-mode pass could not tell
     msg = (f"the training loss stays {fmt(gap)} above validation over the second half ({fmt(level)} against "
            f"{fmt(ev['val_level'])}, {fmt(gap / scale)}× {label}) while validation improved {gain * 100:.0f} %: the "
            "training labels are harder to fit than the validation labels — noisy or misaligned training labels")
     return [r.finding(step=int(steps[h]), step_end=int(steps[-1]), message=msg, evidence=ev, causes=causes)]
+
+
+def _has_dropout(run: Run) -> bool:
+    for e in run.events_of("model_graph"):
+        d = e.data if isinstance(e.data, dict) else {}
+        mods = d.get("modules") if isinstance(d.get("modules"), list) else []
+        seq = d.get("sequence") if isinstance(d.get("sequence"), list) else []
+        if any(isinstance(m, dict) and "Dropout" in str(m.get("type")) for m in mods) \
+                or any(str(x).split("@", 1)[0].startswith("dropout") for x in seq):
+            return True
+    return False
 
 
 @rule("V004", "error", causes=("lr-too-high", "code-bug", "label-noise"))

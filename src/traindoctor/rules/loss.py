@@ -351,8 +351,9 @@ def loss_spikes(run: Run, r: Rule) -> list[Finding]:
         and half the loss of the first steps, and recovers within the window. Three or more are
         needed, each leaving the next steps elevated (the optimizer had to recover), unless they
         recur at a fixed period (one bad batch coming back). Or, on bin medians, a stretch of ≥ 3
-        bins (≥ 5 % of the run, after its first tenth) at ≥ 5× the best level reached before that
-        comes back under half its peak; a learning-rate step-up of ≥ 3× at its start is named.
+        bins (≥ 5 % of the run, after its first tenth) at ≥ 5× the level of the tenth of the run
+        before it, that comes back under half its peak; a learning-rate step-up of ≥ 3× at its
+        start is named.
 
     Example:
         Loss ≈ 0.4 with jumps to 3.1, 2.7 and 4.0 at steps 310, 520 and 800. Or: 0.005 at step
@@ -428,17 +429,21 @@ def loss_spikes(run: Run, r: Rule) -> list[Finding]:
 def _excursion(run: Run, r: Rule, s: Series) -> list[Finding]:
     """A blow-up that lasts a while mid-run and comes back down: neither a spike of one batch nor a
     divergence to the end. On bin medians: ≥ 3 consecutive bins (≥ 5 % of the run), after the first
-    tenth, at ≥ 5× the best level reached before, then back under half the stretch's peak."""
+    tenth, at ≥ 5× the level of the tenth of the run before, then back under half the stretch's peak."""
     n = finite_prefix(s.values)
     if n < 60:
         return []
     steps, b = bin_medians(s.steps[:n], s.values[:n], max_bins=min(100, n // 3))
     if b.size < 20 or not np.all(np.isfinite(b)) or np.min(b) <= 0:
         return []
-    best = np.fmin.accumulate(b)
-    start = b.size // 10
+    start = max(1, b.size // 10)
+    # the level before a bin: the median of the tenth of the run just before it (a running minimum
+    # would pick one lucky bin and make ordinary noise look like a blow-up)
+    w = max(2, b.size // 10)
+    level = np.array([np.median(b[max(0, i - w):i]) if i > 0 else b[0] for i in range(b.size)])
     high = np.zeros(b.size, dtype=bool)
-    high[start:] = b[start:] >= 5 * best[start - 1 : -1] if start >= 1 else False
+    high[start:] = b[start:] >= 5 * level[start:]
+    best = level
     # the first qualifying stretch
     i = start
     while i < b.size:
@@ -446,13 +451,13 @@ def _excursion(run: Run, r: Rule, s: Series) -> list[Finding]:
             i += 1
             continue
         j = i
-        while j < b.size and b[j] >= 2 * best[i - 1]:
+        while j < b.size and b[j] >= 2 * level[i]:
             j += 1
         length = j - i
         peak = float(b[i:j].max())
         if length >= max(3, int(0.05 * b.size)) and j < b.size and float(np.median(b[j:])) <= 0.5 * peak \
                 and peak >= 0.2 * float(b[0]):
-            before = float(best[i - 1])
+            before = float(best[i])
             after = float(np.median(b[j:]))
             ev = {"from_step": int(steps[i]), "to_step": int(steps[j]), "peak": peak, "level_before": before,
                   "level_after": after, "fraction_of_run": length / b.size}
@@ -655,8 +660,9 @@ def stalled(run: Run, r: Rule) -> list[Finding]:
 
     Evidence:
         Bin medians of the loss: from the first point after which the best loss improves by less
-        than 1 % of the starting loss in total, the plateau lasts ≥ 40 % of the run at ≥ 50 % of the starting loss (classification with a
-        known class count: ≥ 0.3·ln C). For cross-entropy, a plateau at ln(1 + (C−1)/e) — the
+        than 1 % of the starting loss in total, the plateau lasts ≥ 40 % of the run at ≥ 80 % of the starting loss (classification with a
+        known class count: ≥ 0.3·ln C; a regression's achievable floor is unknown, so only a loss
+        that barely left its start counts). For cross-entropy, a plateau at ln(1 + (C−1)/e) — the
         floor when the loss receives probabilities — points at a double softmax.
 
     Example:
@@ -691,7 +697,9 @@ def stalled(run: Run, r: Rule) -> list[Finding]:
     level = nanmedian(b[last_gain:])
     drop = (start - level) / start
     chance = _chance(run)
-    floor_bar = 0.3 * chance[0] if chance else 0.5 * start
+    # with no chance level to compare with (a regression), a plateau is "far above a good level"
+    # only when the loss barely left its start: a regression's achievable floor is unknown
+    floor_bar = 0.3 * chance[0] if chance else 0.8 * start
     if not (drop >= 0.05 and plateau_frac >= 0.4 and level >= floor_bar):
         return []
     head = s.values[: int(min(200, max(20, 0.05 * len(s))))]

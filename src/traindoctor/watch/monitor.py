@@ -352,7 +352,7 @@ class Monitor:
         self._eval_checked = False
         self._train_only: dict[int, list[tuple[str, nn.Module]]] = {}
         # the last forward with gradients off, a reference (never a copy), dropped at its loss call
-        self._eval_input: tuple[nn.Module, tuple, dict] | None = None
+        self._in_eval = False  # between an evaluation forward (gradients off) and the next training forward
         # gradients not cleared between optimizer steps (G008), looked at on sampled steps
         self._stale: dict[str, Any] | None = None
         # functional activations measured on sampled steps: (op, file, line) → series suffix
@@ -460,11 +460,15 @@ class Monitor:
                     self.note_first_forward(module)
                 if self._trace_state == "pending":
                     self.begin_trace(module, args, kwargs)
-            if self._eval_input is not None:
-                self._eval_input = None  # a training forward: the last evaluation's input is not held past it
+            if self._in_eval:  # a training forward ends the evaluation before it
+                self._in_eval = False
+                self._eval_checked = False
+                if self._leak_state in ("collecting", "collected"):
+                    self._guard("leakage", self._leak_end_of_evaluation)
         elif not self._own and self._watch_eval:
-            # an evaluation's forward: a reference, read at its loss call (eval mode, leakage), then dropped
-            self._eval_input = (module, args, kwargs)
+            # an evaluation's forward (gradients off): its mode and its inputs are checked here, so a
+            # validation computed by hand, with no torch loss function, is seen as well
+            self._guard("eval-forward", self._on_eval_forward, module, args, kwargs)
 
     @property
     def _watch_eval(self) -> bool:
@@ -1149,13 +1153,7 @@ class Monitor:
                 if idx == 0 and self._has_train_only and self._clock > 0 and self._clock % (self.cadence * 2) == 0:
                     self._guard("eval-gap", self._eval_gap, orig, args, kwargs, out)
             return
-        # an evaluation: the forward that ran with gradients off right before it is its input
-        captured, self._eval_input = self._eval_input, None
-        if captured is not None:
-            if not self._eval_mode_done and not self._eval_checked:
-                self._guard("eval-mode", self._check_eval_mode, fn_name)
-            if self._leak_state in ("waiting", "collecting"):
-                self._guard("leakage", self._collect_val, captured)
+        # an evaluation (its forward was checked for eval mode and leakage when it ran)
         # each call as (sum of its per-element losses, elements), so that a call with
         # reduction='sum' (a Hugging Face causal LM's token sum) and one with 'mean' both give the mean
         # per element over the whole evaluation
@@ -1210,8 +1208,6 @@ class Monitor:
         if not ev["loss"]:
             return
         self._eval_acc = {"loss": [], "correct": []}
-        self._eval_checked = False
-        self._eval_input = None
         if self._leak_state in ("collecting", "collected"):
             self._guard("leakage", self._leak_end_of_evaluation)
         total = sum(n for _, n in ev["loss"])
@@ -1270,7 +1266,32 @@ class Monitor:
             self._train_only[id(model)] = got
         return got
 
-    def _check_eval_mode(self, fn_name: str) -> None:
+    def _on_eval_forward(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        """A forward of the model with gradients off: an evaluation, unless its input is the training
+        data itself (a no-grad pass over the training set is not validation). Checked for dropout or
+        BatchNorm left in training mode (once per evaluation), and hashed for leakage."""
+        xs = [t for t in _tensors((args, kwargs)) if t.dim() >= 1]
+        if not xs:
+            return
+        x = xs[0]
+        src = self._src_batch
+        training = False
+        if src is not None and src[0] is not None and src[0]() is x:
+            train = self._train_dataset() if self._train_dataset is not None else None
+            training = train is not None and src[1] == id(train)
+        elif self._is_training_data(x):
+            training = True
+        if training:
+            if self._leak_state in ("waiting", "collecting"):
+                self._leak_skipped += int(x.shape[0])
+            return
+        self._in_eval = True
+        if not self._eval_mode_done and not self._eval_checked:
+            self._check_eval_mode(None)
+        if self._leak_state in ("waiting", "collecting"):
+            self._collect_val((module, args, kwargs))
+
+    def _check_eval_mode(self, fn_name: str | None) -> None:
         """At an evaluation: dropout/BatchNorm still in training mode (``model.eval()`` not called)?
         Looked at once per evaluation (a few attribute reads), recorded once per run."""
         self._eval_checked = True
@@ -1821,7 +1842,7 @@ class Monitor:
             if self._loss_acc:
                 self._emit_loss()
             self._guard("loss-calls", self._flush_eval)
-            self._eval_input = None
+            self._in_eval = False
             if self._probe is not None:
                 self._guard("functional-activations", self._finish_probe, self.step)
             if self._loads:
