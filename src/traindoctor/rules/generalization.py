@@ -70,8 +70,8 @@ def overfitting(run: Run, r: Rule) -> list[Finding]:
         ≥ 10 % below the first; since it, validation rose steadily (Kendall τ ≥ 0.5 over ≥ 4
         evaluations, the last two ≥ 3 % and ≥ 5 % above the minimum) or by ≥ 10 %, and by at least
         twice its median change between evaluations; on medians of three evaluations (six or
-        more) still ≥ 10 % up; the rise ≥ 0.05× ln C (classification) or 0.05× the first
-        validation loss; and the training loss fell ≥ 5 % since the minimum.
+        more) still ≥ 5 % and twice that noise up; the rise ≥ 0.015× ln C (classification) or
+        0.015× the first validation loss; and the training loss fell ≥ 5 % since the minimum.
 
     Example:
         val_loss 0.41 at step 600 (best), 0.48 at 900, 0.57 at 1200, while train goes 0.30 → 0.05.
@@ -107,13 +107,13 @@ def overfitting(run: Run, r: Rule) -> list[Finding]:
     if len(va) >= 6:
         # and on medians of three evaluations, so one lucky low evaluation is not the best
         med3 = np.array([np.median(va[i:i + 3]) for i in range(len(va) - 2)])
-        if float(med3[-1]) < 1.1 * float(med3.min()) or float(med3[-1]) - float(med3.min()) < 2 * noise:
+        if float(med3[-1]) < 1.05 * float(med3.min()) or float(med3[-1]) - float(med3.min()) < 2 * noise:
             return []
     # and it must matter: a rise of a few thousandths of a nat at the same accuracy is not a sick run
     c = run.meta.get("num_classes")
     scale = math.log(c) if isinstance(c, int) and c >= 2 and run.meta.get("loss_kind") in ("cross_entropy", "nll") \
         else math.log(2) if run.meta.get("loss_kind") in ("bce", "bce_logits") else float(va[0])
-    if float(va[-1]) - best < 0.05 * scale:
+    if float(va[-1]) - best < 0.015 * scale:
         return []
     ep = _epoch_of(run, int(steps[k]))
     ev = {"best_step": int(steps[k]), "best_val_loss": best, "last_val_loss": float(va[-1]),

@@ -350,10 +350,10 @@ def loss_spikes(run: Run, r: Rule) -> list[Finding]:
         Steps where the loss exceeds 3× the median and 2× the maximum of the preceding window,
         and half the loss of the first steps, and recovers within the window. Three or more are
         needed, each leaving the next steps elevated (the optimizer had to recover), unless they
-        recur at a fixed period (one bad batch coming back). Or, on bin medians, a stretch of ≥ 3
-        bins (≥ 5 % of the run, after its first tenth) at ≥ 5× the level of the tenth of the run
-        before it, that comes back under half its peak; a learning-rate step-up of ≥ 3× at its
-        start is named.
+        recur at a fixed period (one bad batch coming back). Or, on bin medians, a stretch (after
+        the first tenth, ≥ 3 bins and ≥ 5 % of the run) at ≥ 2× the level of the tenth of the run
+        before it began, peaking at ≥ 5× that level and coming back under half its peak; a
+        learning-rate step-up of ≥ 3× at its start is named.
 
     Example:
         Loss ≈ 0.4 with jumps to 3.1, 2.7 and 4.0 at steps 310, 520 and 800. Or: 0.005 at step
@@ -428,8 +428,9 @@ def loss_spikes(run: Run, r: Rule) -> list[Finding]:
 
 def _excursion(run: Run, r: Rule, s: Series) -> list[Finding]:
     """A blow-up that lasts a while mid-run and comes back down: neither a spike of one batch nor a
-    divergence to the end. On bin medians: ≥ 3 consecutive bins (≥ 5 % of the run), after the first
-    tenth, at ≥ 5× the level of the tenth of the run before, then back under half the stretch's peak."""
+    divergence to the end. On bin medians: a stretch (medians of three bins) after the first tenth
+    at ≥ 2× the level of the tenth of the run before it began, ≥ 3 bins and ≥ 5 % of the run long,
+    peaking at ≥ 5× that level, then back under half its peak."""
     n = finite_prefix(s.values)
     if n < 60:
         return []
@@ -438,31 +439,31 @@ def _excursion(run: Run, r: Rule, s: Series) -> list[Finding]:
         return []
     start = max(1, b.size // 10)
     # the level before a bin: the median of the tenth of the run just before it (a running minimum
-    # would pick one lucky bin and make ordinary noise look like a blow-up)
+    # would pick one lucky bin and make ordinary noise look like a blow-up); the stretch itself on
+    # medians of three bins, so one calm bin inside a noisy blow-up does not end it
     w = max(2, b.size // 10)
-    level = np.array([np.median(b[max(0, i - w):i]) if i > 0 else b[0] for i in range(b.size)])
-    high = np.zeros(b.size, dtype=bool)
-    high[start:] = b[start:] >= 5 * level[start:]
-    best = level
-    # the first qualifying stretch
+    level = np.array([np.median(b[max(0, k - w):k]) if k > 0 else b[0] for k in range(b.size)])
+    b3 = np.array([np.median(b[max(0, k - 1):k + 2]) for k in range(b.size)])
     i = start
     while i < b.size:
-        if not high[i]:
+        if not b3[i] >= 2 * level[i]:
             i += 1
             continue
+        # an elevated stretch, judged against the level before it began (a blow-up that ramps up
+        # would otherwise raise its own reference as it goes)
+        before = float(level[i])
         j = i
-        while j < b.size and b[j] >= 2 * level[i]:
+        while j < b.size and b3[j] >= 2 * before:
             j += 1
         length = j - i
         peak = float(b[i:j].max())
-        if length >= max(3, int(0.05 * b.size)) and j < b.size and float(np.median(b[j:])) <= 0.5 * peak \
-                and peak >= 0.2 * float(b[0]):
-            before = float(best[i])
+        if length >= max(3, int(0.05 * b.size)) and peak >= 5 * before and j < b.size \
+                and float(np.median(b[j:])) <= 0.5 * peak and peak >= 0.2 * float(b[0]):
             after = float(np.median(b[j:]))
             ev = {"from_step": int(steps[i]), "to_step": int(steps[j]), "peak": peak, "level_before": before,
                   "level_after": after, "fraction_of_run": length / b.size}
             msg = (f"the loss blew up from step {int(steps[i])} to step {int(steps[j])} ({length / b.size * 100:.0f} % of "
-                   f"the run), peaking at {fmt(peak)} ({fmt(peak / before)}× the {fmt(before)} reached before), then "
+                   f"the run), peaking at {fmt(peak)} ({fmt(peak / before)}× the {fmt(before)} just before), then "
                    f"came back to {fmt(after)}")
             causes = [("lr-too-high", 0.6), ("no-lr-decay", 0.2), ("label-noise", 0.1)]
             raised = lr_raised(run, int(steps[max(0, i - 1)]), int(steps[i]) + 1)
@@ -660,9 +661,9 @@ def stalled(run: Run, r: Rule) -> list[Finding]:
 
     Evidence:
         Bin medians of the loss: from the first point after which the best loss improves by less
-        than 1 % of the starting loss in total, the plateau lasts ≥ 40 % of the run at ≥ 80 % of the starting loss (classification with a
-        known class count: ≥ 0.3·ln C; a regression's achievable floor is unknown, so only a loss
-        that barely left its start counts). For cross-entropy, a plateau at ln(1 + (C−1)/e) — the
+        than 1 % of the starting loss in total, the plateau lasts ≥ 40 % of the run at ≥ 50 % of the
+        starting loss (classification with a known class count: ≥ 0.3·ln C; a known regression
+        loss, whose achievable floor is unknown: ≥ 80 %, a loss that barely left its start). For cross-entropy, a plateau at ln(1 + (C−1)/e) — the
         floor when the loss receives probabilities — points at a double softmax.
 
     Example:
@@ -697,9 +698,10 @@ def stalled(run: Run, r: Rule) -> list[Finding]:
     level = nanmedian(b[last_gain:])
     drop = (start - level) / start
     chance = _chance(run)
-    # with no chance level to compare with (a regression), a plateau is "far above a good level"
-    # only when the loss barely left its start: a regression's achievable floor is unknown
-    floor_bar = 0.3 * chance[0] if chance else 0.8 * start
+    # a regression's achievable floor is unknown: there, a plateau is "far above a good level" only
+    # when the loss barely left its start; a log that does not say its loss kind keeps half the start
+    regression = run.meta.get("loss_kind") in ("mse", "l1", "smooth_l1", "huber")
+    floor_bar = 0.3 * chance[0] if chance else 0.8 * start if regression else 0.5 * start
     if not (drop >= 0.05 and plateau_frac >= 0.4 and level >= floor_bar):
         return []
     head = s.values[: int(min(200, max(20, 0.05 * len(s))))]
