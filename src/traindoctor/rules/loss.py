@@ -32,7 +32,10 @@ def _loss(run: Run) -> Series | None:
 
 
 def _chance(run: Run) -> tuple[float, str] | None:
-    """The loss of a constant prediction when the run tells the loss kind and class count."""
+    """The loss of a constant prediction when the run tells the loss kind and class count (None for
+    a loss summed from several terms: ln C is the chance level of one of them only)."""
+    if len(run.names("loss_term")) >= 2:
+        return None
     kind = run.meta.get("loss_kind")
     c = run.meta.get("num_classes")
     if kind in ("cross_entropy", "nll") and isinstance(c, int) and c >= 2:
@@ -1040,12 +1043,12 @@ def unbalanced_loss_terms(run: Run, r: Rule) -> list[Finding]:
         valued on sampled steps.
 
     Why is this bad?
-        The gradient of a sum is dominated by its largest term: a term 100× the others drowns
+        The gradient of a sum is dominated by its largest term: a term 30× the others drowns
         them, and the tasks they stand for are not learned.
 
     Evidence:
         Two or more terms per step; the largest term's median over the last half of the samples
-        at least 100× the smallest's (and each of the last two samples too).
+        at least 30× the smallest's (and each of the last two samples too).
 
     Example:
         cross_entropy ≈ 2.1 next to mse_loss on raw prices ≈ 3.4e+04.
@@ -1067,7 +1070,7 @@ def unbalanced_loss_terms(run: Run, r: Rule) -> list[Finding]:
     mat = np.vstack([np.abs(s.values) for s in series.values()])
     with np.errstate(all="ignore"):
         ratio = mat.max(axis=0) / mat.min(axis=0)
-    if not sustained(ratio, lambda x: x >= 100):
+    if not sustained(ratio, lambda x: x >= 30):
         return []
     med = {k: float(np.median(late(s.values))) for k, s in series.items()}
     big = max(med, key=lambda k: abs(med[k]))
