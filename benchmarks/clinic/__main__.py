@@ -39,6 +39,12 @@ def _select(specs: list[Spec], args: argparse.Namespace) -> list[Spec]:
     return out
 
 
+def _population_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0, help="population seed (0: the development population)")
+    p.add_argument("--healthy", type=int, default=11, help="healthy runs per task")
+    p.add_argument("--per-op", type=int, default=11, help="faulty runs per fault operator")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.clinic", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -50,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--limit", type=int)
         p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
         p.add_argument("--workers", type=int, default=2)
+        _population_args(p)
         if name == "run":
             p.add_argument("--force", action="store_true", help="rerun even what is cached")
         if name in ("score", "misses", "calibrate"):
@@ -60,9 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("show")
     p.add_argument("id")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    _population_args(p)
     args = ap.parse_args(argv)
 
-    specs = draw()
+    specs = draw(n_healthy_per_task=args.healthy, n_per_operator=args.per_op, seed=args.seed)
     if args.cmd == "show":
         d = args.cache / args.id
         spec = next((s for s in specs if s.id == args.id), None)
@@ -100,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "calibrate":
         from .calibrate import OUT, calibrate
 
-        model = calibrate(cases)
+        cmd = "python -m benchmarks.clinic calibrate " + " ".join(argv if argv is not None else sys.argv[1:])
+        model = calibrate(cases, command=cmd.replace("calibrate calibrate", "calibrate"))
         print(json.dumps(model, indent=1))
         print(f"wrote {OUT}", file=sys.stderr)
         return 0

@@ -181,6 +181,7 @@ def _rel_drop(y: np.ndarray) -> float:
         "optimization-difficulty",
         "missing-nonlinearity",
         "over-regularization",
+        "label-noise",
     ),
 )
 def underfitting(run: Run, r: Rule) -> list[Finding]:
@@ -226,6 +227,14 @@ def underfitting(run: Run, r: Rule) -> list[Finding]:
           "evaluations": int(len(va))}
     msg = f"training ({fmt(float(tr[-1]))}) and validation ({fmt(float(va[-1]))}) losses both high and flat over {len(va)} evaluations"
     causes: dict[str, float] = {"insufficient-capacity": 0.35, "optimization-difficulty": 0.2, "missing-nonlinearity": 0.1}
+    chance = _chance_loss(run)
+    u = best_layer_update_ratio(run)
+    if chance is not None and abs(float(np.median(va)) - chance) <= 0.05 * chance \
+            and abs(float(np.median(tr)) - chance) <= 0.05 * chance and u is not None and u >= 3e-4:
+        # both sit at the loss of a constant prediction while the weights move at a working pace:
+        # there may be nothing in the inputs that tells the labels
+        causes["label-noise"] = 0.45
+        ev["at_chance"] = True
     neck = bottleneck(run)
     if neck:
         causes["insufficient-capacity"] = 0.75
@@ -378,7 +387,7 @@ def both_rising(run: Run, r: Rule) -> list[Finding]:
                       causes=[("lr-too-high", 0.5), ("code-bug", 0.3), ("label-noise", 0.2)])]
 
 
-@rule("V005", "warning", causes=("distribution-mismatch", "overfitting"))
+@rule("V005", "warning", causes=("distribution-mismatch", "overfitting", "label-noise"))
 def distribution_mismatch(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Finds validation far worse than training from the first evaluation, with a gap that does
@@ -392,7 +401,9 @@ def distribution_mismatch(run: Run, r: Rule) -> list[Finding]:
     Evidence:
         Training loss falls ≥ 50 % while validation never improves by 10 % on its first
         evaluation, and ends ≥ 2× the training loss. Or validation is ≥ 3× the training loss at
-        the first evaluation and at the last, and never within 2× of it. (Overfitting, V001,
+        the first evaluation and at the last, and never within 2× of it. Or, with a known chance
+        loss, validation never below 0.9× it while training falls to ≤ 0.85× it (and 15 % below
+        its start): then the training labels themselves are suspect too. (Overfitting, V001,
         starts together and drifts apart.)
 
     Example:
@@ -418,14 +429,25 @@ def distribution_mismatch(run: Run, r: Rule) -> list[Finding]:
     with np.errstate(all="ignore"):
         gap = va / tr
     apart = bool(tr.min() > 0 and np.all(np.isfinite(gap)) and gap[0] >= 3 and gap.min() >= 2 and gap[-1] >= 3)
-    if not (never_improved or apart):
+    chance = _chance_loss(run)
+    # or: validation never better than the chance loss while training learns: nothing learned from
+    # the training labels carries over to the validation labels
+    at_chance = chance is not None and len(va) >= 4 and float(va.min()) >= 0.9 * chance \
+        and float(tr[-1]) <= 0.85 * chance and float(tr[-1]) <= 0.85 * float(tr[0])
+    if not (never_improved or apart or at_chance):
         return []
     ev = {"train_first": float(tr[0]), "train_last": float(tr[-1]), "val_first": float(va[0]), "val_last": float(va[-1]),
           "gap_ratio_last": float(va[-1] / tr[-1]) if tr[-1] else None}
     msg = (f"validation ({fmt(float(va[0]))} → {fmt(float(va[-1]))}) is far worse than training "
            f"({fmt(float(tr[0]))} → {fmt(float(tr[-1]))}) from the first evaluation and never catches up")
-    return [r.finding(step=int(steps[0]), step_end=int(steps[-1]), message=msg, evidence=ev,
-                      causes=[("distribution-mismatch", 0.7), ("overfitting", 0.15)])]
+    causes = [("distribution-mismatch", 0.7), ("overfitting", 0.15)]
+    if at_chance and not (never_improved or apart):
+        ev["validation_at_chance"] = float(va.min()) / chance
+        msg = (f"validation never got below {fmt(float(va.min()))} ({fmt(float(va.min()) / chance)}× the chance loss) "
+               f"while training fell {fmt(float(tr[0]))} → {fmt(float(tr[-1]))}: what the model learns from the "
+               "training labels does not carry over to the validation labels")
+        causes = [("label-noise", 0.55), ("distribution-mismatch", 0.45)]
+    return [r.finding(step=int(steps[0]), step_end=int(steps[-1]), message=msg, evidence=ev, causes=causes)]
 
 
 @rule("V006", "info", causes=("undertrained", "lr-too-low"))

@@ -460,21 +460,28 @@ def _excursion(run: Run, r: Rule, s: Series) -> list[Finding]:
             j += 1
         length = j - i
         peak = float(b[i:j].max())
-        if length >= max(3, int(0.05 * b.size)) and peak >= 5 * before and j < b.size \
-                and float(np.median(b[j:])) <= 0.5 * peak and peak >= 0.2 * float(b[0]):
-            after = float(np.median(b[j:]))
-            ev = {"from_step": int(steps[i]), "to_step": int(steps[j]), "peak": peak, "level_before": before,
+        # came back under half its peak afterwards — or, running to the end, ends under half its
+        # peak while still above the old level (a blow-up the run never fully recovered from)
+        tail = b[j:] if j < b.size else b[max(i + 1, b.size - max(2, b.size // 10)):]
+        if length >= max(3, int(0.05 * b.size)) and peak >= 5 * before and tail.size \
+                and float(np.median(tail)) <= 0.5 * peak and peak >= 0.2 * float(b[0]) \
+                and (j < b.size or length <= 0.7 * b.size):
+            after = float(np.median(tail))
+            ev = {"from_step": int(steps[i]), "to_step": None, "peak": peak, "level_before": before,
                   "level_after": after, "fraction_of_run": length / b.size}
-            msg = (f"the loss blew up from step {int(steps[i])} to step {int(steps[j])} ({length / b.size * 100:.0f} % of "
+            end = int(steps[j]) if j < b.size else int(s.steps[n - 1])
+            ev["to_step"] = end
+            msg = (f"the loss blew up from step {int(steps[i])} to step {end} ({length / b.size * 100:.0f} % of "
                    f"the run), peaking at {fmt(peak)} ({fmt(peak / before)}× the {fmt(before)} just before), then "
-                   f"came back to {fmt(after)}")
+                   + (f"came back to {fmt(after)}" if j < b.size else
+                      f"came down to {fmt(after)} by the end, still {fmt(after / before)}× the level before"))
             causes = [("lr-too-high", 0.6), ("no-lr-decay", 0.2), ("label-noise", 0.1)]
             raised = lr_raised(run, int(steps[max(0, i - 1)]), int(steps[i]) + 1)
             if raised:
                 ev["lr_raised"] = raised
                 msg += f"; the learning rate was raised {fmt(raised['factor'])}× at step {raised['step']}"
                 causes = [("lr-too-high", 0.9)]
-            return [r.finding(step=int(steps[i]), step_end=int(steps[j]), message=msg, evidence=ev, causes=causes)]
+            return [r.finding(step=int(steps[i]), step_end=end, message=msg, evidence=ev, causes=causes)]
         i = j + 1
     return []
 
@@ -771,8 +778,8 @@ def stuck_at_chance(run: Run, r: Rule) -> list[Finding]:
         the output layer cannot express the classes.
 
     Evidence:
-        The median of the last half of the run within 3 % of ln(C), with a quiet curve (IQR
-        < 5 % of the level). C comes from the live run (the loss input's width); in a log
+        The median of the last half of the run within 3 % of ln(C), with a quiet curve (IQR of
+        ten-step medians < 5 % of the level). C comes from the live run (the loss input's width); in a log
         without it, only a very tight match to ln(C) for C = 2…20 counts.
 
     Example:
@@ -796,7 +803,10 @@ def stuck_at_chance(run: Run, r: Rule) -> list[Finding]:
         return []
     tail = s.values[n // 2 : n]
     level = nanmedian(tail)
-    spread = rel_iqr(tail)
+    # the spread of the level, on medians of ten-step bins: a small batch's loss scatters around
+    # ln 2 by itself, the level does not move
+    _, tb = bin_medians(s.steps[n // 2 : n], tail, max_bins=max(4, tail.size // 10))
+    spread = rel_iqr(tb) if tb.size >= 4 else rel_iqr(tail)
     chance = _chance(run)
     candidates: list[tuple[float, str, float]] = []
     if chance:
