@@ -96,6 +96,9 @@ def draw_healthy(task: Task, seed: int, rng: np.random.Generator, force: str | N
     if force == "deep-narrow-tanh" and task.name in ("circles_mlp", "moons_mlp"):
         hp.update(act="tanh", depth=6, width=16, opt="adam", lr=_logu(rng, 2e-3, 5e-3), init="small", norm="none",
                   reduction="mean", precision="fp32")
+        # long enough to leave the plateau at ln 2 it starts on: the point of this negative is a
+        # run that looks stuck for a while and then learns
+        hp["epochs"] = int(hp["epochs"]) * 4
         hp.pop("dropout", None)
         tags.append("hard:deep-narrow-tanh")
     elif force == "noisy-small-batch" and mlp_like:

@@ -107,3 +107,36 @@ def test_fixes_in_the_frameworks_own_terms_and_never_a_looser_clip():
     assert "clip_grad_norm_" not in fixes  # not the hand-written loop's advice
     pl = diagnose(load(FIX / "lr_too_high" / "lightning_logs" / "version_0" / "metrics.csv"))
     assert "gradient_clip_val" in " ".join(pl.causes[0].fixes)
+
+
+def test_an_adam_eps_that_swamps_the_gradients_is_named():
+    """Adam(eps=0.5): the loss crawls down from ln 10. The run's own gradients (a per-weight RMS
+    ~5e-3) show eps dwarfs them, so the optimizer's setting, not the LR, is ranked first, with
+    the concrete fix."""
+    res = watch("adam_big_eps")
+    f = by_code(res)
+    sw = f["V002"].evidence["eps_swamps"]
+    assert sw["eps"] == 0.5 and sw["eps"] >= 10 * sw["grad_rms"]
+    top = res.diagnosis.causes[0]
+    assert top.id == "wrong-optimizer-settings"
+    assert any("eps=0.5" in x and "1e-8" in x for x in top.fixes)
+
+
+def test_a_default_eps_is_never_blamed():
+    from traindoctor.rules._signals import eps_swamps
+
+    for name in ("healthy_cnn", "healthy_fullbatch"):  # Adam/AdamW at their default eps
+        res = watch(name)
+        assert res.run.meta["optimizer"]["class"] in ("Adam", "AdamW")
+        assert eps_swamps(res.run) is None and not res.diagnosis.findings
+
+
+def test_an_unscaled_auxiliary_term_that_blows_the_run_up_is_named():
+    """CE ≈ 2.3 + MSE on a raw target ≈ 1e5: the run is non-finite by step 4, leaving one sample
+    of the loss terms. That one finite sample is enough for L011 in a run that died, and the
+    blow-up is put on the term imbalance before the LR."""
+    res = watch("aux_unscaled")
+    f = by_code(res)
+    assert f["L011"].evidence["samples"] == 1 and f["L011"].evidence["ratio"] > 1000
+    assert f["L001"].evidence["term_imbalance"] > 1000
+    assert res.diagnosis.causes[0].id == "unbalanced-loss-terms"

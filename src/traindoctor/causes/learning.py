@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..rules._signals import eps_swamps
 from . import Cause
 from .facts import Facts, fmt, num
 
@@ -146,8 +147,10 @@ class WrongOptimizerSettings(Cause):
     def concrete(self, f: Facts) -> list[str]:
         o = f.optimizer
         eps = num(o.get("eps"))
-        if f.opt_class in ("Adam", "AdamW", "NAdam", "RAdam", "Adamax") and eps is not None and eps >= 1e-3:
-            return [f"{f.opt_class}'s eps={fmt(eps)} swamps the gradient's second moment (typical ‖g‖ ≪ eps), so every "
+        sw = eps_swamps(f.run)
+        if sw or (f.opt_class in ("Adam", "AdamW", "NAdam", "RAdam", "Adamax") and eps is not None and eps >= 1e-3):
+            typical = f" (typical gradient element {fmt(sw['grad_rms'])})" if sw else " (typical ‖g‖ ≪ eps)"
+            return [f"{f.opt_class}'s eps={fmt(eps)} swamps the gradient's second moment{typical}, so every "
                     "step is tiny: use the default eps=1e-8"]
         if f.opt_class == "SGD" and not num(o.get("momentum")):
             return ["SGD without momentum: add momentum=0.9 (and nesterov=True), or use Adam(lr=1e-3)"]

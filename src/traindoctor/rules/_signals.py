@@ -6,7 +6,7 @@ import math
 import numpy as np
 
 from ..run import Run
-from ._stats import late
+from ._stats import fmt, late
 
 
 def adversarial(run: Run) -> bool:
@@ -208,3 +208,38 @@ def bottleneck(run: Run) -> dict | None:
         if narrow["fan_out"] < outs:
             return {"layer": narrow.get("name"), "width": narrow["fan_out"], "outputs": outs}
     return None
+
+
+# optimizers whose step is g / (sqrt(v) + eps): a large eps turns them into plain SGD at lr / eps
+_EPS_DIVIDES = ("Adam", "AdamW", "NAdam", "RAdam", "Adamax", "RMSprop", "Adagrad", "SparseAdam")
+
+
+def eps_swamps(run: Run) -> dict | None:
+    """The optimizer's eps dwarfs the gradients it normalises: {"eps", "grad_rms", "optimizer"}.
+
+    An adaptive step is g / (√v + ε); with ε ten times the typical per-weight gradient (the
+    run's own late RMS gradient element, median over its weight layers) the denominator is ε
+    and every step shrinks by that factor or more. Values at or below the libraries' defaults
+    (≤ 1e-6) are never blamed."""
+    opt = run.meta.get("optimizer") or {}
+    cls, eps = opt.get("class"), opt.get("eps")
+    if cls not in _EPS_DIVIDES or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 1e-6:
+        return None
+    rms = []
+    for name, n in weight_layers(run):
+        v = late(run.series[f"grad_norm/{name}"].values)
+        v = v[np.isfinite(v)]
+        if v.size and n > 0:
+            rms.append(float(np.median(v)) / math.sqrt(n))
+    if not rms:
+        return None
+    g = float(np.median(rms))
+    if not (g >= 0 and eps >= 10 * g):
+        return None
+    return {"eps": float(eps), "grad_rms": g, "optimizer": cls}
+
+
+def eps_note(sw: dict) -> str:
+    """The message clause for :func:`eps_swamps`."""
+    return (f"; {sw['optimizer']}'s eps={fmt(sw['eps'])} is {fmt(sw['eps'] / sw['grad_rms'])}× the typical gradient "
+            f"element ({fmt(sw['grad_rms'])}), so its steps are lr·g/eps, not lr")

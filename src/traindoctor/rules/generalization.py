@@ -15,7 +15,7 @@ import numpy as np
 from ..findings import Finding
 from ..run import Run
 from . import Rule, rule
-from ._signals import adversarial, best_layer_update_ratio, bottleneck
+from ._signals import adversarial, best_layer_update_ratio, bottleneck, eps_note, eps_swamps
 from ._stats import fmt, kendall_tau, late, nanmedian, sustained
 
 MIN_EVALS = 4
@@ -182,6 +182,7 @@ def _rel_drop(y: np.ndarray) -> float:
         "missing-nonlinearity",
         "over-regularization",
         "label-noise",
+        "wrong-optimizer-settings",
     ),
 )
 def underfitting(run: Run, r: Rule) -> list[Finding]:
@@ -248,6 +249,11 @@ def underfitting(run: Run, r: Rule) -> list[Finding]:
         msg += f"; weight_decay={fmt(wd)} is strong"
     else:
         causes["over-regularization"] = 0.2
+    sw = eps_swamps(run)
+    if sw:
+        causes["wrong-optimizer-settings"] = 0.7
+        ev["eps_swamps"] = sw
+        msg += eps_note(sw)
     return [r.finding(step=int(steps[0]), step_end=int(steps[-1]), message=msg, evidence=ev, causes=list(causes.items()))]
 
 
@@ -450,7 +456,7 @@ def distribution_mismatch(run: Run, r: Rule) -> list[Finding]:
     return [r.finding(step=int(steps[0]), step_end=int(steps[-1]), message=msg, evidence=ev, causes=causes)]
 
 
-@rule("V006", "info", causes=("undertrained", "lr-too-low"))
+@rule("V006", "info", causes=("undertrained", "lr-too-low", "wrong-optimizer-settings"))
 def unconfident_predictions(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Measures the mean probability the model gives its predicted class (sampled steps).
@@ -502,6 +508,11 @@ def unconfident_predictions(run: Run, r: Rule) -> list[Finding]:
     best = best_layer_update_ratio(run)
     if best is not None and best < 1e-4:
         causes.append(("lr-too-low", 0.3))
+    sw = eps_swamps(run)
+    if sw:
+        causes.append(("wrong-optimizer-settings", 0.6))
+        ev["eps_swamps"] = sw
+        msg += eps_note(sw)
     return [r.finding(step=int(s.steps[len(s) // 2]), step_end=int(s.steps[-1]), message=msg, evidence=ev,
                       causes=causes)]
 

@@ -8,7 +8,7 @@ import numpy as np
 from ..findings import Finding
 from ..run import Run
 from . import Rule, rule
-from ._signals import per_step, recurrent, weight_layers, weight_update_ratios, zero_weights
+from ._signals import eps_note, eps_swamps, per_step, recurrent, weight_layers, weight_update_ratios, zero_weights
 from ._stats import fmt, late, nanmedian, sustained
 
 
@@ -395,6 +395,11 @@ def update_ratio_low(run: Run, r: Rule) -> list[Finding]:
         ev["suggested_lr"] = min(lr * 1e-3 / med, lr * 1000) if med > 0 else lr * 100
         msg += f"; at lr={fmt(lr)} a ratio near 1e-3 suggests lr ≈ {fmt(ev['suggested_lr'])}"
     causes = [("lr-too-low", 0.75), ("wrong-optimizer-settings", 0.2)]
+    sw = eps_swamps(run)
+    if sw:
+        causes = [("wrong-optimizer-settings", 0.8), ("lr-too-low", 0.3)]
+        ev["eps_swamps"] = sw
+        msg += eps_note(sw)
     return [r.finding(step=int(steps[0]), step_end=int(steps[-1]), message=msg, evidence=ev, causes=causes)]
 
 

@@ -17,6 +17,9 @@ from ._signals import (
     adversarial,
     best_layer_update_ratio,
     bottleneck,
+    eps_note,
+    eps_swamps,
+    first_nonfinite_loss_step,
     inputs_look_normalised,
     recurrent,
     vanishing_ratio,
@@ -66,7 +69,8 @@ def lr_raised(run: Run, lo: int, hi: int) -> dict | None:
     for i in range(1, len(v)):
         # the LR is sampled every few steps: the step-up lies anywhere between two samples
         if lo - gap <= st[i] <= hi + gap and v[i - 1] > 0 and np.isfinite(v[i]) and v[i] >= 3 * v[i - 1]:
-            return {"step": int(st[i]), "factor": float(v[i] / v[i - 1]), "from": float(v[i - 1]), "to": float(v[i])}
+            return {"step": int(st[i]), "from_step": int(st[i - 1]), "factor": float(v[i] / v[i - 1]),
+                    "from": float(v[i - 1]), "to": float(v[i])}
     return None
 
 
@@ -84,6 +88,7 @@ def _config_faults(run: Run) -> set[str]:
         "numerically-unstable-loss",
         "bad-initialization",
         "precision-overflow",
+        "unbalanced-loss-terms",
     ),
 )
 def nonfinite_loss(run: Run, r: Rule) -> list[Finding]:
@@ -142,6 +147,13 @@ def nonfinite_loss(run: Run, r: Rule) -> list[Finding]:
                 causes["exploding-gradient"] = 0.45
                 if recurrent(run):  # the explosion through time of a recurrent layer
                     causes["lr-too-high"], causes["exploding-gradient"] = 0.55, 0.75
+                imb = first_term_imbalance(run)
+                if imb is not None and imb >= 30:
+                    # one term of the summed loss dwarfed the others from the first step (L011)
+                    causes["lr-too-high"] = 0.45
+                    causes["unbalanced-loss-terms"] = 0.8
+                    ev["term_imbalance"] = imb
+                    msg += f"; one term of the summed loss was {fmt(imb)}× another at step 0"
     nf = _nonfinite_event(run)
     if nf.get("input_nonfinite"):
         inp = nf["input_nonfinite"]
@@ -186,7 +198,7 @@ def nonfinite_loss(run: Run, r: Rule) -> list[Finding]:
     return [r.finding(step=step, step_end=int(s.steps[-1]), message=msg, evidence=ev, causes=list(causes.items()))]
 
 
-@rule("L002", "error", causes=("lr-too-high", "exploding-gradient", "unnormalized-target"))
+@rule("L002", "error", causes=("lr-too-high", "exploding-gradient", "unnormalized-target", "unbalanced-loss-terms"))
 def divergence(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Finds a loss that climbs by an order of magnitude above its best level and does not come
@@ -225,13 +237,31 @@ def divergence(run: Run, r: Rule) -> list[Finding]:
     return found or _early_blowup(run, r, s) or _far_above_chance(run, r, s)
 
 
-def _l002_causes(run: Run) -> list[tuple[str, float]]:
-    causes = [("lr-too-high", 0.7), ("exploding-gradient", 0.35)]
+def _l002_causes(run: Run, lr_weight: float = 0.7) -> list[tuple[str, float]]:
+    causes = [("lr-too-high", lr_weight), ("exploding-gradient", 0.35)]
     if recurrent(run):
-        causes = [("lr-too-high", 0.55), ("exploding-gradient", 0.6)]
+        causes = [("lr-too-high", min(lr_weight, 0.55)), ("exploding-gradient", 0.6)]
     if run.meta.get("loss_kind") in (None, "mse", "l1", "smooth_l1", "huber"):
         causes.append(("unnormalized-target", 0.1))
+    imb = first_term_imbalance(run)
+    if imb is not None and imb >= 30:
+        # the loss summed terms 30x apart from the first step: the step size was set for a sum
+        # one term dominates, and rescaling that term is the fix before any LR change
+        causes[0] = ("lr-too-high", min(causes[0][1], 0.45))
+        causes.append(("unbalanced-loss-terms", 0.8))
     return causes
+
+
+def first_term_imbalance(run: Run) -> float | None:
+    """Largest over smallest term of a summed loss at its first sample (None: one term, or unknown)."""
+    vals = []
+    for n in run.names("loss_term"):
+        s = run.series[n]
+        if len(s) and int(s.steps[0]) == 0 and np.isfinite(s.values[0]):
+            vals.append(abs(float(s.values[0])))
+    if len(vals) < 2 or min(vals) <= 0:
+        return None
+    return max(vals) / min(vals)
 
 
 def _diverging_to_end(run: Run, r: Rule, s: Series) -> list[Finding]:
@@ -275,12 +305,12 @@ def _diverging_to_end(run: Run, r: Rule, s: Series) -> list[Finding]:
     )
     if n < len(s):
         msg += f", then went non-finite at step {int(s.steps[n])}"
-    causes = _l002_causes(run)
     raised = lr_raised(run, int(steps[max(0, onset - 1)]), int(steps[onset]) + 1)
+    causes = _l002_causes(run, 0.9 if raised else 0.7)
     if raised:
         ev["lr_raised"] = raised
-        msg += f"; the learning rate was raised {fmt(raised['factor'])}× at step {raised['step']}, just before"
-        causes[0] = ("lr-too-high", 0.9)
+        msg += (f"; the learning rate rose {fmt(raised['factor'])}× between steps {raised['from_step']} and "
+                f"{raised['step']}, around the onset")
     return [r.finding(step=int(steps[onset]), step_end=int(s.steps[n - 1]), message=msg, evidence=ev, causes=causes)]
 
 
@@ -313,8 +343,7 @@ def _early_blowup(run: Run, r: Rule, s: Series) -> list[Finding]:
         msg += f"; it ended at {fmt(end)}"
     if not all(np.isfinite(v)):
         msg += f", then went non-finite at step {int(st[int(np.argmax(~fin))])}"
-    causes = _l002_causes(run)
-    causes[0] = ("lr-too-high", 0.85)
+    causes = _l002_causes(run, 0.85)
     return [r.finding(step=int(st[0]), step_end=int(st[i]), message=msg, evidence=ev, causes=causes)]
 
 
@@ -556,6 +585,7 @@ def oscillation(run: Run, r: Rule) -> list[Finding]:
         "optimization-difficulty",
         "over-regularization",
         "double-softmax",
+        "wrong-optimizer-settings",
     ),
 )
 def no_progress(run: Run, r: Rule) -> list[Finding]:
@@ -639,6 +669,12 @@ def no_progress(run: Run, r: Rule) -> list[Finding]:
         causes["lr-too-low"] = max(causes["lr-too-low"], 0.8)
     if "double_softmax" in _config_faults(run):
         causes["double-softmax"] = 0.5
+    sw = eps_swamps(run)
+    if sw:
+        causes["wrong-optimizer-settings"] = 0.75
+        causes["lr-too-low"] = min(causes.get("lr-too-low", 0.3), 0.3)
+        ev["eps_swamps"] = sw
+        msg += eps_note(sw)
     return [r.finding(step=int(s.steps[0]), step_end=int(s.steps[n - 1]), message=msg, evidence=ev,
                       causes=list(causes.items()))]
 
@@ -741,6 +777,11 @@ def stalled(run: Run, r: Rule) -> list[Finding]:
         causes["wrong-optimizer-settings"] = 0.35
     if isinstance(opt.get("weight_decay"), (int, float)) and opt["weight_decay"] >= 1e-2:
         causes["over-regularization"] = 0.4
+    sw = eps_swamps(run)
+    if sw:
+        causes["wrong-optimizer-settings"] = 0.7
+        ev["eps_swamps"] = sw
+        msg += eps_note(sw)
     c = run.meta.get("num_classes")
     if run.meta.get("loss_kind") in ("cross_entropy", None) and isinstance(c, int) and c >= 2:
         fl = _double_softmax_floor(c)
@@ -1058,7 +1099,9 @@ def unbalanced_loss_terms(run: Run, r: Rule) -> list[Finding]:
 
     Evidence:
         Two or more terms per step; the largest term's median over the last half of the samples
-        at least 30× the smallest's (and each of the last two samples too).
+        at least 30× the smallest's (and each of the last two samples too), over the samples where
+        every term is finite; a run that went non-finite before its second sample is judged on
+        its one finite sample.
 
     Example:
         cross_entropy ≈ 2.1 next to mse_loss on raw prices ≈ 3.4e+04.
@@ -1074,19 +1117,29 @@ def unbalanced_loss_terms(run: Run, r: Rule) -> list[Finding]:
     if len(names) < 2:
         return []
     series = {n.split("/", 1)[1]: run.series[n] for n in names}
-    lens = {len(s) for s in series.values()}
-    if len(lens) != 1 or lens.pop() < 2:
+    # the terms of the training loss are sampled together; a term seen on one step only (a loss
+    # computed once with gradients on, outside the loop) is not part of the sum being stepped
+    longest = max(len(s) for s in series.values())
+    series = {k: s for k, s in series.items() if len(s) == longest}
+    if len(series) < 2 or (longest < 2 and first_nonfinite_loss_step(run) is None):
         return []
     mat = np.vstack([np.abs(s.values) for s in series.values()])
+    ok = np.all(np.isfinite(mat), axis=0)
     with np.errstate(all="ignore"):
         ratio = mat.max(axis=0) / mat.min(axis=0)
-    if not sustained(ratio, lambda x: x >= 30):
+    died = first_nonfinite_loss_step(run) is not None
+    if ok.sum() >= 2:
+        if not sustained(ratio[ok], lambda x: x >= 30):
+            return []
+    elif not (ok.sum() == 1 and died and float(ratio[ok][0]) >= 30):
+        # one finite sample judges only a run that went non-finite before it could leave another
         return []
-    med = {k: float(np.median(late(s.values))) for k, s in series.items()}
+    med = {k: float(np.median(late(s.values[ok]))) for k, s in series.items()}
     big = max(med, key=lambda k: abs(med[k]))
     small = min(med, key=lambda k: abs(med[k]))
     steps = next(iter(series.values())).steps
-    ev = {"terms": med, "largest": big, "smallest": small, "ratio": float(np.median(late(ratio)))}
+    ev = {"terms": med, "largest": big, "smallest": small, "ratio": float(np.median(late(ratio[ok]))),
+          "samples": int(ok.sum())}
     msg = (f"loss term {big} ≈ {fmt(med[big])} is {fmt(ev['ratio'])}× term {small} ≈ {fmt(med[small])}: "
            "it dominates the gradient")
     return [r.finding(step=int(steps[0]), step_end=int(steps[-1]), message=msg, evidence=ev,
