@@ -185,6 +185,33 @@ def test_v005_mirrored_validation():
     assert top("shifted_validation") == "distribution-mismatch"
 
 
+def test_v005_validation_left_unscaled_is_measured_on_the_inputs():
+    # the scaler was applied to training only: the validation features keep their mean (diabetes is
+    # centred) and lose their spread — the live input comparison sees it, feature by feature
+    shift = watch("unscaled_validation").run.events_of("input_shift")[0].data
+    assert shift["median_std_ratio"] < 0.1 and shift["median_shift_sd"] < 0.1
+    f = findings("unscaled_validation")
+    assert f["V005"].evidence["input_shift"]["median_abs_log_std_ratio"] > 2
+    assert "rescaled" in f["V005"].message
+    assert top("unscaled_validation") == "distribution-mismatch"
+
+
+def test_v005_second_site_shift_is_named_with_its_size():
+    f = findings("shifted_site")
+    assert 0.7 < f["V005"].evidence["input_shift"]["median_shift_sd"] < 1.2  # +0.9 sd, ×1.3 spread
+    assert "shifted" in f["V005"].message
+    assert top("shifted_site") == "distribution-mismatch"
+
+
+def test_matched_splits_measure_no_shift():
+    # same preprocessing on both sides: the comparison is made, and it is within sampling noise
+    for name in ("healthy_regression", "healthy_fullbatch", "healthy_cnn"):
+        shift = watch(name).run.events_of("input_shift")[0].data
+        assert shift["median_shift_sd"] < 3 * shift["noise_sd"]
+        assert shift["median_abs_log_std_ratio"] < 3 * shift["noise_log_std"]
+        assert "V005" not in findings(name)
+
+
 def test_v007_batchnorm_frozen_statistics():
     f = findings("batchnorm_frozen")
     assert f["V007"].evidence["ratio"] >= 2

@@ -393,7 +393,7 @@ def both_rising(run: Run, r: Rule) -> list[Finding]:
                       causes=[("lr-too-high", 0.5), ("code-bug", 0.3), ("label-noise", 0.2)])]
 
 
-@rule("V005", "warning", causes=("distribution-mismatch", "overfitting", "label-noise"))
+@rule("V005", "warning", causes=("distribution-mismatch", "overfitting", "label-noise", "class-imbalance"))
 def distribution_mismatch(run: Run, r: Rule) -> list[Finding]:
     """What it does:
         Finds validation far worse than training from the first evaluation, with a gap that does
@@ -410,7 +410,11 @@ def distribution_mismatch(run: Run, r: Rule) -> list[Finding]:
         the first evaluation and at the last, and never within 2× of it. Or, with a known chance
         loss, validation never below 0.9× it while training falls to ≤ 0.85× it (and 15 % below
         its start): then the training labels themselves are suspect too. (Overfitting, V001,
-        starts together and drifts apart.)
+        starts together and drifts apart.) Or, measured live, the first evaluation's inputs have
+        moved: the median feature's mean is ≥ 0.5 training standard deviations from the training
+        window's, or its spread changed ≥ 1.5× either way (each ≥ 5× what sampling alone gives),
+        and validation ends ≥ 1.5× the training loss; that measurement, when present, names
+        distribution-mismatch outright.
 
     Example:
         Validation features shifted by +3 std: train 2.2 → 0.1, val 6.4 → 7.9.
@@ -440,7 +444,11 @@ def distribution_mismatch(run: Run, r: Rule) -> list[Finding]:
     # the training labels carries over to the validation labels
     at_chance = chance is not None and len(va) >= 4 and float(va.min()) >= 0.9 * chance \
         and float(tr[-1]) <= 0.85 * chance and float(tr[-1]) <= 0.85 * float(tr[0])
-    if not (never_improved or apart or at_chance):
+    shift = _input_shift(run)
+    # or: the inputs themselves moved — the first evaluation's features sit, feature by feature, far
+    # from the training window's in training standard deviations — and validation is worse for it
+    shifted_and_hurt = shift is not None and float(tr[-1]) > 0 and float(va[-1]) >= 1.5 * float(tr[-1])
+    if not (never_improved or apart or at_chance or shifted_and_hurt):
         return []
     ev = {"train_first": float(tr[0]), "train_last": float(tr[-1]), "val_first": float(va[0]), "val_last": float(va[-1]),
           "gap_ratio_last": float(va[-1] / tr[-1]) if tr[-1] else None}
@@ -453,7 +461,58 @@ def distribution_mismatch(run: Run, r: Rule) -> list[Finding]:
                f"while training fell {fmt(float(tr[0]))} → {fmt(float(tr[-1]))}: what the model learns from the "
                "training labels does not carry over to the validation labels")
         causes = [("label-noise", 0.55), ("distribution-mismatch", 0.45)]
+    if shift is not None:
+        med = shift["median_shift_sd"]
+        ev["input_shift"] = {k: shift[k] for k in ("median_shift_sd", "median_std_ratio", "median_abs_log_std_ratio",
+                                                   "features", "val_samples", "noise_sd", "noise_log_std",
+                                                   "most_shifted") if k in shift}
+        if _moved(med, shift.get("noise_sd")):
+            msg += (f"; the validation inputs are shifted: the typical feature's mean moved {fmt(med)} training "
+                    f"standard deviations (sampling noise alone: about {fmt(shift['noise_sd'])})")
+        else:
+            msg += (f"; the validation inputs are rescaled: the typical feature's spread is "
+                    f"{fmt(shift['median_std_ratio'])}× its spread in training (same preprocessing on both?)")
+        causes = [("distribution-mismatch", 0.85), ("overfitting", 0.1)]
+        ratio = _train_class_ratio(run)
+        if ratio is not None and ratio >= 10:
+            # classes kept at very different rates in training: the inputs' marginal moves with the
+            # class mix alone, so a balanced validation set differs for that reason
+            ev["train_class_ratio"] = ratio
+            msg += f" — though training's classes are {fmt(ratio)}:1 apart, which moves the inputs on its own"
+            causes = [("class-imbalance", 0.6), ("distribution-mismatch", 0.45), ("overfitting", 0.1)]
     return [r.finding(step=int(steps[0]), step_end=int(steps[-1]), message=msg, evidence=ev, causes=causes)]
+
+
+def _train_class_ratio(run: Run) -> float | None:
+    """Most over least frequent class in the training data profile (None: no label counts)."""
+    from .data import _profiles
+
+    for d in _profiles(run):
+        if d.get("first_batch"):
+            continue
+        counts = [v for v in ((d.get("classes") or {}).get("counts") or {}).values()
+                  if isinstance(v, (int, float)) and v > 0]
+        if len(counts) >= 2 and sum(counts) >= 50:
+            return max(counts) / min(counts)
+    return None
+
+
+def _moved(value: object, noise: object, floor: float = 0.5) -> bool:
+    """A statistic at or above ``floor`` and 5× what sampling alone gives (both finite numbers)."""
+    return isinstance(value, (int, float)) and isinstance(noise, (int, float)) and math.isfinite(value) \
+        and math.isfinite(noise) and value >= floor and value >= 5 * noise
+
+
+def _input_shift(run: Run) -> dict | None:
+    """The ``input_shift`` measurement when it shows a real covariate shift: the median feature's
+    mean moved ≥ 0.5 training standard deviations, or its spread changed ≥ 1.5× either way, and
+    by ≥ 5× what sampling alone gives."""
+    for e in run.events_of("input_shift"):
+        d = e.data or {}
+        if _moved(d.get("median_shift_sd"), d.get("noise_sd")) \
+                or _moved(d.get("median_abs_log_std_ratio"), d.get("noise_log_std"), math.log(1.5)):
+            return d
+    return None
 
 
 @rule("V006", "info", causes=("undertrained", "lr-too-low", "wrong-optimizer-settings"))

@@ -372,6 +372,10 @@ class Monitor:
         self._leak_val_step = 0
         self._leak_val_positions = 0
         self._leak_skipped = 0  # evaluation samples recognised as the training data itself
+        # covariate shift: per-feature moments of the data window's inputs and the first evaluation's
+        self._shift_train: Any = None
+        self._shift_val: Any = None
+        self._shift_done = False
         self._train_regions: list[tuple[int, int, int]] = []  # (storage, first, end) element ranges
         self._train_dataset: Any = None  # weak reference to the training loader's dataset
         self._src_batch: tuple[Any, Any, list[int] | None] | None = None  # the loader's last batch
@@ -719,6 +723,12 @@ class Monitor:
             self._leak_window.add_train_hashes(sample_hashes(x), ids)
             self._leak_window_bytes += x.numel() * x.element_size()
         prof.update(Batch(x, y.detach() if isinstance(y, torch.Tensor) else None, ids))
+        if not self._shift_done:
+            if self._shift_train is None:
+                from .shift import FeatureMoments
+
+                self._shift_train = FeatureMoments()
+            self._shift_train.update(x)
         self._profile_steps += 1
         done = (self._profile_steps >= PROFILE_STEPS and prof.samples >= PROFILE_SAMPLES) \
             or self._profile_steps >= PROFILE_MAX_STEPS
@@ -1430,6 +1440,12 @@ class Monitor:
                 self._leak_val_positions += rows
         self._leak_val.extend(zip(sample_hashes(x), ids))
         self._leak_val_bytes += x.numel() * x.element_size()
+        if not self._shift_done and self._shift_train is not None:
+            if self._shift_val is None:
+                from .shift import FeatureMoments
+
+                self._shift_val = FeatureMoments()
+            self._shift_val.update(x)
 
     def _leak_decide(self) -> None:
         """Once both sides are known (the first evaluation is over, the training side hashed), the
@@ -1466,7 +1482,21 @@ class Monitor:
     def _leak_end_of_evaluation(self) -> None:
         if self._leak_state == "collecting":
             self._leak_state = "collected"
+            self._guard("input-shift", self._shift_decide)
         self._leak_decide()
+
+    def _shift_decide(self) -> None:
+        """Once, at the end of the first evaluation: its inputs against the data window's, feature by
+        feature (the ``input_shift`` event; nothing when either side is too small or not numeric)."""
+        from .shift import compare
+
+        self._shift_done = True
+        tr, va, self._shift_train, self._shift_val = self._shift_train, self._shift_val, None, None
+        if tr is None or va is None:
+            return
+        data = compare(tr, va)
+        if data is not None:
+            self.event("input_shift", {"live": True, **data}, step=self._leak_val_step)
 
     # ------------------------------------------------------------------ data ids
     def set_batch_ids(self, ids: Iterable[int] | None) -> None:
