@@ -66,8 +66,8 @@ def overfitting(run: Run, r: Rule) -> list[Finding]:
         it worse on new data.
 
     Evidence:
-        The validation minimum is neither the first evaluation nor among the last two, it is
-        ≥ 10 % below the first; since it, validation rose steadily (Kendall τ ≥ 0.5 over ≥ 4
+        The validation minimum is not among the last two evaluations and is ≥ 10 % below the
+        first (or, with a known chance loss, ≤ 0.25× it: then the first may be the best); since it, validation rose steadily (Kendall τ ≥ 0.5 over ≥ 4
         evaluations, the last two ≥ 3 % and ≥ 5 % above the minimum) or by ≥ 10 %, and by at least
         twice its median change between evaluations; on medians of three evaluations (six or
         more) still ≥ 5 % and twice that noise up; the rise ≥ 0.015× ln C (classification) or
@@ -90,9 +90,14 @@ def overfitting(run: Run, r: Rule) -> list[Finding]:
     steps, tr, va = p
     k = int(np.argmin(va))
     best = float(va[k])
+    if k >= len(va) - 2 or best <= 0:
+        return []
     # it must have learned something general first: a minimum at the first evaluation, or one
-    # barely below it, is a validation set that never matched (V005), not memorisation
-    if k == 0 or k >= len(va) - 2 or best <= 0 or best > 0.9 * float(va[0]):
+    # barely below it, is a validation set that never matched (V005), not memorisation — unless that
+    # first evaluation is already at ≤ 0.25× the chance loss (a small set learned in one epoch)
+    chance0 = _chance_loss(run)
+    learned_first = chance0 is not None and best <= 0.25 * chance0
+    if not learned_first and (k == 0 or best > 0.9 * float(va[0])):
         return []
     after = va[k:]
     rising = after.size >= 4 and _trend(after) >= 0.5
@@ -407,7 +412,8 @@ def distribution_mismatch(run: Run, r: Rule) -> list[Finding]:
     Evidence:
         Training loss falls ≥ 50 % while validation never improves by 10 % on its first
         evaluation, and ends ≥ 2× the training loss. Or validation is ≥ 3× the training loss at
-        the first evaluation and at the last, and never within 2× of it. Or, with a known chance
+        the first evaluation and at the last, and never within 2× of it (neither when validation
+        reaches ≤ 0.25× a known chance loss: it generalises). Or, with a known chance
         loss, validation never below 0.9× it while training falls to ≤ 0.85× it (and 15 % below
         its start): then the training labels themselves are suspect too. (Overfitting, V001,
         starts together and drifts apart.) Or, measured live, the first evaluation's inputs have
@@ -440,6 +446,10 @@ def distribution_mismatch(run: Run, r: Rule) -> list[Finding]:
         gap = va / tr
     apart = bool(tr.min() > 0 and np.all(np.isfinite(gap)) and gap[0] >= 3 and gap.min() >= 2 and gap[-1] >= 3)
     chance = _chance_loss(run)
+    if chance is not None and float(va.min()) <= 0.25 * chance:
+        # validation reached a quarter of the chance loss: it learned most of what there is to
+        # learn, and a training loss falling further is memorisation (V001's), not another population
+        never_improved = apart = False
     # or: validation never better than the chance loss while training learns: nothing learned from
     # the training labels carries over to the validation labels
     at_chance = chance is not None and len(va) >= 4 and float(va.min()) >= 0.9 * chance \
