@@ -276,11 +276,7 @@ def run_scan(plan: ScanPlan, max_bytes: int | None = None) -> dict[str, Any]:
         count = 0
         for p0 in range(0, limit, step):
             p1 = min(limit, p0 + step)
-            if index is None:
-                block = data[p0:p1]
-            else:
-                rows = index[p0:p1]
-                block = data[torch.from_numpy(rows)] if isinstance(data, torch.Tensor) else data[rows]
+            block = _block(data, index, p0, p1)
             bad = _bad(block)
             read += a.nbytes_row * (p1 - p0)
             if bad.any():
@@ -294,6 +290,14 @@ def run_scan(plan: ScanPlan, max_bytes: int | None = None) -> dict[str, Any]:
     return {"source": plan.source, "ids": plan.ids, "rows": plan.rows, "rows_scanned": int(limit),
             "complete": limit >= plan.rows, "bytes": int(read), "seconds": round(time.perf_counter() - t0, 4),
             "arrays": out_arrays}
+
+
+def _block(data: Any, index: np.ndarray | None, p0: int, p1: int) -> Any:
+    """Rows p0:p1 of the scan order: contiguous, or through the position index (a Subset's)."""
+    if index is None:
+        return data[p0:p1]
+    rows = index[p0:p1]
+    return data[torch.from_numpy(rows)] if isinstance(data, torch.Tensor) else data[rows]
 
 
 def _position_index(plan: ScanPlan) -> Any:
@@ -325,11 +329,7 @@ def hash_rows(plan: ScanPlan, max_bytes: int | None = None) -> dict[str, Any] | 
     leak = Leakage()
     for p0 in range(0, limit, step):
         p1 = min(limit, p0 + step)
-        if index is None:
-            block = data[p0:p1]
-        else:
-            rows = index[p0:p1]
-            block = data[torch.from_numpy(rows)] if isinstance(data, torch.Tensor) else data[rows]
+        block = _block(data, index, p0, p1)
         t = block if isinstance(block, torch.Tensor) else torch.as_tensor(np.ascontiguousarray(block))
         if plan.hash_dtype is not None and t.dtype != plan.hash_dtype:
             t = t.to(plan.hash_dtype)
