@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import IO, Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+
+from ..report.safe import safe_markup as escape
 
 MARK = {True: "[green]ok[/green]", False: "[bold red]![/bold red]", None: "[dim]·[/dim]"}
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 from ..diagnosis import Diagnosis
+from .output import write_document
 
 
 def to_json_text(diag: Diagnosis) -> str:
@@ -14,14 +14,6 @@ def to_json_text(diag: Diagnosis) -> str:
 
 
 def write_json(diag: Diagnosis, path: str | os.PathLike[str]) -> None:
-    """Write atomically: a reader never sees half a report."""
-    p = Path(path)
-    if str(p) == "-":
-        import sys
-
-        sys.stdout.write(to_json_text(diag))
-        return
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(to_json_text(diag), encoding="utf-8")
-    os.replace(tmp, p)
+    """Write to ``path`` (``-``: stdout): a regular file atomically, a reader never sees half a report;
+    a device, FIFO or descriptor (``/dev/stdout``) is written into, never replaced. See :mod:`.output`."""
+    write_document(diag.to_json(), path)

@@ -4,11 +4,11 @@ from __future__ import annotations
 from typing import IO
 
 from rich.console import Console
-from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
 from ..diagnosis import Diagnosis
+from .safe import safe_markup as esc
 
 STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
@@ -21,12 +21,15 @@ def render(diag: Diagnosis, file: IO[str] | None = None, *, title: str = "traind
            max_causes: int = 3) -> None:
     con = _console(file, width)
     src = diag.source.get("source") or diag.source.get("store")
-    head = f"[bold]{escape(title)}[/bold]" + (f" — {escape(str(src))}" if src else "")
+    head = f"[bold]{esc(title, newlines=False)}[/bold]" + (f" — {esc(src, newlines=False)}" if src else "")
     con.rule(head)
     if diag.source.get("columns"):
         cols = ", ".join(f"{k}={v}" for k, v in diag.source["columns"].items())
-        con.print(f"[dim]columns used: {escape(cols)}[/dim]")
-    if not diag.judged:
+        con.print(f"[dim]columns used: {esc(cols, newlines=False)}[/dim]")
+    ended = getattr(diag, "ended", None)
+    if ended and not diag.findings:  # a crashed or stopped run is never called healthy
+        con.print(f"[bold red]ended early[/bold red]: {esc(ended)}; no symptom found before that.")
+    elif not diag.judged:
         con.print("[bold yellow]not judged[/bold yellow]: no symptom found, but the log is too thin to call the run healthy (below).")
     elif diag.healthy:
         con.print("[bold green]healthy[/bold green]: no symptom found.")
@@ -39,33 +42,33 @@ def render(diag: Diagnosis, file: IO[str] | None = None, *, title: str = "traind
         for f in diag.findings:
             steps = "" if f.step is None else (str(f.step) if f.step_end in (None, f.step) else f"{f.step}–{f.step_end}")
             where = f.evidence.get("where") if isinstance(f.evidence, dict) else None
-            at = f" [dim]at {escape(str(where).rsplit('/', 1)[-1])}[/]" if isinstance(where, str) and ":" in where else ""
-            t.add_row(f"[{STYLE.get(f.severity, '')}]{f.code}[/]", f.name, steps, escape(f.message) + at)
+            at = f" [dim]at {esc(str(where).rsplit('/', 1)[-1])}[/]" if isinstance(where, str) and ":" in where else ""
+            t.add_row(f"[{STYLE.get(f.severity, '')}]{esc(f.code)}[/]", esc(f.name), steps, esc(f.message) + at)
         con.print(t)
         if diag.causes:
             con.print()
             con.print("[bold]Most likely causes[/bold]")
             for i, c in enumerate(diag.causes[:max_causes], 1):
-                body = [f"[dim]evidence:[/dim] {', '.join(c.evidence)}"]
+                body = [f"[dim]evidence:[/dim] {esc(', '.join(c.evidence))}"]
                 if i == 1 and c.summary:  # the chain of evidence in words for the leading cause
-                    body.append(escape(c.summary))
+                    body.append(esc(c.summary))
                 body.append("[dim]fix:[/dim]")
-                body += [f"  {j}. {escape(fx)}" for j, fx in enumerate(c.fixes[: 4 if i == 1 else 2], 1)]
-                con.print(Panel("\n".join(body), title=f"{i}. {c.id} — {escape(c.title)} ({c.confidence:.2f})",
+                body += [f"  {j}. {esc(fx)}" for j, fx in enumerate(c.fixes[: 4 if i == 1 else 2], 1)]
+                con.print(Panel("\n".join(body), title=f"{i}. {esc(c.id)} — {esc(c.title, newlines=False)} ({c.confidence:.2f})",
                                 title_align="left", expand=False))
             rest = diag.causes[max_causes:]
             if rest:
-                con.print("[dim]also possible: " + ", ".join(f"{c.id} ({c.confidence:.2f})" for c in rest) + "[/dim]")
+                con.print("[dim]also possible: " + ", ".join(f"{esc(c.id)} ({c.confidence:.2f})" for c in rest) + "[/dim]")
         for r in diag.ruled_out:
             # a cause the findings pointed at that this run's own facts contradict
-            con.print(f"[dim]ruled out: {r.id} — {escape('; '.join(r.reasons))} (pointed at by "
-                      f"{', '.join(r.evidence)})[/dim]")
+            con.print(f"[dim]ruled out: {esc(r.id)} — {esc('; '.join(r.reasons))} (pointed at by "
+                      f"{esc(', '.join(r.evidence))})[/dim]")
     for n in diag.notes:
-        con.print(f"[dim]note: {escape(n)}[/dim]")
+        con.print(f"[dim]note: {esc(n)}[/dim]")
     for n in diag.not_judged:
-        con.print(f"[dim]not judged: {escape(n)}[/dim]")
+        con.print(f"[dim]not judged: {esc(n)}[/dim]")
 
 
 def render_explain(text: str, file: IO[str] | None = None) -> None:
     con = _console(file)
-    con.print(escape(text))
+    con.print(esc(text))
