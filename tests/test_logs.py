@@ -381,7 +381,12 @@ def test_find_runs(tmp_path):
     write(tmp_path, ".venv/lib/x.csv", "step,loss\n0,1\n")
     write(tmp_path, ".hidden/y.jsonl", '{"loss": 1}\n')
     write(tmp_path, ".traindoctor/runs/z.jsonl", '{"loss": 1}\n')
-    write(tmp_path, "data.db", b"SQLite format 3\x00" + b"\x00" * 100)
+    write(tmp_path, "data.db", b"SQLite format 3\x00" + b"\x00" * 100)  # damaged: an unreadable entry
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "other.db") as conn:
+        conn.execute("CREATE TABLE t (x)")
+    conn.close()
     mlflow_run(tmp_path, {"loss": "1 1 0\n"})
     write(tmp_path, "mlruns/.trash/dead/metrics/loss", "1 1 0\n")
     found = find_runs(tmp_path)
@@ -394,8 +399,10 @@ def test_find_runs(tmp_path):
         ("tb/run1", "tensorboard"),
     ]
     passed = [(p.relative_to(tmp_path).as_posix(), why) for p, why in found.passed_over]
+    assert [(p.relative_to(tmp_path).as_posix(), fmt) for p, fmt, _ in found.unreadable] == [("data.db", "store")]
+    assert "is damaged" in found.unreadable[0][2]
     assert passed == [
-        ("data.db", "an SQLite file, not a traindoctor run store"),
+        ("other.db", "an SQLite file, not a traindoctor run store"),
         ("hf/checkpoint-10/trainer_state.json", f"an earlier checkpoint of {tmp_path}/hf/checkpoint-20/trainer_state.json"),
     ]
     with pytest.raises(LogError) as ei:

@@ -26,6 +26,7 @@ import pandas as pd
 
 from ..errors import LogError
 from ..run import Run, Series
+from .files import check_regular
 from .roles import (  # noqa: F401 - re-exported: the role names were first defined here
     INDEX_ROLES,
     METRIC_ROLES,
@@ -339,6 +340,7 @@ def _index(
             return None
         i = int(np.flatnonzero(bad)[0])
         cell = "nan" if np.isnan(values[i]) and marked else str(df[col].iloc[i])
+        cell = cell if len(cell) <= 40 else cell[:37] + "..."
         raise LogError(
             f"column {col!r} holds {cell!r}, expected a whole number (the step index)",
             path=path,
@@ -364,11 +366,10 @@ def read_csv(path: str | os.PathLike[str], overrides: dict[str, str] | None = No
     Raises :class:`LogError` (:class:`NoTrainingLoss` when no column is a training loss).
     """
     p = Path(path)
-    if not p.exists():
-        raise LogError("no such file", path=path)
+    st = check_regular(p)
     if p.is_dir():
         raise LogError("is a directory, expected a CSV log file", path=path)
-    if p.stat().st_size == 0:
+    if st.st_size == 0:
         raise LogError("is empty", path=path)
     encoding, sep, lead = _sniff(p)
     header = _header(p, encoding, sep, lead)

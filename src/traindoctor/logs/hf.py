@@ -20,6 +20,7 @@ from typing import Any
 
 from ..errors import LogError
 from ..run import Run
+from .files import check_regular
 from .jsonlog import _decode, series_from_records
 from .roles import build_run
 
@@ -57,8 +58,9 @@ def read_trainer_state(path: str | os.PathLike[str], overrides: dict[str, str] |
     p = Path(path)
     if p.is_dir():
         p = p / STATE_FILE
-    if not p.exists():
-        raise LogError("no such file", path=p)
+    check_regular(p)
+    if p.is_dir():
+        raise LogError("is a directory, expected a trainer_state.json", path=p)
     try:
         data = p.read_bytes()
     except OSError as e:

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import LogError
 from ..run import Run
+from .files import check_regular
 from .roles import ALIASES, NoTrainingLoss, assign_columns, build_run, names_list, norm_name
 
 _NAME_KEYS = ("name", "metric", "key", "tag")
@@ -292,8 +293,7 @@ def _long_series(
 def read_jsonl(path: str | os.PathLike[str], overrides: dict[str, str] | None = None) -> Run:
     """Read a JSON Lines log (or a JSON array of records) into a :class:`Run`."""
     p = Path(path)
-    if not p.exists():
-        raise LogError("no such file", path=path)
+    check_regular(p)
     if p.is_dir():
         raise LogError("is a directory, expected a JSON Lines log file", path=path)
     try:

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import LogError
 from ..run import Run
+from .files import check_regular, is_dir, is_file
 from .roles import build_run
 
 _STATUS = {"1": "RUNNING", "2": "SCHEDULED", "3": "FINISHED", "4": "FAILED", "5": "KILLED"}
@@ -28,14 +29,17 @@ _STATUS = {"1": "RUNNING", "2": "SCHEDULED", "3": "FINISHED", "4": "FAILED", "5"
 def is_mlflow_run(path: str | os.PathLike[str]) -> bool:
     """A directory with ``meta.yaml`` and a ``metrics/`` directory: one run of an MLflow file store."""
     p = Path(path)
-    return p.is_dir() and (p / "metrics").is_dir() and (p / "meta.yaml").is_file()
+    return is_dir(p) and is_dir(p / "metrics") and is_file(p / "meta.yaml")
 
 
 def _yaml_scalars(path: Path) -> dict[str, str]:
     """Top-level ``key: value`` lines of a simple YAML file (all MLflow's meta.yaml holds)."""
     out: dict[str, str] = {}
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        if not is_file(path):  # a FIFO or device is never opened: it may never end
+            return out
+        with open(path, "rb") as f:
+            text = f.read(1 << 20).decode("utf-8", errors="replace")  # the scalars are at the top
     except OSError:
         return out
     for line in text.splitlines()[:10000]:
@@ -47,6 +51,7 @@ def _yaml_scalars(path: Path) -> dict[str, str]:
 
 def read_metric_file(path: Path, name: str) -> tuple[np.ndarray, np.ndarray, str | None]:
     """(steps, values, note) of one metric file."""
+    check_regular(path)
     try:
         data = path.read_bytes()
     except OSError as e:
@@ -129,12 +134,11 @@ def read_metric_file(path: Path, name: str) -> tuple[np.ndarray, np.ndarray, str
 def read_mlflow(path: str | os.PathLike[str], overrides: dict[str, str] | None = None) -> Run:
     """One MLflow run directory (``mlruns/<experiment id>/<run id>``) → :class:`Run`."""
     p = Path(path)
-    if not p.exists():
-        raise LogError("no such file", path=path)
+    check_regular(p)
     if not is_mlflow_run(p):
         raise LogError("is not an MLflow run directory (expected meta.yaml and metrics/)", path=path)
     mdir = p / "metrics"
-    files = sorted(f for f in mdir.rglob("*") if f.is_file())
+    files = sorted(f for f in mdir.rglob("*") if is_file(f))
     series: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     notes: list[str] = []
     for f in files:
@@ -175,7 +179,7 @@ def read_mlflow(path: str | os.PathLike[str], overrides: dict[str, str] | None =
 
 def _read_small(path: Path) -> str | None:
     try:
-        if path.is_file() and path.stat().st_size < 4096:
+        if is_file(path) and path.stat().st_size < 4096:
             return path.read_text(encoding="utf-8", errors="replace").strip()
     except OSError:
         pass

@@ -34,6 +34,7 @@ import numpy as np
 
 from ..errors import LogError
 from ..run import Run
+from .files import check_regular, is_file
 from .roles import build_run
 
 EVENT_PREFIX = "events.out.tfevents"
@@ -455,6 +456,7 @@ def _check_data_crc(data: bytes, path: Path, offs: np.ndarray, plens: np.ndarray
 def read_event_file(path: str | os.PathLike[str]) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str], int]:
     """One event file → (tag → (steps, values) in file order, notes, records read)."""
     p = Path(path)
+    check_regular(p)
     try:
         with open(p, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -618,7 +620,7 @@ def event_files(directory: str | os.PathLike[str]) -> list[Path]:
     """The event files directly in ``directory``, in name order (the order they were written)."""
     d = Path(directory)
     try:
-        return sorted(f for f in d.iterdir() if f.name.startswith(EVENT_PREFIX) and f.is_file())
+        return sorted(f for f in d.iterdir() if f.name.startswith(EVENT_PREFIX) and is_file(f))
     except OSError:
         return []
 
@@ -631,8 +633,7 @@ def read_tensorboard(path: str | os.PathLike[str], overrides: dict[str, str] | N
     the later file's (as TensorBoard does when a run restarts from a checkpoint).
     """
     p = Path(path)
-    if not p.exists():
-        raise LogError("no such file", path=path)
+    check_regular(p)  # a FIFO, a link loop, a denied path: one line, before anything is opened
     files = event_files(p) if p.is_dir() else [p]
     if not files:
         raise LogError(f"holds no TensorBoard event file ({EVENT_PREFIX}.*)", path=path)

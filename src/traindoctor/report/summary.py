@@ -9,18 +9,18 @@ logs at all (a CSV of data, an earlier checkpoint) are listed below the table.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from ..diagnosis import THIN, Diagnosis
 from ..findings import SEVERITIES, severity_rank
+from .output import write_document
+from .safe import safe_markup as esc
 
 SCHEMA = "traindoctor-runs/1"
 STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
@@ -34,6 +34,7 @@ class RunResult:
     format: str
     diagnosis: Diagnosis | None = None
     error: str | None = None
+    note: str | None = None  # e.g. a symbolic link that leads out of the tree
 
 
 @dataclass
@@ -73,30 +74,34 @@ def top_cause(diag: Diagnosis) -> str:
 
 
 def display_path(path: Path, root: Path) -> str:
-    try:
-        rel = path.resolve().relative_to(root.resolve())
+    try:  # lexically first: a symbolic link (a loop, one out of the tree) is shown where it lies
+        rel = path.relative_to(root)
     except ValueError:
-        return os.fspath(path)
+        try:
+            rel = path.resolve().relative_to(root.resolve())
+        except (ValueError, OSError, RuntimeError):
+            return os.fspath(path)
     return rel.as_posix() if rel.parts else (root.name or os.fspath(root))
 
 
 def render_summary(summary: Summary, file: IO[str] | None = None, *, width: int | None = None) -> None:
     con = Console(file=file, width=width, soft_wrap=False, highlight=False)
     n = len(summary.results)
-    con.rule(f"[bold]traindoctor diagnose[/bold] — {escape(summary.root)} ({n} run{'s' if n != 1 else ''})")
+    con.rule(f"[bold]traindoctor diagnose[/bold] — {esc(summary.root, newlines=False)} ({n} run{'s' if n != 1 else ''})")
     t = Table(show_header=True, header_style="bold", box=None, pad_edge=False, expand=False)
     t.add_column("run", overflow="fold")
     t.add_column("format")
     t.add_column("verdict")
     t.add_column("top cause", overflow="fold")
     for r in summary.results:
+        shown = esc(r.path, newlines=False) + (f" [dim]({esc(r.note, newlines=False)})[/dim]" if r.note else "")
         if r.diagnosis is None:
-            t.add_row(escape(r.path), r.format, "[bold red]unreadable[/]", escape(r.error or ""))
+            t.add_row(shown, esc(r.format), "[bold red]unreadable[/]", esc(r.error or ""))
             continue
         v = verdict(r.diagnosis)
         sev = r.diagnosis.worst_severity
         style = STYLE.get(sev or "", "green" if v == "healthy" else "dim")
-        t.add_row(escape(r.path), r.format, f"[{style}]{escape(v)}[/]", escape(top_cause(r.diagnosis)))
+        t.add_row(shown, esc(r.format), f"[{style}]{esc(v)}[/]", esc(top_cause(r.diagnosis)))
     con.print(t)
     counts = {s: 0 for s in ("healthy", "not judged", *SEVERITIES)}
     for r in summary.results:
@@ -107,34 +112,27 @@ def render_summary(summary: Summary, file: IO[str] | None = None, *, width: int 
         parts.append(f"{len(summary.errors)} unreadable")
     con.print("[dim]" + ", ".join(parts) + "[/dim]")
     for path, why in summary.skipped:
-        con.print(f"[dim]passed over: {escape(path)} ({escape(why)})[/dim]")
+        con.print(f"[dim]passed over: {esc(path, newlines=False)} ({esc(why)})[/dim]")
 
 
 def summary_json(summary: Summary) -> dict[str, Any]:
     runs = []
     for r in summary.results:
         if r.diagnosis is not None:
-            runs.append({"path": r.path, "format": r.format, **r.diagnosis.to_json()})
+            runs.append({"path": r.path, "format": r.format, **({"note": r.note} if r.note else {}),
+                         **r.diagnosis.to_json()})
     return {
         "schema": SCHEMA,
         "root": summary.root,
         "worst_severity": summary.worst_severity,
         "runs": runs,
-        "errors": [{"path": r.path, "format": r.format, "error": r.error} for r in summary.errors],
+        "errors": [{"path": r.path, "format": r.format, "error": r.error, **({"note": r.note} if r.note else {})}
+                   for r in summary.errors],
         "skipped": [{"path": p, "reason": why} for p, why in summary.skipped],
     }
 
 
 def write_summary_json(summary: Summary, path: str | os.PathLike[str]) -> None:
-    """Write atomically (``-``: stdout); strict JSON, non-finite evidence already as strings."""
-    text = json.dumps(summary_json(summary), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-    if os.fspath(path) == "-":
-        import sys
-
-        sys.stdout.write(text)
-        return
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, p)
+    """Write as :func:`.output.write_document` does (``-``: stdout; a regular file atomically, a device or
+    FIFO into it); strict JSON, non-finite evidence already as strings."""
+    write_document(summary_json(summary), path)
