@@ -72,12 +72,17 @@ class Diagnosis:
     notes: list[str] = field(default_factory=list)
     source: dict[str, Any] = field(default_factory=dict)
     ruled_out: list[RuledOut] = field(default_factory=list)
+    # how a watched script ended early ("the script crashed at step 12: ValueError: ...", "the script was
+    # interrupted at step 5 (KeyboardInterrupt)", "the script exited with code 3 at step 9"); None when
+    # it ran to its end
+    ended: str | None = None
 
     @property
     def judged(self) -> bool:
         """Whether the run held enough to judge it: no finding on a log too thin to judge trends
-        (or with no finite loss) is "not judged", never "healthy"."""
-        return bool(self.findings) or not any(n.startswith(THIN) for n in self.not_judged)
+        (or with no finite loss), or on a run that crashed or was stopped, is "not judged", never
+        "healthy"."""
+        return bool(self.findings) or (self.ended is None and not any(n.startswith(THIN) for n in self.not_judged))
 
     @property
     def healthy(self) -> bool:
@@ -101,6 +106,7 @@ class Diagnosis:
             "schema": SCHEMA,
             "verdict": self.verdict,
             "healthy": self.healthy,
+            "ended": self.ended,
             "findings": [f.to_json() for f in self.findings],
             "causes": [c.to_json() for c in self.causes],
             "ruled_out": [r.to_json() for r in self.ruled_out],
@@ -261,4 +267,13 @@ def diagnose(run: Run) -> Diagnosis:
     for e in run.events_of("crash"):
         notes.append(f"the script crashed at step {e.step}: {e.data.get('type')}: {e.data.get('message')}")
     source = {k: run.meta[k] for k in ("source", "format", "columns", "store") if k in run.meta}
-    return Diagnosis(findings, causes, not_judged(run, facts), notes, source, ruled)
+    ended = None
+    for e in run.events_of("interrupted"):
+        ended = f"the script was interrupted at step {e.step} ({e.data.get('type') or 'KeyboardInterrupt'})"
+        notes.append(ended)
+    for e in run.events_of("exit"):
+        ended = f"the script exited with code {e.data.get('code')} at step {e.step}"
+        notes.append(ended)
+    for e in run.events_of("crash"):
+        ended = f"the script crashed at step {e.step}: {e.data.get('type')}: {e.data.get('message')}"
+    return Diagnosis(findings, causes, not_judged(run, facts), notes, source, ruled, ended)

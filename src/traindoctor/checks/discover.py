@@ -1,6 +1,6 @@
 """Find the pipeline of an unmodified training script at its first training step.
 
-``traindoctor checkup train.py`` runs the script as ``python train.py`` would (``runpy``, its own
+``traindoctor checkup train.py`` runs the script as ``python train.py`` would (as ``__main__``, its own
 ``sys.argv``) until the first loss is about to be computed, then stops it and hands the
 pieces to the checkup:
 
@@ -28,7 +28,6 @@ from __future__ import annotations
 import gc
 import os
 import re
-import runpy
 import sys
 from collections import OrderedDict
 from collections.abc import Callable
@@ -42,7 +41,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..errors import TrainDoctorError
-from ..watch.launcher import check_script
+from ..watch.autohooks import _own_global
+from ..watch.launcher import check_script, run_as_main
 from ..watch.trace import _flat
 from .model import FUNCTION_KINDS, MODULE_KINDS
 
@@ -333,6 +333,7 @@ class Discovery:
 
         mm = torch.nn.modules.module
         self._handles = [mm.register_module_forward_pre_hook(self._pre), mm.register_module_forward_hook(self._post)]
+        _own_global(self._handles, True)  # no torch.compile(module) warning about these
         self._patch(torch.Tensor, "backward", self._backward(torch.Tensor.backward))
         self._patch(dl.DataLoader, "__iter__", self._iter(dl.DataLoader.__iter__))
         self._patch(dl._BaseDataLoaderIter, "__next__", self._next(dl._BaseDataLoaderIter.__next__))
@@ -340,6 +341,7 @@ class Discovery:
     def uninstall(self) -> None:
         for h in self._handles:
             h.remove()
+        _own_global(self._handles, False)
         self._handles = []
         for owner, name, orig in reversed(self._patched):
             setattr(owner, name, orig)
@@ -393,7 +395,7 @@ def run_to_first_loss(script: str | os.PathLike[str], args: list[str]) -> tuple[
     path = check_script(script)
     disc = Discovery(path)
     old_argv, old_path0 = sys.argv[:], sys.path[0] if sys.path else None
-    sys.argv = [str(path), *args]
+    sys.argv = [os.fspath(script), *args]  # argv[0] as typed, as python leaves it
     if sys.path:
         sys.path[0] = str(path.resolve().parent)
     else:
@@ -403,7 +405,7 @@ def run_to_first_loss(script: str | os.PathLike[str], args: list[str]) -> tuple[
     mode = _Mode(disc)
     try:
         with mode:
-            runpy.run_path(str(path), run_name="__main__")
+            run_as_main(script)  # as python runs it: ``__main__``, the absolute ``__file__``
     except _Stop:
         ended = "stopped"
     except SystemExit as exc:

@@ -129,8 +129,44 @@ def _load_state_dict(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
 
 def _backward(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
     for m in _listeners:
-        m.on_backward(self)
+        if "backward" not in m._disabled:
+            try:
+                m.on_backward(self)
+            except Exception as exc:  # noqa: BLE001 - never break the script's backward()
+                m.contain("backward", exc)
     return _orig_backward(self, *args, **kwargs)
+
+
+# torch.compile(module) warns when global module hooks exist (they fire once more, for its wrapper).
+# Ours are discovery's, which expects that: while they are installed, the check torch makes counts only
+# the hooks the script registered itself, so its own still get the warning.
+_orig_has_any_global_hook: Any = None
+_own_global_hooks: set[int] = set()  # handle ids of our global module hooks
+
+
+def _has_other_global_hook() -> bool:
+    mm = torch.nn.modules.module
+    names = ("_global_backward_pre_hooks", "_global_backward_hooks", "_global_forward_pre_hooks",
+             "_global_forward_hooks", "_global_forward_hooks_always_called", "_global_forward_hooks_with_kwargs")
+    return any(k not in _own_global_hooks for n in names for k in getattr(mm, n, ()))
+
+
+def _own_global(handles: list[Any], installed: bool) -> None:
+    global _orig_has_any_global_hook
+    mm = torch.nn.modules.module
+    if not hasattr(mm, "_has_any_global_hook"):
+        return
+    ids = {h.id for h in handles}
+    if installed:
+        if _orig_has_any_global_hook is None:
+            _orig_has_any_global_hook = mm._has_any_global_hook
+            mm._has_any_global_hook = _has_other_global_hook
+        _own_global_hooks.update(ids)
+    else:
+        _own_global_hooks.difference_update(ids)
+        if not _own_global_hooks and _orig_has_any_global_hook is not None:
+            mm._has_any_global_hook = _orig_has_any_global_hook
+            _orig_has_any_global_hook = None
 
 
 def _next_index(self: Any) -> Any:
@@ -229,14 +265,16 @@ class AutoWatch:
         self._loss_modules: list[str] = []
         self._discovering = True
         mm = torch.nn.modules.module
+        # every hook torch calls is contained: a failure is said once and turns that hook off
         self._mod_handles = [
-            mm.register_module_forward_pre_hook(self._g_pre),
-            mm.register_module_forward_hook(self._g_post),
+            mm.register_module_forward_pre_hook(monitor.contained("discovery-hook", self._g_pre)),
+            mm.register_module_forward_hook(monitor.contained("discovery-hook", self._g_post)),
         ]
+        _own_global(self._mod_handles, True)
         import torch.optim.optimizer as om
         self._opt_handles = [
-            om.register_optimizer_step_pre_hook(lambda o, a, k: self._opt_pre(o)),
-            om.register_optimizer_step_post_hook(lambda o, a, k: monitor.opt_post(o)),
+            om.register_optimizer_step_pre_hook(monitor.contained("step-pre-hook", lambda o, a, k: self._opt_pre(o))),
+            om.register_optimizer_step_post_hook(monitor.contained("step-hook", lambda o, a, k: monitor.opt_post(o))),
         ]
         add_listener(monitor)
         from .trace import ConstructionSites
@@ -280,6 +318,7 @@ class AutoWatch:
         self._discovering = False
         for h in self._mod_handles:
             h.remove()
+        _own_global(self._mod_handles, False)
         self._mod_handles = []
         try:
             opt_params = {id(p) for g in opt.param_groups for p in g["params"]}
@@ -304,5 +343,6 @@ class AutoWatch:
         self.sites.remove()
         for h in self._mod_handles + self._opt_handles:
             h.remove()
+        _own_global(self._mod_handles, False)
         self._mod_handles, self._opt_handles = [], []
         remove_listener(self.monitor)

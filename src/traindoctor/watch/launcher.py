@@ -1,6 +1,6 @@
 """``traindoctor run SCRIPT.py [ARGS...]``: watch an unmodified training script.
 
-The script runs in this process as ``__main__`` (``runpy``), with ``sys.argv`` and
+The script runs in this process as ``__main__`` (its absolute ``__file__``), with ``sys.argv`` and
 ``sys.path[0]`` as ``python SCRIPT.py ARGS`` would set them, so its output, exit code and
 numbers are unchanged. Our own words go to stderr: critical findings the moment they happen,
 the diagnosis at the end.
@@ -16,10 +16,11 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from ..diagnosis import Diagnosis, diagnose
 from ..errors import TrainDoctorError
+from ..report.safe import safe
 from ..run import Run
 from .autohooks import AutoWatch
 from .doctor import crash_event_data
@@ -74,6 +75,8 @@ class WatchResult:
     run: Run
     diagnosis: Diagnosis
     store_path: str | None
+    # the run store stopped mid-run (a full disk): (last step it holds, SQLite's reason); the run is in memory
+    store_stopped: tuple[int | None, str] | None = None
 
 
 def check_script(script: str | os.PathLike[str]) -> Path:
@@ -98,6 +101,80 @@ def default_store_path(script: Path) -> Path:
     return Path(".traindoctor") / "runs" / f"{script.stem}-{stamp}-{os.getpid()}.db"
 
 
+def _default_store(path: Path, meta: dict[str, Any], err: IO[str]) -> tuple[Any, str | None]:
+    """The default run store, or none (and one line on ``err``) where the working directory cannot
+    hold one: a read-only directory never stops the training, the run is kept in memory."""
+    from ..store import RunStore
+
+    sp = default_store_path(path)
+    try:
+        try:
+            sp.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _NoStore(str(sp.parent), exc.strerror or str(exc)) from exc
+        try:
+            return RunStore(sp, meta=meta, stop_on_error=True), str(sp)
+        except (OSError, TrainDoctorError) as exc:
+            cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+            why = getattr(cause, "strerror", None) or str(cause)
+            raise _NoStore(str(sp), why) from exc
+    except _NoStore as ns:
+        print(safe(f"traindoctor: cannot create {ns.what} in {os.getcwd()} ({ns.why}): keeping this run in memory; "
+                   "--no-store silences this"), file=err, flush=True)
+        return None, None
+
+
+class _NoStore(Exception):
+    def __init__(self, what: str, why: str) -> None:
+        super().__init__(what, why)
+        self.what, self.why = what, " ".join(str(why).split())
+
+
+def run_as_main(path: str | os.PathLike[str]) -> None:
+    """Execute ``path`` as ``python PATH`` does: as module ``__main__``, with the absolute ``__file__``
+    Python 3.9+ gives the main script (``sys.argv`` and ``sys.path[0]`` are the caller's to set).
+
+    Unlike ``runpy.run_path`` this leaves ``sys.argv[0]`` as typed, and a SyntaxError in the script
+    comes from here alone, with no ``<frozen runpy>`` frame to hide.
+    """
+    import builtins
+    import importlib.machinery
+    import types
+
+    fname = os.fspath(path)
+    if not os.path.isabs(fname):  # joined, not normalised: python's own __file__ keeps "./"
+        fname = os.path.join(os.getcwd(), fname)
+    with io.open_code(fname) as fh:
+        source = fh.read()
+    # dont_inherit: this module's ``from __future__ import annotations`` is not the script's
+    code = compile(source, fname, "exec", dont_inherit=True)
+    mod = types.ModuleType("__main__")
+    mod.__dict__.update(__file__=fname, __cached__=None, __package__=None, __spec__=None, __builtins__=builtins,
+                        __loader__=importlib.machinery.SourceFileLoader("__main__", fname))
+    had = "__main__" in sys.modules
+    old_main = sys.modules.get("__main__")
+    sys.modules["__main__"] = mod
+    try:
+        exec(code, mod.__dict__)
+    finally:
+        if had:
+            sys.modules["__main__"] = old_main  # type: ignore[assignment]
+        else:
+            sys.modules.pop("__main__", None)
+
+
+_OURS = (__file__, "<frozen runpy>", runpy.__file__)
+
+
+def print_script_exception(exc: BaseException, file: IO[str] | None = None) -> None:
+    """The exception as Python prints it for the script: none of our frames on top (a SyntaxError in
+    the script has no frame of the script at all, so none is shown)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename in _OURS:
+        tb = tb.tb_next
+    traceback.print_exception(type(exc), exc, tb, file=file or sys.stderr)
+
+
 def watch_script(
     script: str | os.PathLike[str],
     args: list[str],
@@ -110,19 +187,22 @@ def watch_script(
     err = err or sys.stderr
     store_obj = None
     store_path = None
-    if store != "":
+    meta = {"source": str(path), "script": str(path), "args": list(args), "mode": "run"}
+    if store is None:
+        store_obj, store_path = _default_store(path, meta, err)
+    elif store != "":
         from ..store import RunStore
 
-        sp = Path(store) if store is not None else default_store_path(path)
-        store_obj = RunStore(sp, meta={"source": str(path), "script": str(path), "args": list(args), "mode": "run"})
+        sp = Path(store)
+        store_obj = RunStore(sp, meta=meta, stop_on_error=True)  # a full disk must not stop the training
         store_path = str(sp)
-    monitor = Monitor(cadence=cadence, store=store_obj, on_critical=lambda m: print(m, file=err, flush=True))
+    monitor = Monitor(cadence=cadence, store=store_obj, on_critical=lambda m: print(safe(m), file=err, flush=True))
     monitor.meta.update({"source": str(path), "mode": "run"})
     if store_path:
         monitor.meta["store"] = store_path
     watch = AutoWatch(monitor)
     old_argv, old_path0 = sys.argv[:], sys.path[0] if sys.path else None
-    sys.argv = [str(path), *args]
+    sys.argv = [os.fspath(script), *args]  # argv[0] as typed, as python leaves it
     script_dir = str(path.resolve().parent)
     if sys.path:
         sys.path[0] = script_dir
@@ -132,7 +212,7 @@ def watch_script(
     real_stdout = sys.stdout
     sys.stdout = PrintedMetrics(real_stdout, monitor)
     try:
-        runpy.run_path(str(path), run_name="__main__")
+        run_as_main(script)
     except SystemExit as exc:
         if exc.code is None:
             code = 0
@@ -141,17 +221,18 @@ def watch_script(
         else:
             print(exc.code, file=sys.stderr)
             code = 1
-    except KeyboardInterrupt:
-        traceback.print_exc()
+        if code != 0:
+            monitor.event("exit", {"code": code})
+    except KeyboardInterrupt as exc:  # Ctrl-C: shown as python shows it, and the run reported as interrupted
+        print_script_exception(exc)
+        monitor.event("interrupted", {"type": type(exc).__name__})
         code = 130
     except BaseException as exc:  # noqa: BLE001 - the script's crash becomes a finding
-        # print it as Python would, without our frames on top
-        tb = exc.__traceback__
-        ours = (__file__, "<frozen runpy>", runpy.__file__)
-        while tb is not None and tb.tb_frame.f_code.co_filename in ours and tb.tb_next is not None:
-            tb = tb.tb_next
-        traceback.print_exception(type(exc), exc, tb, file=sys.stderr)
-        monitor.event("crash", crash_event_data(exc))
+        print_script_exception(exc)
+        data = crash_event_data(exc)
+        if isinstance(exc, SyntaxError) and exc.filename:  # raised by compiling it: no frame of the script
+            data.update(where=f"{exc.filename}:{exc.lineno}", line=(exc.text or "").strip())
+        monitor.event("crash", data)
         code = 1
     finally:
         try:
@@ -164,4 +245,7 @@ def watch_script(
             sys.path[0] = old_path0
         watch.close()
     run = monitor.close()
-    return WatchResult(code, run, diagnose(run), store_path)
+    if store_obj is not None and monitor.store is None:
+        store_path = None  # the store failed during the run (said once): the run lives in memory only
+    stopped = getattr(store_obj, "stopped", None)
+    return WatchResult(code, run, diagnose(run), store_path, store_stopped=stopped)

@@ -60,6 +60,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..report.safe import safe
 from ..run import Event, Run
 
 RELU_TYPES: tuple[type, ...] = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU)
@@ -283,7 +284,7 @@ class Monitor:
         self.cadence = cadence
         self.store = store
         self.flush_interval = flush_interval
-        self.on_critical = on_critical or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.on_critical = on_critical or (lambda msg: print(safe(msg), file=sys.stderr, flush=True))
         self.explicit_steps = explicit_steps
 
         self.step = 0  # index of the step being built (the loss of this step is pending)
@@ -382,7 +383,7 @@ class Monitor:
         self._own = 0  # > 0 while the doctor itself runs the model (replay, eval-mode gap)
 
         self._stop = threading.Event()
-        self._writer = threading.Thread(target=self._writer_loop, name="traindoctor-writer", daemon=True)
+        self._writer = threading.Thread(target=self._writer_main, name="traindoctor-writer", daemon=True)
         self._writer.start()
 
     # ------------------------------------------------------------------ containment
@@ -398,19 +399,41 @@ class Monitor:
         try:
             return fn(*args)
         except Exception as exc:  # noqa: BLE001 - the doctor must never break the run
-            self._disabled.add(part)
-            tb = traceback.extract_tb(exc.__traceback__)[-1]
-            msg = f"{part} failed and was turned off: {type(exc).__name__}: {exc} ({tb.filename}:{tb.lineno})"
-            self.event("doctor_error", {"part": part, "message": msg})
-            if part not in self._errors_reported:
-                self._errors_reported.add(part)
-                print(f"traindoctor: internal error contained, training goes on — {msg}", file=sys.stderr)
+            self.contain(part, exc)
             return None
         finally:
             if tr is not None:
                 tr.paused -= 1
             if pr is not None:
                 pr.paused -= 1
+
+    def contain(self, part: str, exc: BaseException, what: str | None = None) -> None:
+        """``part`` of the doctor failed: turn it off, and say so once (an event the report notes, one
+        line on stderr), however often it is reached again."""
+        if part in self._disabled and part in self._errors_reported:
+            return
+        self._disabled.add(part)
+        tbs = traceback.extract_tb(exc.__traceback__)
+        at = f" ({tbs[-1].filename}:{tbs[-1].lineno})" if tbs else ""
+        msg = what or f"{part} failed and was turned off: {type(exc).__name__}: {exc}{at}"
+        self.event("doctor_error", {"part": part, "message": msg})
+        if part not in self._errors_reported:
+            self._errors_reported.add(part)
+            print(safe(f"traindoctor: internal error contained, training goes on — {msg}"), file=sys.stderr, flush=True)
+
+    def contained(self, part: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn`` as a hook torch calls on the training thread: a failure is contained (:meth:`contain`)
+        and the hook does nothing from then on; it never raises into the script."""
+        def hook(*args: Any, **kwargs: Any) -> Any:
+            if part in self._disabled:
+                return None
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - the doctor must never break the run
+                self.contain(part, exc)
+                return None
+
+        return hook
 
     def event(self, kind: str, data: dict[str, Any], step: int | None = None) -> None:
         ev = Event(self.step if step is None else step, kind, data)
@@ -434,7 +457,8 @@ class Monitor:
             pinfo[prefix + name] = {"numel": int(p.numel()), "ndim": int(p.dim()), "requires_grad": bool(p.requires_grad)}
         self._has_train_only = any(isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.Dropout)) for m in model.modules())
         try:
-            self._handles.append(model.register_forward_pre_hook(self._pre_forward, with_kwargs=True))
+            self._handles.append(model.register_forward_pre_hook(self.contained("forward-hook", self._pre_forward),
+                                                                 with_kwargs=True))
         except RuntimeError as exc:  # a TorchScript module takes no hooks: watch it from the outside only
             self.meta.setdefault("notes", []).append(
                 f"{type(model).__name__}: {exc}; its inputs, first step and activations are not inspected")
@@ -452,8 +476,8 @@ class Monitor:
 
     def attach_optimizer(self, opt: torch.optim.Optimizer) -> None:
         """Hooks on one optimizer (Doctor mode). The launcher uses the global hooks instead."""
-        self._handles.append(opt.register_step_pre_hook(lambda o, a, k: self.opt_pre(o)))
-        self._handles.append(opt.register_step_post_hook(lambda o, a, k: self.opt_post(o)))
+        self._handles.append(opt.register_step_pre_hook(self.contained("step-hook", lambda o, a, k: self.opt_pre(o))))
+        self._handles.append(opt.register_step_post_hook(self.contained("step-hook", lambda o, a, k: self.opt_post(o))))
 
     def _pre_forward(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         if torch.is_grad_enabled():
@@ -963,6 +987,8 @@ class Monitor:
                 self._emit_loss()
                 self.step += 1
                 self._guard("activations", self._arm_activations)
+            if self.opt_steps % 256 == 0 and not self._writer.is_alive():
+                self._guard("writer", self._materialise)  # the writer thread died (said once): keep memory bounded
 
     @property
     def _clock(self) -> int:
@@ -1835,11 +1861,39 @@ class Monitor:
             self._points.extend(points)
             events = list(self._pending_events)
             self._pending_events.clear()
-        if self.store is not None:
-            self.store.add_points(points)
-            for ev in events:
-                self.store.add_event(ev.step, ev.kind, ev.data)
-            self.store.flush()
+        store = self.store
+        if store is not None:
+            try:
+                store.add_points(points)
+                for ev in events:
+                    store.add_event(ev.step, ev.kind, ev.data)
+                store.flush()
+            except Exception as exc:  # noqa: BLE001 - a store that cannot be written never stops the run
+                self._store_failed(exc)
+
+    def _store_failed(self, exc: BaseException) -> None:
+        """The run store cannot be written (disk full, its directory gone): said once, never tried
+        again; the run goes on, kept in memory."""
+        store, self.store = self.store, None
+        if store is None:
+            return
+        try:
+            store.close()
+        except Exception:  # noqa: BLE001 - the same failure again
+            pass
+        why = " ".join(str(exc).split()) or type(exc).__name__
+        self.contain("store", exc, f"cannot write the run store {getattr(store, 'path', '')} ({why}): "
+                                   "keeping this run in memory")
+
+    def _close_store(self) -> None:
+        store = self.store
+        if store is None:
+            return
+        try:
+            self._write_meta()
+            store.close()
+        except Exception as exc:  # noqa: BLE001
+            self._store_failed(exc)
 
     def _nonfinite_grads(self, step: int, params: list[str]) -> None:
         if any(e.kind == "nonfinite_grad" for e in self._events):
@@ -1854,6 +1908,12 @@ class Monitor:
     def _writer_loop(self) -> None:
         while not self._stop.wait(self.flush_interval):
             self._guard("writer", self._materialise)
+
+    def _writer_main(self) -> None:
+        try:
+            self._writer_loop()
+        except BaseException as exc:  # noqa: BLE001 - a dead writer is said once; close() still materialises
+            self.contain("writer-thread", exc)
 
     # ------------------------------------------------------------------ end
     def close(self) -> Run:
@@ -1886,9 +1946,7 @@ class Monitor:
             self._writer.join(timeout=10)
             self._guard("writer-final", self._materialise)
             self._guard("val-sources", self._check_val_sources)
-            if self.store is not None:
-                self._guard("store-meta", self._write_meta)
-                self._guard("store-close", self.store.close)
+            self._close_store()
         return self.snapshot()
 
     def _check_val_sources(self) -> None:

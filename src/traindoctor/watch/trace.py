@@ -455,6 +455,9 @@ class StepTrace(TorchFunctionMode):
         self._mods = [root] if inside else []  # inside its pre-hook: the global pre-hook missed the root
         mm = torch.nn.modules.module
         self._hooks = [mm.register_module_forward_pre_hook(self._pre), mm.register_module_forward_hook(self._post)]
+        from .autohooks import _own_global
+
+        _own_global(self._hooks, True)  # torch.compile must not warn about the doctor's own global hooks
         self.forward_site = user_site(2)  # the user's `model(x)` line
         self.active = True
         self.__enter__()
@@ -464,6 +467,9 @@ class StepTrace(TorchFunctionMode):
         if not self.active:
             return
         self.active = False
+        from .autohooks import _own_global
+
+        _own_global(self._hooks, False)
         for h in self._hooks:
             h.remove()
         self._hooks = []
