@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from . import __version__
@@ -22,7 +22,10 @@ def _parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run an unmodified PyTorch training script and diagnose it")
     r.add_argument("--json", metavar="FILE", help="also write the diagnosis as JSON ('-' for stdout)")
-    r.add_argument("--store", metavar="PATH", help="run store to write (default .traindoctor/runs/<script>-<time>.db)")
+    r.add_argument("--store", metavar="PATH", help="run store to write (default .traindoctor/runs/<script>-<time>.db); "
+                   "a store already at PATH is refused, before the script runs, unless --overwrite")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace the run store already at --store PATH (never a file that is not a run store)")
     r.add_argument("--no-store", action="store_true", help="keep the run in memory only")
     r.add_argument("--cadence", type=int, default=None, metavar="K",
                    help="sample per-layer statistics every K steps (default 50)")
@@ -37,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
         "directory. A directory holding several runs gets one summary table. Exit codes: 0 done, 1 findings "
         "reached --fail-on, 2 bad usage or a log that could not be read.",
     )
-    d.add_argument("path", help="a log file, a run directory, or a directory tree of runs")
+    d.add_argument("path", help="a log file, a run directory, or a directory tree of runs; '-' reads a log piped on "
+                   "standard input (CSV/TSV, JSON Lines, trainer_state.json, an event file or a run store)")
     d.add_argument("--json", metavar="FILE",
                    help="also write the diagnosis as JSON ('-' for stdout only); for a directory, all runs")
     d.add_argument("--metric", action="append", default=[], metavar="ROLE=NAME",
@@ -99,14 +103,55 @@ def _cmd_run(a: argparse.Namespace) -> int:
         a.cadence = DEFAULT_CADENCE
     if a.cadence < 1:
         raise TrainDoctorError(f"--cadence must be a positive number of steps, got {a.cadence}")
-    args = a.args[1:] if a.args and a.args[0] == "--" else a.args
+    args = a.args  # exactly what followed the script on the command line
+    if a.overwrite and (a.no_store or not a.store):
+        raise TrainDoctorError("--overwrite replaces the run store at --store PATH; give --store PATH")
+    if a.store and not a.no_store:
+        # before the script runs: two runs in one store would mix their findings
+        from .store import claim_store_path
+        from .watch.launcher import check_script
+
+        check_script(a.script)  # a mistyped script must not cost the old store
+        claim_store_path(a.store, overwrite=a.overwrite)
     res = watch_script(a.script, args, store="" if a.no_store else a.store, cadence=a.cadence)
     render(res.diagnosis, file=sys.stderr, title="traindoctor run")
-    if res.store_path:
-        print(f"run stored in {res.store_path} (traindoctor diagnose {res.store_path})", file=sys.stderr)
+    if res.store_stopped is not None:
+        step, why = res.store_stopped
+        where = f"at step {step}" if step is not None else "before its first step"
+        loss = res.run.series.get("loss")
+        steps = f"all {len(loss)} steps" if loss is not None and len(loss) else "all steps"
+        name = res.store_path or a.store
+        from .report.safe import safe
+
+        print(safe(f"traindoctor: the run store{f' {name}' if name else ''} stopped {where}: {why}; "
+                   f"the diagnosis above is from memory, {steps}", newlines=False), file=sys.stderr)
+    elif res.store_path:
+        import shlex
+
+        from .report.safe import safe
+
+        print(safe(f"run stored in {res.store_path} (traindoctor diagnose {shlex.quote(str(res.store_path))})",
+                   newlines=False), file=sys.stderr)
     if a.json:
-        write_json(res.diagnosis, a.json)
+        _write_json_out(lambda dest: write_json(res.diagnosis, dest), a)  # a failed write keeps the script's code
     return res.exit_code
+
+
+def _write_json_out(write: Callable[[str], None], a: argparse.Namespace) -> bool:
+    """``write(a.json)``; when that fails at the end (disk full, the directory gone), one line on stderr
+    and False."""
+    try:
+        write(a.json)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        from .report.safe import safe
+
+        why = exc.strerror or str(exc)
+        print(safe(f"traindoctor: error: --json {getattr(a, 'json_given', a.json)}: could not write: {why}",
+                   newlines=False), file=sys.stderr)
+        return False
+    return True
 
 
 def _fails(diags: list[Diagnosis], fail_on: str | None) -> bool:
@@ -135,19 +180,25 @@ def _cmd_diagnose(a: argparse.Namespace) -> int:
 
     overrides = _overrides(a.metric) or None
     path = Path(a.path)
-    if path.is_dir() and detect_format(path) is None:
-        return _diagnose_tree(path, overrides, a)
+    if a.path != "-" and path.is_dir():
+        from .logs import find_runs
+
+        found = find_runs(path)  # a log at the top of a tree must not hide the runs below it
+        if detect_format(path) is None or len(found.runs) != 1 or found.unreadable:
+            return _diagnose_tree(path, overrides, a, found)
     run = load(a.path, overrides=overrides)
     diag = diagnose(run)
     if a.json != "-":
         render(diag, title="traindoctor diagnose")
-    if a.json:
-        write_json(diag, a.json)
+    if a.json and not _write_json_out(lambda dest: write_json(diag, dest), a):
+        return EXIT_USAGE
     return 1 if _fails([diag], a.fail_on) else 0
 
 
-def _diagnose_tree(root: object, overrides: dict[str, str] | None, a: argparse.Namespace) -> int:
-    """Every run under ``root``: one table (a single run: its full report), exit 2 if one was unreadable."""
+def _diagnose_tree(root: object, overrides: dict[str, str] | None, a: argparse.Namespace, found: object = None) -> int:
+    """Every run under ``root`` (``found``: its :func:`find_runs`, when already scanned): one table (a
+    single run: its full report), exit 2 if one was unreadable (a link loop, a dangling link, a file or
+    directory this user may not read: rows of their own)."""
     from pathlib import Path
 
     from .diagnosis import diagnose
@@ -157,10 +208,15 @@ def _diagnose_tree(root: object, overrides: dict[str, str] | None, a: argparse.N
     from .report.summary import RunResult, Summary, display_path, render_summary, write_summary_json
 
     base = Path(str(root))
-    found = find_runs(base)
+    found = find_runs(base) if found is None else found
     summary = Summary(root=str(root))
     summary.skipped = [(display_path(p, base), why) for p, why in found.passed_over]
-    for ref in found.runs:
+    rows = sorted([(ref.path.as_posix(), ref, None) for ref in found.runs]
+                  + [(p.as_posix(), None, (p, fmt, why)) for p, fmt, why in found.unreadable], key=lambda t: t[0])
+    for _, ref, bad in rows:
+        if ref is None:
+            summary.results.append(RunResult(display_path(bad[0], base), bad[1], error=str(LogError(bad[2], path=bad[0]))))
+            continue
         shown = display_path(ref.path, base)
         try:
             run = load(ref.path, overrides=overrides)
@@ -168,9 +224,9 @@ def _diagnose_tree(root: object, overrides: dict[str, str] | None, a: argparse.N
             summary.skipped.append((shown, "not a training log: no training-loss metric"))
             continue
         except LogError as exc:
-            summary.results.append(RunResult(shown, ref.format, error=str(exc)))
+            summary.results.append(RunResult(shown, ref.format, error=str(exc), note=ref.note))
             continue
-        summary.results.append(RunResult(shown, run.meta.get("format", ref.format), diagnosis=diagnose(run)))
+        summary.results.append(RunResult(shown, run.meta.get("format", ref.format), diagnosis=diagnose(run), note=ref.note))
     if not summary.results:
         passed = f"; passed over: {', '.join(p for p, _ in summary.skipped[:5])}" if summary.skipped else ""
         raise LogError(
@@ -183,8 +239,8 @@ def _diagnose_tree(root: object, overrides: dict[str, str] | None, a: argparse.N
         if only is not None and only.diagnosis is not None:
             render(only.diagnosis, title=f"traindoctor diagnose {only.path}")
         render_summary(summary)
-    if a.json:
-        write_summary_json(summary, a.json)
+    if a.json and not _write_json_out(lambda dest: write_summary_json(summary, dest), a):
+        return EXIT_USAGE
     if summary.errors:
         return EXIT_USAGE
     return 1 if _fails([r.diagnosis for r in summary.results if r.diagnosis is not None], a.fail_on) else 0
@@ -201,8 +257,6 @@ def _cmd_explain(a: argparse.Namespace) -> int:
 
 
 def _cmd_checkup(a: argparse.Namespace) -> int:
-    import json
-
     from .checks.checkup import DEFAULT_PROBES, checkup_script
 
     if a.steps < 1 or a.max_samples < 1:
@@ -210,18 +264,15 @@ def _cmd_checkup(a: argparse.Namespace) -> int:
     unknown = [s for s in a.skip if s not in DEFAULT_PROBES]
     if unknown:
         raise TrainDoctorError(f"--skip {unknown[0]!r}: not a probe; choose from {', '.join(DEFAULT_PROBES)}")
-    args = a.args[1:] if a.args and a.args[0] == "--" else a.args
+    args = a.args  # exactly what followed the script on the command line
     report = checkup_script(a.script, args, probes=[p for p in DEFAULT_PROBES if p not in a.skip], shallow=a.shallow,
                             nonfinite_step=a.nonfinite_step, amp_dtype=a.amp, max_samples=a.max_samples, steps=a.steps)
     report.render(file=sys.stderr, title="traindoctor checkup")
     if a.json:
-        text = json.dumps(report.to_json(), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-        if a.json == "-":
-            sys.stdout.write(text)
-        else:
-            from pathlib import Path
+        from .report.output import write_document
 
-            Path(a.json).write_text(text, encoding="utf-8")
+        if not _write_json_out(lambda dest: write_document(report.to_json(), dest), a):
+            return EXIT_USAGE
     return 1 if report.diagnosis.worst_severity == "error" else 0
 
 
@@ -242,18 +293,99 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     print(f"(watching {script} as `traindoctor run` would, with no change to the script)\n", file=sys.stderr)
     res = watch_script(script, [], store="")
     render(res.diagnosis, title=f"traindoctor demo --fault {a.fault}")
-    if a.json:
-        write_json(res.diagnosis, a.json)
+    if a.json and not _write_json_out(lambda dest: write_json(res.diagnosis, dest), a):
+        return EXIT_USAGE
     return 0
 
 
+def _script_args(p: argparse.ArgumentParser, args: list[str]) -> tuple[list[str], list[str] | None]:
+    """``run``/``checkup``: split off the tokens after the script's name, which are the script's exactly
+    as typed (``--`` included, as ``python SCRIPT -- --x`` passes it; argparse alone drops the first
+    ``--``). None when the command line is not that shape: argparse then says what is wrong."""
+    if not args or args[0] not in ("run", "checkup"):
+        return args, None
+    sub = next((act.choices.get(args[0]) for act in p._actions if isinstance(act, argparse._SubParsersAction)), None)
+    if sub is None:
+        return args, None
+    opts = sub._option_string_actions
+    i = 1
+    while i < len(args):
+        tok = args[i]
+        if tok == "--":  # ours: the next token is the script
+            i += 1
+            break
+        if not tok.startswith("-") or tok == "-":
+            break
+        name = tok.split("=", 1)[0]
+        hits = [name] if name in opts else [o for o in opts if o.startswith("--") and o.startswith(name)]
+        if len(hits) != 1 or len({id(opts[h]) for h in hits}) != 1:
+            return args, None  # unknown or ambiguous: argparse reports it
+        i += 2 if opts[hits[0]].nargs != 0 and "=" not in tok else 1
+    if i >= len(args):
+        return args, None
+    return args[: i + 1], args[i + 1:]
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse; an argument no parser knows is reported with the usage of the command it was given to
+    (``traindoctor diagnose x --bogus`` shows ``usage: traindoctor diagnose ...``), not the top level's."""
+    p = _parser()
+    args = list(sys.argv[1:] if argv is None else argv)
+    args, script_args = _script_args(p, args)
+    a, extra = p.parse_known_args(args)
+    if script_args is not None:
+        a.args = script_args
+    if extra:
+        sub = next((act.choices.get(a.cmd) for act in p._actions if isinstance(act, argparse._SubParsersAction)), None)
+        before_cmd = a.cmd in args and extra[0] in args and args.index(extra[0]) < args.index(a.cmd)
+        (p if sub is None or before_cmd else sub).error(f"unrecognized arguments: {' '.join(extra)}")
+    return a
+
+
+_PLAIN = {"—": "-", "–": "-", "→": "->", "←": "<-", "…": "...", "─": "-", "≈": "~", "≥": ">=", "≤": "<=", "×": "x",
+          "‘": "'", "’": "'", "“": '"', "”": '"', "·": "."}
+
+
+def _plain_or_escaped(exc: UnicodeError) -> tuple[str, int]:
+    """Codec error handler: the report's typography in ASCII (``—`` as ``-``), anything else as ``\\uXXXX``."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    bad = exc.object[exc.start:exc.end]
+    return "".join(_PLAIN.get(c) or c.encode("ascii", "backslashreplace").decode("ascii") for c in bad), exc.end
+
+
+def _streams_that_can_print() -> None:
+    """A stdout or stderr whose encoding cannot carry the report's dashes and arrows (``PYTHONIOENCODING=
+    ascii``, a C locale) prints them in ASCII instead of failing with UnicodeEncodeError."""
+    import codecs
+
+    codecs.register_error("traindoctor-plain", _plain_or_escaped)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            "—→…─".encode(getattr(stream, "encoding", None) or "ascii")
+        except (UnicodeEncodeError, LookupError):
+            try:
+                stream.reconfigure(errors="traindoctor-plain")  # type: ignore[union-attr]
+            except (AttributeError, ValueError, OSError):
+                pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    a = _parser().parse_args(argv)
+    from .report.safe import safe
+
+    _streams_that_can_print()
+    a = _parse(argv)
     try:
+        if getattr(a, "json", None) is not None:
+            # before any work, and where the command was started: a watched script may chdir
+            from .report.output import json_destination
+
+            a.json_given = a.json
+            a.json = json_destination(a.json)
         return {"run": _cmd_run, "diagnose": _cmd_diagnose, "explain": _cmd_explain, "demo": _cmd_demo,
                 "checkup": _cmd_checkup}[a.cmd](a)
     except TrainDoctorError as exc:
-        print(f"traindoctor: error: {exc}", file=sys.stderr)
+        print(safe(f"traindoctor: error: {exc}", newlines=False), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
