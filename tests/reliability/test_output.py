@@ -71,7 +71,9 @@ def test_json_to_dev_stdout_redirected_to_a_file_keeps_the_report(shared_dir):
     import subprocess
 
     with open(out, "w") as f:
-        r = subprocess.run([sys.executable, "-m", "traindoctor", "diagnose", str(log), "--json", "/dev/stdout"],
+        # /dev/fd/1, not /dev/stdout: this runs as root, and a regression must fail here (no file can be
+        # created in /proc) rather than replace the machine's /dev/stdout
+        r = subprocess.run([sys.executable, "-m", "traindoctor", "diagnose", str(log), "--json", "/dev/fd/1"],
                            stdout=f, stderr=subprocess.PIPE, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     text = out.read_text()
