@@ -5,10 +5,15 @@ Public API, kept small:
 - ``Doctor(model, optimizer)``: watch a training loop from inside (one line per step).
 - ``diagnose(run)``: findings → ranked causes, on a ``Run`` from any source.
 - ``load(path)``: a run store or a log file → ``Run``.
+- ``checkup(model, loader, loss_fn, ...)``: examine a pipeline before a long run → ``CheckupReport``.
+
+The types these return (``Diagnosis``, ``CauseScore``, ``Finding``, ``Run``, ``CheckupReport``) are
+importable from here too.
 """
 __version__ = "0.1.0"
 
-from .diagnosis import Diagnosis, diagnose
+from .diagnosis import CauseScore, Diagnosis, diagnose
+from .findings import Finding
 from .run import Run
 
 
@@ -25,7 +30,12 @@ def __getattr__(name: str):  # torch-dependent parts load on first use
         from .checks.checkup import checkup
 
         return checkup
+    if name == "CheckupReport":
+        from .checks.checkup import CheckupReport
+
+        return CheckupReport
     raise AttributeError(f"module 'traindoctor' has no attribute {name!r}")
 
 
-__all__ = ["Diagnosis", "Doctor", "Run", "__version__", "diagnose", "load"]
+__all__ = ["CauseScore", "CheckupReport", "Diagnosis", "Doctor", "Finding", "Run", "__version__", "checkup",
+           "diagnose", "load"]

@@ -33,7 +33,7 @@ from .tensorboard import EVENT_PREFIX, event_files, read_tensorboard
 
 __all__ = [
     "FORMATS",
-    "Found",
+    "TreeScan",
     "NoTrainingLoss",
     "RunRef",
     "assign_columns",
@@ -375,7 +375,7 @@ class RunRef:
 
 
 @dataclass
-class Found:
+class TreeScan:
     """What :func:`find_runs` found: the runs, what was passed over (path, why), and the entries
     that could not be read (path, format its name suggests, why: a symbolic link loop, a dangling
     link, a file or directory the user may not read)."""
@@ -407,7 +407,7 @@ def _outside(path: Path, real_root: str) -> str | None:
     return f"a symbolic link to {target}, outside the tree"
 
 
-def _probe(path: Path, found: Found, fmt: str) -> bool:
+def _probe(path: Path, found: TreeScan, fmt: str) -> bool:
     """Whether ``path`` is a regular file this user can open; else it is recorded (unreadable, or
     passed over when it is a FIFO, device or socket, which are never opened)."""
     try:
@@ -430,7 +430,7 @@ def _probe(path: Path, found: Found, fmt: str) -> bool:
     return True
 
 
-def find_runs(root: str | os.PathLike[str]) -> Found:
+def find_runs(root: str | os.PathLike[str]) -> TreeScan:
     """Every run in the tree under ``root``, in path order.
 
     A run is: a traindoctor store (``*.db``, ``*.sqlite``), a CSV/TSV or JSON Lines log, a
@@ -441,12 +441,12 @@ def find_runs(root: str | os.PathLike[str]) -> Found:
     searched; symbolic links to directories are not followed (so a link loop cannot recurse), links
     to files are (a note says when one leads out of the tree). Only regular files are opened: a
     FIFO, device or socket is passed over. Symbolic link loops, dangling links and files or
-    directories this user may not read are listed in :attr:`Found.unreadable`. Whether a CSV or
+    directories this user may not read are listed in :attr:`TreeScan.unreadable`. Whether a CSV or
     JSON file is a training log at all is known only when it is read (:class:`NoTrainingLoss`).
     """
     base = Path(root)
     real_root = os.path.realpath(base)
-    found = Found()
+    found = TreeScan()
     hf: dict[Path, list[tuple[int, Path]]] = {}
     stack = [base]
     while stack:
