@@ -16,14 +16,15 @@ from typing import Any
 import numpy as np
 
 from ..findings import Finding
+from ..losskinds import CLASSES, REGRESSION
 from ..run import Run, Series
 
 RELU_OPS = {"relu", "relu6", "leaky_relu", "rrelu", "elu", "selu", "celu", "threshold"}
 SQUASH_OPS = {"sigmoid", "tanh", "hardtanh", "hardsigmoid", "softsign"}
 RELU_MODULES = {"ReLU", "ReLU6", "LeakyReLU", "RReLU", "ELU", "SELU", "CELU"}
 SQUASH_MODULES = {"Sigmoid", "Tanh", "Hardtanh", "Hardsigmoid", "Softsign"}
-REGRESSION_KINDS = {"mse", "l1", "smooth_l1", "huber"}
-CLASS_KINDS = {"cross_entropy", "nll", "bce", "bce_logits"}
+REGRESSION_KINDS = REGRESSION
+CLASS_KINDS = CLASSES
 
 
 def fmt(x: float) -> str:

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from ..losskinds import CLASSES
 from ..run import Run
 from ._stats import fmt, late
 
@@ -190,7 +191,7 @@ def bottleneck(run: Run) -> dict | None:
     """A hidden weight layer narrower than the classifier's output: the logits of C classes then live
     in a space of lower rank than C, whatever is trained (from the first step's layer facts).
     Classification losses only (an autoencoder's narrow code is deliberate)."""
-    if run.meta.get("loss_kind") not in ("cross_entropy", "nll", "bce", "bce_logits"):
+    if run.meta.get("loss_kind") not in CLASSES:
         return None
     for e in run.events_of("init_scale"):
         layers = e.data.get("layers") if isinstance(e.data, dict) else None

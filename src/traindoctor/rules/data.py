@@ -6,6 +6,7 @@ import math
 import re
 
 from ..findings import Finding
+from ..losskinds import REGRESSION
 from ..run import Run
 from . import Rule, rule
 
@@ -349,7 +350,7 @@ def unnormalized_targets(run: Run, r: Rule) -> list[Finding]:
         t = d.get("targets") or {}
         if t.get("kind") != "continuous" or not t.get("count"):
             continue
-        if d.get("loss_kind") not in (None, "mse", "l1", "smooth_l1", "huber"):
+        if d.get("loss_kind") is not None and d.get("loss_kind") not in REGRESSION:
             continue
         rms = t.get("rms", 0.0)
         if rms > 10:

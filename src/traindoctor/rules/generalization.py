@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from ..findings import Finding
+from ..losskinds import chance_loss
 from ..run import Run
 from . import Rule, rule
 from ._signals import adversarial, best_layer_update_ratio, bottleneck, eps_note, eps_swamps
@@ -152,12 +153,8 @@ def _chance_loss(run: Run) -> float | None:
     """ln C for a single cross-entropy over C classes, ln 2 for binary cross-entropy, else None."""
     if len(run.names("loss_term")) >= 2:
         return None
-    c, kind = run.meta.get("num_classes"), run.meta.get("loss_kind")
-    if kind in ("cross_entropy", "nll") and isinstance(c, int) and c >= 2:
-        return math.log(c)
-    if kind in ("bce", "bce_logits"):
-        return math.log(2)
-    return None
+    ch = chance_loss(run.meta.get("loss_kind"), run.meta.get("num_classes"))
+    return ch[0] if ch else None
 
 
 def _class_ratio(run: Run) -> float | None:

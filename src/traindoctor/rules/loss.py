@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from ..findings import Finding
+from ..losskinds import REGRESSION, chance_loss
 from ..run import Run, Series
 from . import Rule, rule
 from ._signals import (
@@ -39,13 +40,7 @@ def _chance(run: Run) -> tuple[float, str] | None:
     a loss summed from several terms: ln C is the chance level of one of them only)."""
     if len(run.names("loss_term")) >= 2:
         return None
-    kind = run.meta.get("loss_kind")
-    c = run.meta.get("num_classes")
-    if kind in ("cross_entropy", "nll") and isinstance(c, int) and c >= 2:
-        return math.log(c), f"ln({c})"
-    if kind in ("bce", "bce_logits"):
-        return math.log(2), "ln(2)"
-    return None
+    return chance_loss(run.meta.get("loss_kind"), run.meta.get("num_classes"))
 
 
 def _lr_context(run: Run) -> dict:
@@ -241,7 +236,7 @@ def _l002_causes(run: Run, lr_weight: float = 0.7) -> list[tuple[str, float]]:
     causes = [("lr-too-high", lr_weight), ("exploding-gradient", 0.35)]
     if recurrent(run):
         causes = [("lr-too-high", min(lr_weight, 0.55)), ("exploding-gradient", 0.6)]
-    if run.meta.get("loss_kind") in (None, "mse", "l1", "smooth_l1", "huber"):
+    if run.meta.get("loss_kind") is None or run.meta.get("loss_kind") in REGRESSION:
         causes.append(("unnormalized-target", 0.1))
     imb = first_term_imbalance(run)
     if imb is not None and imb >= 30:
@@ -746,7 +741,7 @@ def stalled(run: Run, r: Rule) -> list[Finding]:
     chance = _chance(run)
     # a regression's achievable floor is unknown: there, a plateau is "far above a good level" only
     # when the loss barely left its start; a log that does not say its loss kind keeps half the start
-    regression = run.meta.get("loss_kind") in ("mse", "l1", "smooth_l1", "huber")
+    regression = run.meta.get("loss_kind") in REGRESSION
     floor_bar = 0.3 * chance[0] if chance else 0.8 * start if regression else 0.5 * start
     if not (drop >= 0.05 and plateau_frac >= 0.4 and level >= floor_bar):
         return []

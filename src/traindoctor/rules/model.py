@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from ..findings import Finding
+from ..losskinds import NAMES, REGRESSION
 from ..run import Run
 from . import Rule, rule
 
@@ -271,9 +272,8 @@ def reduced_precision_overflow(run: Run, r: Rule) -> list[Finding]:
 # The first step's traced graph (``model_graph`` facts, watch/trace.py): what feeds the loss,
 # hand-written log-probability terms, weight layers stacked with nothing between them.
 
-_REGRESSION = ("mse", "l1", "smooth_l1", "huber")
-_LOSS_NAMES = {"cross_entropy": "cross-entropy", "nll": "NLLLoss", "bce": "BCELoss", "bce_logits": "BCEWithLogitsLoss",
-               "mse": "MSE", "l1": "L1", "smooth_l1": "SmoothL1", "huber": "Huber"}
+_REGRESSION = REGRESSION
+_LOSS_NAMES = NAMES
 
 
 _NUM_KEYS = {"min", "max", "distinct", "zero_fraction", "first_groups"}
