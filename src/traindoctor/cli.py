@@ -76,8 +76,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--steps", type=int, default=300, metavar="N", help="steps of each short training probe (default 300)")
     c.add_argument("--max-samples", type=int, default=20000, metavar="N",
                    help="samples read per split for the data checks (default 20000)")
-    c.add_argument("--skip", action="append", default=[], metavar="PROBE",
-                   help="skip a probe: lr_range, overfit, repeat, short_training, gradcheck (repeatable)")
+    c.add_argument("--budget", type=float, default=60.0, metavar="SECONDS",
+                   help="time for the whole checkup (default 60): one training step is timed and the probes are "
+                        "shortened or skipped to fit; the report says which")
+    from .checks.probes import skip_help  # the registry, without torch: the choices and help are its names
+
+    c.add_argument("--skip", action="append", default=[], metavar="PROBE", help=skip_help())
     c.add_argument("script", help="the training script")
     c.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
     return p
@@ -257,16 +261,23 @@ def _cmd_explain(a: argparse.Namespace) -> int:
 
 
 def _cmd_checkup(a: argparse.Namespace) -> int:
-    from .checks.checkup import DEFAULT_PROBES, checkup_script
+    from .checks.checkup import checkup_script
+    from .checks.probes import DEFAULT_PROBES, REGISTRY
 
     if a.steps < 1 or a.max_samples < 1:
         raise TrainDoctorError(f"--steps and --max-samples must be positive, got {a.steps} and {a.max_samples}")
-    unknown = [s for s in a.skip if s not in DEFAULT_PROBES]
-    if unknown:
-        raise TrainDoctorError(f"--skip {unknown[0]!r}: not a probe; choose from {', '.join(DEFAULT_PROBES)}")
+    if not a.budget > 0 or a.budget == float("inf"):
+        raise TrainDoctorError(f"--budget must be a positive number of seconds, got {a.budget}")
+    for s in a.skip:
+        if s in REGISTRY and s not in DEFAULT_PROBES:  # every accepted name must skip something
+            raise TrainDoctorError(f"--skip {s!r}: {s} does not run unless asked for ({REGISTRY[s].help}); "
+                                   f"nothing to skip")
+        if s not in DEFAULT_PROBES:
+            raise TrainDoctorError(f"--skip {s!r}: not a probe; choose from {', '.join(DEFAULT_PROBES)}")
     args = a.args  # exactly what followed the script on the command line
     report = checkup_script(a.script, args, probes=[p for p in DEFAULT_PROBES if p not in a.skip], shallow=a.shallow,
-                            nonfinite_step=a.nonfinite_step, amp_dtype=a.amp, max_samples=a.max_samples, steps=a.steps)
+                            nonfinite_step=a.nonfinite_step, amp_dtype=a.amp, max_samples=a.max_samples, steps=a.steps,
+                            budget_s=a.budget)
     report.render(file=sys.stderr, title="traindoctor checkup")
     if a.json:
         from .report.output import write_document

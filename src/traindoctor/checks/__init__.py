@@ -3,8 +3,8 @@
 ``checkup.py`` runs them and records every number into a Run (events, series, metadata) that
 the rules judge; ``data.py`` (data profile, label domain, leakage), ``model.py`` (loss
 description and graph, init scale, float16 headroom, custom autograd functions) and
-``probes.py`` (LR range test, fitting tiny data, short training, shallow against deep,
-bad-batch bisection) compute numbers from tensors and return them as plain-JSON event data —
+``probes/`` (the registered probes, one module each: LR range test, fitting tiny data, short
+training, shallow against deep, bad-batch bisection) compute numbers from tensors and return them as plain-JSON event data —
 nothing here decides what is wrong. ``state.py`` saves and restores everything a probe touches;
 ``batches.py`` turns a loader into checked ``(inputs, targets, ids)`` batches; ``discover.py``
 finds the model, loss, optimizer and loaders of an unmodified script at its first loss;

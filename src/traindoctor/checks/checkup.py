@@ -11,6 +11,13 @@ train/eval gap, gradient check, shallow against deep when asked, bad-batch bisec
 measurement goes into a :class:`~traindoctor.run.Run` as events, series and metadata; the same
 rules that judge a live run judge it, and the diagnosis ranks causes.
 
+The checkup is a pipeline of phases — read the data → inspect the model → first loss →
+probes — each handing its facts to the next (:func:`_checks`). The probes are the registered
+objects of ``checks/probes/`` (one module each; the registry also gives the CLI its ``--skip``
+names). The checkup keeps to a time budget (``budget_s``, default 60 s): one training step is
+timed before the probes, each probe gets a share of the time left and is shortened or skipped
+to fit, and the report has a ``budget:`` line for each probe cut and why.
+
 The model, optimizer, RNGs and loaders' generators are left bitwise as they were: every probe
 starts from the user's weights and is rolled back (``checks/state.py``), and a final comparison
 proves it (``report.restored``).
@@ -34,35 +41,31 @@ from ..watch.trace import StepTrace
 from .batches import Batch, BatchFn, Scan, read_batches
 from .data import CLASS_LOSSES, DataProfile, Leakage
 from .model import (
-    capture_function_calls,
-    custom_functions,
     describe_loss,
-    gradcheck_function,
     init_scale,
     loss_graph_facts,
     precision_facts,
 )
 from .probes import (
+    DEFAULT_PROBES,
+    PROBES,
+    REGISTRY,
+    Budget,
     Pipeline,
+    ProbeContext,
     bisect_nonfinite,
-    derive_shallow,
-    fit_probe,
     initial_loss,
-    label_outliers,
-    loss_floor,
-    lr_range_test,
-    mean_loss,
-    per_sample_losses,
-    repeated_sample,
-    short_training,
+    progress,
+    run_probe,
     shuffled_batches,
-    tiny_batch,
-    train_curve,
 )
+from .probes._base import fmt as _fmt
+from .probes._base import one_line as _one_line
 from .state import Snapshot, rolled_back
 
-PROBES = ("lr_range", "overfit", "repeat", "short_training", "gradcheck", "bisect", "depth")
-DEFAULT_PROBES = ("lr_range", "overfit", "repeat", "short_training", "gradcheck", "bisect")
+__all__ = ["DEFAULT_PROBES", "PROBES", "CheckupReport", "Options", "checkup", "checkup_script", "run_checkup"]
+
+BUDGET_S = 60.0  # a checkup should cost a minute, not an epoch: the probes are scaled to fit
 
 
 @dataclass
@@ -80,6 +83,7 @@ class Options:
     seed: int = 0
     batch_fn: BatchFn | None = None
     val_optional: bool = False  # a validation loader that cannot be read is skipped, not an error
+    budget_s: float | None = BUDGET_S  # seconds for the whole checkup; None: every probe at full length
 
 
 @dataclass
@@ -148,16 +152,6 @@ class CheckupReport:
                 f"suggested_lr={self.suggested_lr}, elapsed_s={self.elapsed_s:.1f})")
 
 
-def _fmt(x: Any) -> str:
-    if isinstance(x, float):
-        return f"{x:.3g}" if math.isfinite(x) else str(x)
-    return str(x)
-
-
-def _one_line(s: str, n: int = 200) -> str:
-    return " ".join(str(s).split())[:n]
-
-
 def _call(pipe: Pipeline, x: torch.Tensor, what: str = "model(inputs)") -> Any:
     """The model's output on ``x``, or a one-line error naming what the model raised and where."""
     from ..watch.doctor import crash_event_data
@@ -192,6 +186,7 @@ def checkup(
     max_samples: int = 20000,
     probe_samples: int = 2048,
     steps: int = 300,
+    budget_s: float | None = BUDGET_S,
     show: bool = True,
     file: IO[str] | None = None,
 ) -> CheckupReport:
@@ -205,7 +200,10 @@ def checkup(
     K of ``train_loader`` and names the samples that make the loss non-finite; ``amp_dtype``
     (``"float16"``/``"bfloat16"``) says the training will run in reduced precision.
     ``max_samples`` bounds the data read per split, ``probe_samples`` the samples kept for the
-    experiments, ``steps`` the length of each short training.
+    experiments, ``steps`` the length of each short training. ``budget_s`` (default 60) is the
+    time the whole checkup may take: one training step is timed first and the probes are
+    shortened, or skipped, to fit; the report says which and why (``None``: no budget). Progress
+    goes to stderr, one line per probe.
 
         >>> report = traindoctor.checkup(model, train_loader, nn.CrossEntropyLoss(), val_loader, optimizer)
         >>> report.codes, report.suggested_lr
@@ -232,13 +230,20 @@ def checkup(
     for name, v in (("max_samples", max_samples), ("probe_samples", probe_samples), ("steps", steps)):
         if not isinstance(v, int) or v < 1:
             raise TrainDoctorError(f"{name} must be a positive integer, got {v!r}")
+    _check_budget(budget_s)
     pipe = Pipeline(model, loss_fn, optimizer, describe_loss(loss_fn))
     opts = Options(max_samples=max_samples, probe_samples=probe_samples, steps=steps, probes=chosen, shallow=shallow,
-                   nonfinite_step=nonfinite_step, amp_dtype=amp_dtype, batch_fn=batch_fn)
+                   nonfinite_step=nonfinite_step, amp_dtype=amp_dtype, batch_fn=batch_fn, budget_s=budget_s)
     report = run_checkup(pipe, train_loader, val_loader, opts)
     if show:
         report.render(file=file or sys.stderr)
     return report
+
+
+def _check_budget(budget_s: float | None) -> None:
+    if budget_s is not None and (isinstance(budget_s, bool) or not isinstance(budget_s, (int, float))
+                                 or not budget_s > 0 or not math.isfinite(budget_s)):
+        raise TrainDoctorError(f"budget_s must be a positive number of seconds (or None for no budget), got {budget_s!r}")
 
 
 class _Recorder:
@@ -283,7 +288,7 @@ def run_checkup(pipe: Pipeline, train_loader: Iterable[Any], val_loader: Iterabl
     snapshot = Snapshot.take(pipe.model, pipe.optimizer, [train_loader, val_loader])
     try:
         with torch.random.fork_rng(devices=[]):
-            _checks(pipe, train_loader, val_loader, opts, rec, snapshot)
+            _checks(pipe, train_loader, val_loader, opts, rec, snapshot, t0)
     finally:
         snapshot.restore()
     restored = snapshot.identical()
@@ -325,8 +330,39 @@ def _domain_blocks_loss(rec: _Recorder) -> list[str]:
     return out
 
 
+@dataclass
+class DataFacts:
+    """What the data phase found and the later phases use: the training split's profile and the
+    samples kept (prepared, on the model's device) for the model checks and the probes."""
+
+    profile: DataProfile
+    kept: list[Batch]
+    raw_target_dtype: str | None = None
+
+
 def _checks(pipe: Pipeline, train_loader: Any, val_loader: Any, opts: Options, rec: _Recorder,
-            snapshot: Snapshot) -> None:
+            snapshot: Snapshot, t0: float | None = None) -> None:
+    """The checkup as a pipeline of phases, each handing its facts to the next.
+
+    read the data → inspect the model → first loss → probes. A phase that finds the next one
+    cannot run meaningfully (labels the loss would crash on, a loss that raised, no finite
+    sample) has recorded why, and the pipeline stops there: what was measured is still judged.
+    """
+    _record_setup(pipe, rec)
+    data = _read_data(pipe, train_loader, val_loader, opts, rec, snapshot)
+    prec = _inspect_model(pipe, data, opts, rec, snapshot)
+    if not _loss_phase(pipe, data, prec, opts, rec, snapshot):
+        return
+    batches = _probe_batches(data, opts, rec)
+    if batches is None:
+        return
+    pbatches, clean = batches
+    ctx = ProbeContext(pipe, pbatches, clean, rec, snapshot, opts, data.profile.out_shape, train_loader)
+    _probes(ctx, t0 if t0 is not None else time.perf_counter())
+
+
+def _record_setup(pipe: Pipeline, rec: _Recorder) -> None:
+    """The loss, optimizer and model as configured, into the Run's metadata (the rules read them)."""
     model = pipe.model
     info = pipe.loss_info
     rec.meta["loss"] = {k: v for k, v in info.items() if v is not None}
@@ -342,7 +378,12 @@ def _checks(pipe: Pipeline, train_loader: Any, val_loader: Any, opts: Options, r
                            "parameters": int(sum(p.numel() for p in model.parameters())),
                            "trainable": int(sum(p.numel() for p in model.parameters() if p.requires_grad))}]
 
-    # ------------------------------------------------------------ data: read the splits
+def _read_data(pipe: Pipeline, train_loader: Any, val_loader: Any, opts: Options, rec: _Recorder,
+               snapshot: Snapshot) -> DataFacts:
+    """Data phase: read the splits (non-finite values, scales, labels against the loss, balance,
+    order, train/validation overlap) and keep ``probe_samples`` samples for the later phases."""
+    model = pipe.model
+    info = pipe.loss_info
     state: dict[str, Any] = {}
 
     def sampler_name(loader: Any) -> str | None:
@@ -417,18 +458,32 @@ def _checks(pipe: Pipeline, train_loader: Any, val_loader: Any, opts: Options, r
             rec.meta["target_sq_mean"] = t["rms"] ** 2
             rec.meta["target_var"] = t["std"] ** 2
 
-    # ------------------------------------------------------------ model: init scale, precision
-    first = kept[0]
+    return DataFacts(profile, kept, scan.raw_target_dtype)
+
+
+def _inspect_model(pipe: Pipeline, data: DataFacts, opts: Options, rec: _Recorder,
+                   snapshot: Snapshot) -> dict[str, Any]:
+    """Model phase: per-layer init scale and float16 headroom on the first kept batch; returns
+    the precision facts, which the loss phase completes and records."""
+    model = pipe.model
+    first = data.kept[0]
     with rolled_back(snapshot, opts.seed):
         model.train()
         rec.event("init_scale", init_scale(model, lambda: pipe.forward(first.x)))
     with rolled_back(snapshot, opts.seed):
         model.train()
         prec = precision_facts(model, lambda: pipe.forward(first.x), declared=opts.amp_dtype)
-    prec["loss_reduction"] = info.get("reduction")
+    prec["loss_reduction"] = pipe.loss_info.get("reduction")
     prec["batch_size"] = len(first)
 
-    # ------------------------------------------------------------ loss: first value, graph
+    return prec
+
+
+def _loss_phase(pipe: Pipeline, data: DataFacts, prec: dict[str, Any], opts: Options, rec: _Recorder,
+                snapshot: Snapshot) -> bool:
+    """First-loss phase: whether the loss can be computed on these labels, its first value, its
+    graph; False when the probes cannot run (the reason is in ``rec.not_checked``)."""
+    info = pipe.loss_info
     blocked = _domain_blocks_loss(rec)
     loss_ok = pipe.loss_fn is not None and not blocked
     if blocked:
@@ -438,16 +493,19 @@ def _checks(pipe: Pipeline, train_loader: Any, val_loader: Any, opts: Options, r
     if pipe.loss_fn is None:
         rec.not_checked.append("no loss function: loss-based checks and probes skipped (pass loss_fn= to the API)")
     if loss_ok:
-        raw_dtype = scan.raw_target_dtype
-        loss_ok = _first_loss(pipe, kept, first, rec, snapshot, opts, prec, profile, raw_dtype)
+        loss_ok = _first_loss(pipe, data.kept, data.kept[0], rec, snapshot, opts, prec, data.profile,
+                              data.raw_target_dtype)
     rec.event("precision", prec)
-    if not loss_ok:
-        return
+    return loss_ok
 
+
+def _probe_batches(data: DataFacts, opts: Options, rec: _Recorder) -> tuple[list[Batch], list[Batch]] | None:
+    """The probes' batches: the kept finite samples, reshuffled into batches of the loader's size
+    (``(pbatches, clean)``), or None when fewer than two finite samples are left."""
     # probes run on finite samples only: the non-finite ones are reported, not trained on
     clean: list[Batch] = []
     dropped = 0
-    for b in kept:
+    for b in data.kept:
         okx = torch.isfinite(b.x.reshape(len(b), -1)).all(1) if b.x.is_floating_point() else torch.ones(len(b), dtype=torch.bool, device=b.x.device)
         oky = torch.isfinite(b.y.reshape(len(b), -1)).all(1) if b.y.is_floating_point() else torch.ones(len(b), dtype=torch.bool, device=b.y.device)
         ok = (okx & oky).cpu()
@@ -462,14 +520,14 @@ def _checks(pipe: Pipeline, train_loader: Any, val_loader: Any, opts: Options, r
         rec.notes.append(f"the probes ran on the finite samples only ({dropped} samples with NaN/Inf left out)")
     if not clean:
         rec.not_checked.append("no finite samples: probes skipped")
-        return
-    batch_size = profile.batch_size or 32
+        return None
+    batch_size = data.profile.batch_size or 32
     pbatches = shuffled_batches(clean, batch_size, seed=opts.seed)
     if not pbatches:
         rec.not_checked.append("fewer than 2 finite samples: probes skipped")
-        return
+        return None
 
-    _probes(pipe, pbatches, clean, rec, snapshot, opts, out_shape, train_loader)
+    return pbatches, clean
 
 
 def _first_loss(pipe: Pipeline, kept: list[Batch], first: Batch, rec: _Recorder, snapshot: Snapshot, opts: Options,
@@ -568,249 +626,47 @@ def _record_bisect(rec: _Recorder, res: dict[str, Any], value: float, step: int)
              False if who else None)
 
 
-def _probes(pipe: Pipeline, pbatches: list[Batch], clean: list[Batch], rec: _Recorder, snapshot: Snapshot,
-            opts: Options, out_shape: tuple[int, ...] | None, train_loader: Any) -> None:
-    model = pipe.model
-    probes = opts.probes
+def _time_step(pipe: Pipeline, pbatches: list[Batch], snapshot: Snapshot, seed: int) -> float:
+    """Seconds of one training step (forward, backward, Adam step) on a probe batch.
 
-    def guarded(name: str, fn: Callable[[], None]) -> None:
-        try:
-            fn()
-        except TrainDoctorError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - one probe failing must not hide the others
-            import traceback
+    Three steps, the fastest of the last two kept: the first pays for allocation and lazy
+    initialisation. The probes' lengths are budgeted in these steps.
+    """
+    times: list[float] = []
+    with rolled_back(snapshot, seed):
+        pipe.model.train()
+        opt, _ = pipe.make_optimizer(None, like_user=False)
+        for i in range(3):
+            b = pbatches[i % len(pbatches)]
+            t = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            loss = pipe.batch_loss(b)
+            if isinstance(loss, torch.Tensor) and loss.requires_grad and math.isfinite(float(loss.detach())):
+                loss.backward()
+                opt.step()
+            if pipe.device.type == "cuda":
+                torch.cuda.synchronize(pipe.device)
+            times.append(time.perf_counter() - t)
+    return min(times[1:])
 
-            tb = traceback.extract_tb(exc.__traceback__)[-1]
-            rec.notes.append(f"probe {name} failed and was skipped: {type(exc).__name__}: {_one_line(str(exc), 160)} "
-                             f"({tb.filename.rsplit('/', 1)[-1]}:{tb.lineno})")
-            rec.line(name, f"failed: {type(exc).__name__}: {_one_line(str(exc), 100)}", None)
 
-    # ------------------------------------------------------------ LR range test
-    def lr_range() -> None:
-        r = lr_range_test(pipe, pbatches, snapshot, start_lr=opts.lr_start, end_lr=opts.lr_end, num_iter=opts.lr_iters)
-        user_lr = rec.meta.get("lr")
-        data = {"optimizer": r.optimizer, "suggested_lr": r.suggested, "rule": r.rule, "min_loss_lr": r.min_loss_lr,
-                "diverged_at_lr": r.diverged_at, "user_lr": user_lr, "start_lr": opts.lr_start, "end_lr": opts.lr_end,
-                "num_iter": opts.lr_iters, "points": len(r.lrs), "smooth_f": 0.05, "diverge_th": 5.0,
-                "first_loss": r.smoothed[0] if r.smoothed else None,
-                "min_loss": min(r.smoothed) if r.smoothed else None}
-        rec.event("lr_range_test", data)
-        rec.curve("lr_range/lr", r.lrs)
-        rec.curve("lr_range/loss", r.losses)
-        rec.curve("lr_range/loss_smooth", r.smoothed)
-        if r.suggested is None:
-            top = f" up to lr {_fmt(r.lrs[-1])}" if r.lrs else ""
-            rec.line("LR range test", f"no suggestion: the smoothed loss never fell by 10 % over {len(r.lrs)} steps{top} "
-                                      f"({r.optimizer})" + (f"; diverged at {_fmt(r.diverged_at)}" if r.diverged_at else ""),
-                     None)
-            return
-        txt = (f"suggested lr {_fmt(r.suggested)} for {r.optimizer} (steepest descent of the smoothed loss); "
-               f"loss lowest at lr {_fmt(r.min_loss_lr)}")
-        if r.diverged_at:
-            txt += f", diverged at {_fmt(r.diverged_at)}"
-        if isinstance(user_lr, float):
-            txt += f"; yours is {_fmt(user_lr)}"
-        rec.line("LR range test", txt, None)
-
-    # ------------------------------------------------------------ tiny batch, one sample
-    def fit(variant: str) -> None:
-        b = tiny_batch(clean, 10) if variant == "tiny_batch" else repeated_sample(clean)
-        floor = loss_floor(pipe, b, out_shape)
-        res = fit_probe(pipe, b, snapshot, steps=opts.steps, floor=floor, variant=variant)
-        curve = res.pop("curve")
-        rec.event("fit_probe", res)
-        rec.curve(f"probe/{variant}/loss", curve)
-        label = "overfit 10 samples" if variant == "tiny_batch" else "fit one repeated sample"
-        last = res["tries"][-1]
-        if res["fitted"]:
-            ok_try = next(t for t in res["tries"] if t["fitted"])
-            rec.line(label, f"loss {_fmt(res['initial_loss'])} → {_fmt(ok_try['best_loss'])} in {ok_try['steps']} steps "
-                            f"(Adam lr {_fmt(ok_try['lr'])})", True)
-        else:
-            rec.line(label, f"loss {_fmt(res['initial_loss'])} → best {_fmt(res['best_loss'])} after "
-                            f"{sum(t['steps'] for t in res['tries'])} steps (needed ≤ {_fmt(last['target'])})", False)
-
-    # ------------------------------------------------------------ short training: D008, baseline, V007
-    def short() -> None:
-        steps = opts.steps
-        mode_modules = [n for n, m in model.named_modules()
-                        if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd,
-                                          nn.modules.instancenorm._InstanceNorm))]
-
-        # a fifth of the samples held out: the input baseline compares what generalises, so a
-        # model that memorises labels unrelated to its inputs does not pass for one that learned
-        hold = max(1, len(pbatches) // 5) if len(pbatches) >= 5 else 0
-        train_b = pbatches[:-hold] if hold else pbatches
-        held = pbatches[-hold:] if hold else None
-
-        def measure() -> dict[str, Any]:
-            losses, ids, labels, preds = per_sample_losses(pipe, train_b)
-            c = rec.meta.get("num_classes")
-            thr = None
-            if pipe.loss_kind in CLASS_LOSSES and isinstance(c, int) and c >= 2:
-                thr = max(2 * math.log(c), math.log(100))
-            elif pipe.loss_kind in ("bce", "bce_logits") and labels.dim() <= 2 and labels.reshape(len(labels), -1).shape[1] == 1:
-                thr = math.log(100)
-            out: dict[str, Any] = {"outliers": label_outliers(losses, ids, labels, preds, thr)}
-            # V007's series, as a live run records them: the same batch in eval then train mode
-            te_batches = train_b[:4]
-            evals = [mean_loss(pipe, [b], train_mode=False) for b in te_batches]
-            torch.manual_seed(opts.seed)
-            trains = [mean_loss(pipe, [b], train_mode=True) for b in te_batches]
-            out["train_eval"] = {"train_mode_loss": trains, "eval_mode_loss": evals,
-                                 "mode_dependent_modules": mode_modules[:10]}
-            return out
-
-        real = short_training(pipe, train_b, snapshot, steps=steps, measure=measure, eval_batches=held)
-        zero = short_training(pipe, train_b, snapshot, steps=steps, zero_inputs=True, eval_batches=held)
-        rec.curve("probe/short_training/loss", real.pop("curve"))
-        rec.curve("probe/zero_inputs/loss", zero.pop("curve"))
-        fit = real["last_losses_mean"]
-        learned = real["finite"] and math.isfinite(fit) and fit < 0.8 * real["first_loss"]
-        base = {"steps": steps, "optimizer": "Adam", "lr": real["lr"], "initial_loss": real["first_loss"],
-                "real_input_loss": real["final_loss"], "zero_input_loss": zero["final_loss"],
-                "zero_input_initial_loss": zero["first_loss"], "evaluated_on": real["evaluated_on"],
-                "trained_on": sum(len(b) for b in train_b), "evaluated_samples": sum(len(b) for b in (held or train_b)),
-                "real_training_loss": fit, "zero_training_loss": zero["last_losses_mean"]}
-        rec.event("input_baseline", base)
-        rec.line("input-independent baseline",
-                 f"after {steps} steps, on {base['evaluated_samples']} {real['evaluated_on']}: loss "
-                 f"{_fmt(real['final_loss'])} with the real inputs, {_fmt(zero['final_loss'])} with inputs zeroed",
-                 bool(real["final_loss"] < 0.95 * zero["final_loss"]) if math.isfinite(real["final_loss"]) else None)
-        te = real["train_eval"]
-        pts = list(range(steps, steps + len(te["train_mode_loss"])))
-        rec.curve("train_mode_loss", te["train_mode_loss"], pts)
-        rec.curve("eval_mode_loss", te["eval_mode_loss"], pts)
-        tr_m = sum(te["train_mode_loss"]) / len(te["train_mode_loss"])
-        ev_m = sum(te["eval_mode_loss"]) / len(te["eval_mode_loss"])
-        mods = f" (mode-dependent modules: {', '.join(te['mode_dependent_modules'][:3])})" if te["mode_dependent_modules"] else ""
-        rec.line("train vs eval mode", f"same {len(pts)} batches after {steps} steps: train-mode loss {_fmt(tr_m)}, "
-                                       f"eval-mode loss {_fmt(ev_m)}{mods}", None)
-        outl = dict(real["outliers"])
-        outl.update({"trained_steps": steps, "learned": bool(learned), "loss_kind": pipe.loss_kind,
-                     "num_classes": rec.meta.get("num_classes"), "initial_loss": real["first_loss"],
-                     "final_loss": fit})
-        rec.event("label_outliers", outl)
-        if not learned:
-            rec.not_checked.append(
-                f"the short training (Adam {real['lr']}, {steps} steps) did not learn "
-                f"({_fmt(real['first_loss'])} → {_fmt(fit)}): suspect labels (D008) not judged")
-
-    # ------------------------------------------------------------ custom autograd functions
-    def gradcheck() -> None:
-        b = pbatches[0]
-        small = b.select(list(range(min(4, len(b)))))
-        with rolled_back(snapshot, opts.seed):
-            model.train()
-            with torch.enable_grad():
-                out = pipe.forward(small.x)
-            classes = custom_functions(out)
-            del out
-            if not classes:
-                rec.line("gradient check", "no custom autograd.Function in the model", None)
-                return
-            calls = capture_function_calls(model, classes, lambda: pipe.forward(small.x))
-        for cls in classes:
-            call = calls.get(cls)
-            if call is None:
-                continue
-            res = gradcheck_function(cls, call["args"], call["kwargs"], len(small))
-            res["module"] = call["module"]
-            rec.event("gradcheck", res)
-            if "skipped" in res:
-                rec.not_checked.append(f"gradient check of {res['function']} skipped: {res['skipped']}")
-                rec.line("gradient check", f"{res['function']}: skipped ({res['skipped']})", None)
-            else:
-                rec.line("gradient check", f"{res['function']} in `{res['module']}`: "
-                                           f"{'passed' if res['passed'] else 'FAILED'} (float64 gradcheck)", res["passed"])
-
-    # ------------------------------------------------------------ shallow against deep
-    def depth() -> None:
-        shallow = opts.shallow
-        how = "given"
-        if shallow is None or shallow == "auto":
-            d = derive_shallow(model)
-            if d is None:
-                rec.not_checked.append("shallow vs deep (M005): no shallower variant could be derived automatically "
-                                       "(pass shallow=<a shallower nn.Module>)")
-                return
-            shallow, how = d
-        if not isinstance(shallow, nn.Module):
-            raise TrainDoctorError(f"shallow= must be 'auto' or an nn.Module, got {type(shallow).__name__}")
-        shallow = shallow.to(pipe.device)
-        with torch.no_grad():
-            o1, o2 = pipe.forward(pbatches[0].x), None
-            orig = pipe.model
-            try:
-                pipe.model = shallow
-                o2 = pipe.forward(pbatches[0].x)
-            except Exception as exc:  # noqa: BLE001
-                raise TrainDoctorError(f"the shallow model fails on the training inputs: {type(exc).__name__}: "
-                                       f"{_one_line(str(exc), 160)}") from None
-            finally:
-                pipe.model = orig
-        if isinstance(o1, torch.Tensor) and isinstance(o2, torch.Tensor) and o1.shape != o2.shape:
-            raise TrainDoctorError(f"the shallow model outputs {list(o2.shape)} where the model outputs {list(o1.shape)}")
-        steps = opts.steps
-        with rolled_back(snapshot, opts.seed):
-            deep_curve, name = train_curve(pipe, model, pbatches, steps, like_user=True, seed=opts.seed)
-        import copy
-
-        sh = copy.deepcopy(shallow)
-        shallow_curve, _ = train_curve(pipe, sh, pbatches, steps, like_user=True, seed=opts.seed)
-        k = max(1, steps // 5)
-
-        def tail(c: list[float]) -> float:
-            t = [v for v in c[-k:] if math.isfinite(v)]
-            return sum(t) / len(t) if len(t) == len(c[-k:]) else float("nan")
-
-        data = {"steps": steps, "optimizer": name, "how": how,
-                "deep": {"params": sum(p.numel() for p in model.parameters()), "final_loss": tail(deep_curve),
-                         "initial_loss": deep_curve[0]},
-                "shallow": {"params": sum(p.numel() for p in sh.parameters()), "final_loss": tail(shallow_curve),
-                            "initial_loss": shallow_curve[0]}}
-        rec.event("depth_probe", data)
-        rec.curve("probe/deep/loss", deep_curve)
-        rec.curve("probe/shallow/loss", shallow_curve)
-        rec.line("shallow vs deep", f"after {steps} steps ({name}): deep {_fmt(data['deep']['final_loss'])}, "
-                                    f"shallow {_fmt(data['shallow']['final_loss'])} ({how})", None)
-
-    # ------------------------------------------------------------ replay a failing step
-    def replay() -> None:
-        k = opts.nonfinite_step
-        assert k is not None
-        snapshot.rng.restore()  # the loader's shuffling from where the checkup (= the training) started
-        b = _batch_at_step(train_loader, k, opts.batch_fn)
-        b = pipe.prepare(b)
-        with rolled_back(snapshot, opts.seed):
-            res = bisect_nonfinite(pipe, b)
-            with torch.no_grad():
-                pipe.model.train()
-                value = float(pipe.batch_loss(b))
-        if not res["batch_nonfinite"] and math.isfinite(value):
-            rec.event("batch_replay", {"step": k, "value": value, "sample_ids": b.ids[:50], "nonfinite": False})
-            rec.line("bad-batch bisection", f"batch of step {k} (samples {b.ids[:8]}…) gives a finite loss "
-                                            f"{_fmt(value)} with these weights: the data alone does not explain it", True)
-            return
-        _record_bisect(rec, res, value if not math.isfinite(value) else float("nan"), step=k)
-
-    if "lr_range" in probes:
-        guarded("LR range test", lr_range)
-    if "overfit" in probes:
-        guarded("overfit 10 samples", lambda: fit("tiny_batch"))
-    if "repeat" in probes:
-        guarded("fit one repeated sample", lambda: fit("one_sample"))
-    if "short_training" in probes:
-        guarded("short training", short)
-    if "gradcheck" in probes:
-        guarded("gradient check", gradcheck)
-    if "depth" in probes:
-        guarded("shallow vs deep", depth)
-    elif opts.shallow is None:
-        rec.not_checked.append("shallow vs deep (M005) not run: ask with shallow='auto' (CLI: --shallow)")
-    if opts.nonfinite_step is not None:
-        guarded("bad-batch bisection", replay)
+def _probes(ctx: ProbeContext, t0: float) -> None:
+    """The probes phase: every enabled probe of the registry, in order, within the budget."""
+    chosen = [p for p in REGISTRY.values() if p.enabled(ctx)]
+    if not chosen:
+        return
+    opts, rec = ctx.opts, ctx.rec
+    budget = None
+    if opts.budget_s is not None:
+        budget = Budget(float(opts.budget_s), t0)
+        if any(p.scalable for p in chosen):
+            budget.step_s = _time_step(ctx.pipe, ctx.pbatches, ctx.snapshot, opts.seed)
+            rec.meta["budget"] = {"seconds": budget.seconds, "step_s": budget.step_s,
+                                  "left_for_probes_s": round(budget.left(), 3)}
+            progress(f"one training step ≈ {budget.step_s * 1e3:.3g} ms; {max(0.0, budget.left()):.0f} s of the "
+                     f"{budget.seconds:g} s budget left for {len(chosen)} probe(s)")
+    for i, probe in enumerate(chosen):
+        run_probe(probe, ctx, budget, chosen[i + 1:])
 
 
 def _batch_at_step(loader: Any, step: int, batch_fn: BatchFn | None) -> Batch:
@@ -861,6 +717,7 @@ def checkup_script(
     max_samples: int = 20000,
     probe_samples: int = 2048,
     steps: int = 300,
+    budget_s: float | None = BUDGET_S,
 ) -> CheckupReport:
     """``traindoctor checkup SCRIPT [ARGS]``: run the script to its first loss, check what it built.
 
@@ -870,6 +727,7 @@ def checkup_script(
     """
     from .discover import run_to_first_loss
 
+    _check_budget(budget_s)
     chosen = tuple(probes) if probes is not None else DEFAULT_PROBES
     if shallow and "depth" not in chosen:
         chosen = (*chosen, "depth")
@@ -892,6 +750,6 @@ def checkup_script(
         intro.append(ProbeLine("stopped at", f"{found.where} (the first loss; the training step never ran)"))
     opts = Options(max_samples=max_samples, probe_samples=probe_samples, steps=steps, probes=chosen,
                    shallow="auto" if shallow else None, nonfinite_step=nonfinite_step, amp_dtype=amp_dtype,
-                   batch_fn=found.batch_fn, val_optional=True)
+                   batch_fn=found.batch_fn, val_optional=True, budget_s=budget_s)
     return run_checkup(pipe, found.train_loader, found.val_loader, opts, source=str(script), intro=intro,
                        missing=list(found.missing))

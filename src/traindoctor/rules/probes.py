@@ -1,7 +1,7 @@
 """Verdicts on active experiments (probes): fitting tiny data, shallow against deep, gradient
 checks of custom autograd functions, the input-independent baseline, the LR range test.
 
-The probes themselves live in ``checks/probes.py`` and record plain numbers as events
+The probes themselves live in ``checks/probes/`` (one module each) and record plain numbers as events
 (``fit_probe``, ``depth_probe``, ``gradcheck``, ``input_baseline``, ``lr_range_test``); a Run
 without those events — any live run or log — gets nothing from here. The train/eval probe
 records the ``train_mode_loss``/``eval_mode_loss`` series a live run records too, and V007

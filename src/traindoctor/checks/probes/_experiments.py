@@ -1,5 +1,6 @@
 """Active experiments on a training pipeline: each trains or evaluates the user's own model in
-place, from its starting weights, and is rolled back afterwards (see :mod:`.state`).
+place, from its starting weights, and is rolled back afterwards (see :mod:`..state`). The
+registered probes (one module each in this package) call these.
 
 Every probe returns plain numbers (an event's data, sometimes a curve); ``rules/probes.py``
 turns them into findings. The probes never use the user's optimizer object: they build their
@@ -21,9 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .batches import Batch
-from .model import FUNCTION_KINDS, WEIGHT_LAYERS, leaf_order
-from .state import Snapshot, rolled_back
+from ..batches import Batch
+from ..model import FUNCTION_KINDS, WEIGHT_LAYERS, leaf_order
+from ..state import Snapshot, rolled_back
 
 SAFE_LR = 1e-3  # Adam's default: trains nearly any small model, the plumbing probes' baseline
 
