@@ -294,11 +294,7 @@ class AutoWatch:
                     self._roots.append(module)
                     self.monitor.candidates.append(module)
                 if module.training:
-                    self.monitor._last_inputs[id(module)] = (args, {})
-                    if not self.monitor._precision_seen:
-                        self.monitor.note_first_forward(module)
-                    if self.monitor._trace_state == "pending":
-                        self.monitor.begin_trace(module, args, {})
+                    self.monitor.note_training_forward(module, args, {})
                     if isinstance(module, nn.modules.loss._Loss):
                         self._loss_modules.append(type(module).__name__)
                         self.monitor.meta["loss_module"] = type(module).__name__

@@ -1,0 +1,92 @@
+"""Helpers over tensors and autograd graphs, shared by the monitor's parts (no state)."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+LOSS_NODES = {
+    "NllLossBackward0": "nll",
+    "NllLoss2DBackward0": "nll",
+    "BinaryCrossEntropyBackward0": "bce",
+    "BinaryCrossEntropyWithLogitsBackward0": "bce_logits",
+    "MseLossBackward0": "mse",
+    "L1LossBackward0": "l1",
+    "SmoothL1LossBackward0": "smooth_l1",
+    "HuberLossBackward0": "huber",
+    "KlDivBackward0": "kl_div",
+}
+
+
+# autograd nodes of operations that move, select or cast values without changing what they are:
+# ``out.squeeze(1)``, ``.view(-1, C)``, ``[:, :C]``, ``.permute``, ``.contiguous()``, ``.float()``
+SHAPE_NODES = frozenset({
+    "ViewBackward0", "UnsafeViewBackward0", "ReshapeAliasBackward0", "SqueezeBackward0", "SqueezeBackward1",
+    "SqueezeBackward2", "SqueezeBackward3", "SqueezeBackward4", "UnsqueezeBackward0", "UnsqueezeBackward1",
+    "PermuteBackward0", "TransposeBackward0", "TransposeBackward1", "TBackward0", "SliceBackward0",
+    "SelectBackward0", "IndexBackward0", "IndexSelectBackward0", "ToCopyBackward0", "CloneBackward0",
+    "ExpandBackward0", "AliasBackward0", "AsStridedBackward0", "SplitBackward0", "SplitWithSizesBackward0",
+    "UnbindBackward0", "NarrowBackward0",
+})
+
+
+def _graph_below(fn: Any, depth: int = 6, limit: int = 64) -> list[str]:
+    """Names of autograd nodes reachable from ``fn`` (breadth first, bounded)."""
+    out: list[str] = []
+    frontier = [fn]
+    seen: set[int] = set()
+    for _ in range(depth):
+        nxt = []
+        for node in frontier:
+            if node is None or id(node) in seen:
+                continue
+            seen.add(id(node))
+            out.append(type(node).__name__)
+            if len(out) >= limit:
+                return out
+            nxt.extend(n for n, _ in getattr(node, "next_functions", ()) if n is not None)
+        frontier = nxt
+    return out
+
+
+def _first_child(fn: Any) -> Any:
+    for n, _ in getattr(fn, "next_functions", ()):
+        if n is not None and type(n).__name__ != "AccumulateGrad":
+            return n
+    return None
+
+
+def _through_shape(fn: Any, passed: list[str] | None = None) -> Any:
+    """The first node at or below ``fn`` that is not a shape-only operation (bounded); the shape
+    nodes gone through are appended to ``passed``."""
+    for _ in range(32):
+        if fn is None or type(fn).__name__ not in SHAPE_NODES:
+            return fn
+        if passed is not None:
+            passed.append(type(fn).__name__)
+        fn = _first_child(fn)
+    return fn
+
+
+def _tensors(obj: Any) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, (list, tuple)):
+        return [t for o in obj for t in _tensors(o)]
+    if isinstance(obj, dict):
+        return [t for o in obj.values() for t in _tensors(o)]
+    return []
+
+
+def _dtype_name(dt: torch.dtype) -> str:
+    return str(dt).replace("torch.", "")
+
+
+def _param_dtypes(models: Iterable[nn.Module]) -> list[str]:
+    return sorted({_dtype_name(p.dtype) for m in models for p in m.parameters()})
+
+
+def _site_text(site: tuple[str, int] | None) -> str | None:
+    return f"{site[0]}:{site[1]}" if site else None
