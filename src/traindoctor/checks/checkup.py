@@ -36,6 +36,7 @@ from torch import nn
 
 from ..diagnosis import Diagnosis, diagnose
 from ..errors import TrainDoctorError
+from ..losskinds import chance_loss
 from ..run import Event, Run, Series
 from ..watch.trace import StepTrace
 from .batches import Batch, BatchFn, Scan, read_batches
@@ -588,11 +589,8 @@ def _first_loss(pipe: Pipeline, kept: list[Batch], first: Batch, rec: _Recorder,
     expected = None
     c = rec.meta.get("num_classes")
     kind = rec.meta.get("loss_kind")
-    if kind in CLASS_LOSSES and isinstance(c, int) and c >= 2:
-        expected = (math.log(c), f"ln({c})")
-    elif kind in ("bce", "bce_logits"):
-        expected = (math.log(2), "ln(2)")
-    elif kind == "mse" and "target_sq_mean" in rec.meta:
+    expected = chance_loss(kind, c)
+    if expected is None and kind == "mse" and "target_sq_mean" in rec.meta:
         expected = (rec.meta["target_sq_mean"], "mean(y²)")
     exp_txt = f" (a fresh model gives ≈ {expected[1]} = {_fmt(expected[0])})" if expected else ""
     rec.line("initial loss", f"{_fmt(il['mean'])} over {il['batches']} batches{exp_txt}", None)

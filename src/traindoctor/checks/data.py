@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..losskinds import BINARY, CLASSIFICATION, REGRESSION
 from .batches import Batch
 
-CLASS_LOSSES = ("cross_entropy", "nll")
-BINARY_LOSSES = ("bce", "bce_logits")
-REGRESSION_LOSSES = ("mse", "l1", "smooth_l1", "huber")
+CLASS_LOSSES = CLASSIFICATION
+BINARY_LOSSES = BINARY
+REGRESSION_LOSSES = REGRESSION
 MAX_IDS = 50  # sample ids kept per fact
 ORDER_BATCHES = 200  # batches kept for the ordering (D007) facts
 

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..losskinds import REGRESSION
 from .tensors import LOSS_NODES, _first_child, _graph_below, _tensors, _through_shape
 
 
@@ -53,7 +54,7 @@ class LossGraph:
                 tf = t[torch.isfinite(t)]
                 if tf.numel():
                     info["target_range"] = [float(tf.min()), float(tf.max())]
-                    if kind in ("mse", "l1", "smooth_l1", "huber") and tf.numel() > 1:
+                    if kind in REGRESSION and tf.numel() > 1:
                         self.meta["target_var"] = float(tf.to(torch.float64).var())
                         self.meta["target_sq_mean"] = float(tf.to(torch.float64).pow(2).mean())
             else:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...losskinds import BINARY
 from ..batches import Batch
 from ..model import FUNCTION_KINDS, WEIGHT_LAYERS, leaf_order
 from ..state import Snapshot, rolled_back
@@ -297,7 +298,7 @@ def loss_floor(pipe: Pipeline, b: Batch, out_shape: tuple[int, ...] | None) -> f
                 c = out_shape[0]
                 hi, lo = 1 - eps + eps / c, eps / c
                 return -(hi * math.log(hi) + (c - 1) * lo * math.log(lo))
-        if kind in ("bce", "bce_logits"):
+        if kind in BINARY:
             p = y.to(torch.float64).clamp(0, 1)
             h = -(p * p.clamp(min=1e-300).log() + (1 - p) * (1 - p).clamp(min=1e-300).log())
             return float(h.mean())

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ...losskinds import BINARY
 from ._base import Probe, ProbeContext, fmt
 
 
@@ -53,7 +54,7 @@ class ShortTrainingProbe(Probe):
             thr = None
             if pipe.loss_kind in CLASS_LOSSES and isinstance(c, int) and c >= 2:
                 thr = max(2 * math.log(c), math.log(100))
-            elif pipe.loss_kind in ("bce", "bce_logits") and labels.dim() <= 2 and labels.reshape(len(labels), -1).shape[1] == 1:
+            elif pipe.loss_kind in BINARY and labels.dim() <= 2 and labels.reshape(len(labels), -1).shape[1] == 1:
                 thr = math.log(100)
             out: dict[str, Any] = {"outliers": label_outliers(losses, ids, labels, preds, thr)}
             # V007's series, as a live run records them: the same batch in eval then train mode
