@@ -20,9 +20,7 @@ SQUASH_TYPES: tuple[type, ...] = (nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Hardsigmo
 class ActivationSampler:
     """Arms the activation hooks on sampled steps and records what they measure.
 
-    A part of :class:`~traindoctor.watch.monitor.Monitor`, mixed into it rather than held by it: its state,
-    set by its ``_init_`` method, lives on the monitor itself, where the other parts read it, so the
-    per-step path reaches it with no extra attribute hop or call.
+    A part of :class:`~traindoctor.watch.monitor.Monitor` (a mixin: why, in monitor.py's docstring).
     """
 
     def _init_activations(self) -> None:

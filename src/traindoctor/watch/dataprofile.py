@@ -26,9 +26,7 @@ PROFILE_INPUT_BATCHES = 4
 class DataWindow:
     """Profiles the first steps' batches and records their data facts (live).
 
-    A part of :class:`~traindoctor.watch.monitor.Monitor`, mixed into it rather than held by it: its state,
-    set by its ``_init_`` method, lives on the monitor itself, where the other parts read it, so the
-    per-step path reaches it with no extra attribute hop or call.
+    A part of :class:`~traindoctor.watch.monitor.Monitor` (a mixin: why, in monitor.py's docstring).
     """
 
     def _init_data_window(self) -> None:

@@ -18,9 +18,7 @@ from .tensors import _site_text, _tensors
 class EvaluationCapture:
     """Evaluations: their losses flushed as ``val_loss@auto``, their mode checked, the eval-mode gap measured.
 
-    A part of :class:`~traindoctor.watch.monitor.Monitor`, mixed into it rather than held by it: its state,
-    set by its ``_init_`` method, lives on the monitor itself, where the other parts read it, so the
-    per-step path reaches it with no extra attribute hop or call.
+    A part of :class:`~traindoctor.watch.monitor.Monitor` (a mixin: why, in monitor.py's docstring).
     """
 
     def _init_evaluation(self) -> None:

@@ -20,9 +20,7 @@ CONFIG_CODES = ("M001", "M002", "M003", "M008", "M009", "M010", "D001", "D002", 
 class FirstStep:
     """The first step's trace and loss graph, and the configuration findings announced as soon as known.
 
-    A part of :class:`~traindoctor.watch.monitor.Monitor`, mixed into it rather than held by it: its state,
-    set by its ``_init_`` method, lives on the monitor itself, where the other parts read it, so the
-    per-step path reaches it with no extra attribute hop or call.
+    A part of :class:`~traindoctor.watch.monitor.Monitor` (a mixin: why, in monitor.py's docstring).
     """
 
     def _init_first_step(self) -> None:

@@ -25,9 +25,7 @@ def _nonfinite_rows(t: torch.Tensor) -> list[int]:
 class NonFiniteForensics:
     """Says where a non-finite loss came from: the input batch, the weights, a module, or the loss itself.
 
-    A part of :class:`~traindoctor.watch.monitor.Monitor`, mixed into it rather than held by it: its state,
-    set by its ``_init_`` method, lives on the monitor itself, where the other parts read it, so the
-    per-step path reaches it with no extra attribute hop or call.
+    A part of :class:`~traindoctor.watch.monitor.Monitor` (a mixin: why, in monitor.py's docstring).
     """
 
     def _init_forensics(self) -> None:

@@ -31,9 +31,7 @@ def _norms(tensors: list[torch.Tensor]) -> torch.Tensor:
 class GradSampler:
     """The optimizer pre/post step hooks: the step clock, sampled gradient and update norms, stale gradients.
 
-    A part of :class:`~traindoctor.watch.monitor.Monitor`, mixed into it rather than held by it: its state,
-    set by its ``_init_`` method, lives on the monitor itself, where the other parts read it, so the
-    per-step path reaches it with no extra attribute hop or call.
+    A part of :class:`~traindoctor.watch.monitor.Monitor` (a mixin: why, in monitor.py's docstring).
     """
 
     def _init_grad_sampler(self) -> None:

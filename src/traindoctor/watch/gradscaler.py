@@ -16,9 +16,7 @@ from .tensors import _first_child
 class GradScalerTap:
     """Remembers each ``scaler.scale(loss)`` until its ``backward()`` and undoes the scale there.
 
-    A part of :class:`~traindoctor.watch.monitor.Monitor`, mixed into it rather than held by it: its state,
-    set by its ``_init_`` method, lives on the monitor itself, where the other parts read it, so the
-    per-step path reaches it with no extra attribute hop or call.
+    A part of :class:`~traindoctor.watch.monitor.Monitor` (a mixin: why, in monitor.py's docstring).
     """
 
     def _init_grad_scaler(self) -> None:

@@ -37,9 +37,7 @@ def _region(t: torch.Tensor) -> tuple[int, int, int] | None:
 class LeakageCheck:
     """The leakage and input-shift checks: the training data's identity, validation samples hashed.
 
-    A part of :class:`~traindoctor.watch.monitor.Monitor`, mixed into it rather than held by it: its state,
-    set by its ``_init_`` method, lives on the monitor itself, where the other parts read it, so the
-    per-step path reaches it with no extra attribute hop or call.
+    A part of :class:`~traindoctor.watch.monitor.Monitor` (a mixin: why, in monitor.py's docstring).
     """
 
     def _init_leakage(self) -> None:

@@ -74,9 +74,7 @@ def _layout(pred: torch.Tensor) -> tuple[int, int | None]:
 class LossCalls:
     """Sees every loss-function call: training terms on sampled steps, evaluations accumulated.
 
-    A part of :class:`~traindoctor.watch.monitor.Monitor`, mixed into it rather than held by it: its state,
-    set by its ``_init_`` method, lives on the monitor itself, where the other parts read it, so the
-    per-step path reaches it with no extra attribute hop or call.
+    A part of :class:`~traindoctor.watch.monitor.Monitor` (a mixin: why, in monitor.py's docstring).
     """
 
     def _init_loss_calls(self) -> None:

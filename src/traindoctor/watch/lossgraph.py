@@ -16,9 +16,7 @@ from .tensors import LOSS_NODES, _first_child, _graph_below, _tensors, _through_
 class LossGraph:
     """What the first step's loss graph and inputs tell about the configuration (one-off).
 
-    A part of :class:`~traindoctor.watch.monitor.Monitor`, mixed into it rather than held by it: its state,
-    set by its ``_init_`` method, lives on the monitor itself, where the other parts read it, so the
-    per-step path reaches it with no extra attribute hop or call.
+    A part of :class:`~traindoctor.watch.monitor.Monitor` (a mixin: why, in monitor.py's docstring).
     """
 
     def _inspect_loss_graph(self, loss: torch.Tensor) -> None:

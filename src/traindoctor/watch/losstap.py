@@ -17,9 +17,7 @@ from .tensors import _dtype_name
 class LossTap:
     """Reads the loss at ``backward()``, under a GradScaler too, and emits one ``loss`` point per step.
 
-    A part of :class:`~traindoctor.watch.monitor.Monitor`, mixed into it rather than held by it: its state,
-    set by its ``_init_`` method, lives on the monitor itself, where the other parts read it, so the
-    per-step path reaches it with no extra attribute hop or call.
+    A part of :class:`~traindoctor.watch.monitor.Monitor` (a mixin: why, in monitor.py's docstring).
     """
 
     def _init_loss_tap(self) -> None:

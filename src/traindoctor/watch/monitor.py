@@ -39,6 +39,11 @@ caught at ``backward()``, before ``optimizer.step()``), so the monitor replays t
 once, with the RNG and module buffers saved and restored, to name the first module whose output
 went non-finite and the samples behind it. That costs one forward pass, once per run.
 
+Its parts (``losstap.py``, ``gradsampler.py``, ``activations.py``, ``evaluation.py``, ``leakage.py``,
+``firststep.py``, ``forensics.py``, ``writer.py`` …) are mixins of :class:`Monitor`, not objects it
+holds: each sets its state in its own ``_init_`` method, on the monitor itself, where the other parts
+read it, so the per-step path reaches any of it with no extra attribute hop or call.
+
 The monitor never changes the run it watches: hooks return nothing, tensors are only read, the
 RNG is restored after a replay, and any error of its own is caught, reported once, and turns
 that part of the monitoring off while training goes on.

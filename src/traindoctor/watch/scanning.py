@@ -11,9 +11,7 @@ from .tensors import _tensors
 class DatasetScan:
     """Starts the dataset scan at the first step and publishes its findings at the next batch.
 
-    A part of :class:`~traindoctor.watch.monitor.Monitor`, mixed into it rather than held by it: its state,
-    set by its ``_init_`` method, lives on the monitor itself, where the other parts read it, so the
-    per-step path reaches it with no extra attribute hop or call.
+    A part of :class:`~traindoctor.watch.monitor.Monitor` (a mixin: why, in monitor.py's docstring).
     """
 
     def _init_dataset_scan(self) -> None:

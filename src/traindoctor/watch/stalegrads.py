@@ -19,9 +19,7 @@ STALE_CHECKS = 8
 class StaleGrads:
     """The stale-gradient check: armed at a sampled optimizer step, judged at the next one.
 
-    A part of :class:`~traindoctor.watch.monitor.Monitor`, mixed into it rather than held by it: its state,
-    set by its ``_init_`` method, lives on the monitor itself, where the other parts read it, so the
-    per-step path reaches it with no extra attribute hop or call.
+    A part of :class:`~traindoctor.watch.monitor.Monitor` (a mixin: why, in monitor.py's docstring).
     """
 
     def _init_stale_grads(self) -> None:

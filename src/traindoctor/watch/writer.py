@@ -15,9 +15,7 @@ from .tensors import _dtype_name
 class StoreWriter:
     """Materialises pending tensors every ``flush_interval`` seconds and writes the run store.
 
-    A part of :class:`~traindoctor.watch.monitor.Monitor`, mixed into it rather than held by it: its state,
-    set by its ``_init_`` method, lives on the monitor itself, where the other parts read it, so the
-    per-step path reaches it with no extra attribute hop or call.
+    A part of :class:`~traindoctor.watch.monitor.Monitor` (a mixin: why, in monitor.py's docstring).
     """
 
     def _init_writer(self) -> None:
