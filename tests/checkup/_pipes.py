@@ -14,8 +14,6 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from traindoctor.checks.checkup import checkup
 
-torch.set_num_threads(1)
-
 
 @functools.cache
 def _digits_np(seed: int = 0):
