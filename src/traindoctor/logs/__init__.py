@@ -22,7 +22,7 @@ from ..errors import LogError
 from ..run import Run
 from ..store import SQLITE_MAGIC, is_store, load_store
 from .csvlog import read_csv
-from .files import check_regular, is_dir, is_file
+from .files import check_regular, is_dir, is_file, stat_of
 from .files import not_regular as _not_regular
 from .files import stat_error as _stat_error
 from .hf import STATE_FILE, read_trainer_state
@@ -299,12 +299,7 @@ def _load(path: str | os.PathLike[str], overrides: dict[str, str] | None = None)
     if isinstance(path, str) and path == "-":
         return _load_pipe(0, "<stdin>", "stdin", overrides)
     p = Path(path)
-    try:
-        st = os.stat(p)
-    except OSError as e:
-        raise LogError(_stat_error(p, e), path=path) from e
-    except ValueError as e:  # a NUL byte in the name
-        raise LogError("is not a valid path (it holds a NUL byte)", path=repr(os.fspath(path))) from e
+    st = stat_of(path)
     if stat.S_ISFIFO(st.st_mode):
         # /dev/stdin, <(cat log.csv), a named FIFO: opened without waiting for a writer
         try:

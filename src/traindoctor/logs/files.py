@@ -44,16 +44,20 @@ def stat_error(path: Path, e: OSError) -> str:
     return f"cannot read: {e.strerror or e}"
 
 
+def stat_of(path: str | os.PathLike[str]) -> os.stat_result:
+    """``os.stat(path)``, or a one-line :class:`LogError` saying why it cannot be had."""
+    try:
+        return os.stat(path)
+    except OSError as e:
+        raise LogError(stat_error(Path(path), e), path=path) from e
+    except ValueError as e:  # a NUL byte in the name
+        raise LogError(f"is not a valid path ({e})", path=repr(os.fspath(path))) from e
+
+
 def check_regular(path: str | os.PathLike[str]) -> os.stat_result:
     """The ``os.stat`` of ``path`` when it is a regular file or a directory; else a one-line
     :class:`LogError` (a FIFO, device or socket is never opened)."""
-    p = Path(path)
-    try:
-        st = os.stat(p)
-    except OSError as e:
-        raise LogError(stat_error(p, e), path=path) from e
-    except ValueError as e:  # a NUL byte in the name
-        raise LogError(f"is not a valid path ({e})", path=repr(os.fspath(path))) from e
+    st = stat_of(path)
     kind = not_regular(st.st_mode)
     if kind is not None:
         raise LogError(f"is {kind}, not a log file", path=path)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
@@ -57,7 +58,7 @@ class ProbeContext:
         return full if self.scale >= 1.0 else max(min(minimum, full), min(full, round(full * self.scale)))
 
 
-class Probe:
+class Probe(ABC):
     """One active experiment. Subclasses set the class attributes and implement :meth:`run`.
 
     ``cost(ctx)`` is the probe's length at full size in training-step equivalents (a forward
@@ -78,12 +79,13 @@ class Probe:
         """Whether to run at all, given the options (opt-in probes look at what asked for them)."""
         return self.name in ctx.opts.probes
 
+    @abstractmethod
     def cost(self, ctx: ProbeContext) -> float:
-        raise NotImplementedError
+        """The probe's length at full size, in training-step equivalents."""
 
+    @abstractmethod
     def run(self, ctx: ProbeContext) -> None:
         """Measure, and record events, curves and a report line through ``ctx.rec``."""
-        raise NotImplementedError
 
 
 @dataclass
