@@ -2,9 +2,8 @@
 
 The judging half (run → rules → causes → diagnosis) is torch-free and knows nothing of where a run
 came from; the readers and the reports are torch-free too, so `traindoctor diagnose` never loads
-torch. The measuring halves (watch/ for a live run, checks/ for the checkup) still share code by
-importing each other in a few places; the list below is every such crossing today, and it may only
-shrink (moving them to one torch-facing layer both import is open work).
+torch. The measuring halves (watch/ for a live run, checks/ for the checkup) share one torch-facing
+layer, inspect/: watch → inspect ← checks, and neither half imports the other.
 """
 from __future__ import annotations
 
@@ -12,20 +11,9 @@ import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "src" / "traindoctor"
-JUDGING = ["run.py", "findings.py", "catalogue.py", "losskinds.py", "calibration.py", "diagnosis.py", "rules", "causes"]
+JUDGING = ["run.py", "findings.py", "catalogue.py", "losskinds.py", "layerkinds.py", "calibration.py", "diagnosis.py", "rules", "causes"]
 TORCH_FREE = [*JUDGING, "logs", "report", "store.py", "errors.py", "explain.py", "docs.py", "cli.py"]
-SOURCES = ("watch", "checks", "logs", "report", "cli", "store", "examples", "hessian")
-# watch/ ↔ checks/ imports that exist today: (importing file, imported module)
-CROSSINGS = {
-    ("checks/checkup.py", "watch.doctor"), ("checks/checkup.py", "watch.trace"),
-    ("checks/discover.py", "watch.autohooks"), ("checks/discover.py", "watch.doctor"),
-    ("checks/discover.py", "watch.launcher"), ("checks/discover.py", "watch.trace"),
-    ("checks/model.py", "watch.monitor"),
-    ("watch/datascan.py", "checks.data"), ("watch/dataprofile.py", "checks.batches"),
-    ("watch/dataprofile.py", "checks.data"), ("watch/firststep.py", "checks.model"),
-    ("watch/leakage.py", "checks.data"), ("watch/scanning.py", "checks.data"),
-}
-
+SOURCES = ("watch", "checks", "inspect", "logs", "report", "cli", "store", "examples", "hessian")
 
 def _files(parts: list[str]) -> list[Path]:
     out: list[Path] = []
@@ -36,7 +24,7 @@ def _files(parts: list[str]) -> list[Path]:
 
 
 def _imports(f: Path) -> list[str]:
-    """Absolute module names (within traindoctor: 'watch.monitor', …; others as written)."""
+    """Module names: traindoctor's as 'traindoctor.watch.monitor' (relative imports resolved), others as written."""
     rel = f.relative_to(PKG).with_suffix("").parts
     names: list[str] = []
     for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
@@ -44,7 +32,7 @@ def _imports(f: Path) -> list[str]:
             names += [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                mod = ".".join([*rel[: len(rel) - node.level], *(node.module.split(".") if node.module else [])])
+                mod = ".".join(["traindoctor", *rel[: len(rel) - node.level], *(node.module.split(".") if node.module else [])])
                 names += [mod] if node.module else [f"{mod}.{a.name}" for a in node.names]
             else:
                 names.append(node.module or "")
@@ -57,20 +45,21 @@ def test_the_judging_half_and_the_readers_never_import_torch() -> None:
     assert not bad, bad
 
 
+def _ours(m: str) -> str | None:
+    """The top-level part of traindoctor a module name is in ('watch', 'run' …), or None."""
+    parts = m.split(".")
+    return parts[1] if parts[0] == "traindoctor" and len(parts) > 1 else None
+
+
 def test_the_judging_half_does_not_know_where_a_run_came_from() -> None:
     bad = [(str(f.relative_to(PKG)), m) for f in _files(JUDGING) for m in _imports(f)
-           if m.split(".")[0] in SOURCES]
+           if _ours(m) in SOURCES]
     assert not bad, bad
 
 
-def test_watch_and_checks_cross_no_more_than_they_do_today() -> None:
-    found = set()
-    for side, other in (("watch", "checks"), ("checks", "watch")):
+def test_watch_and_checks_share_inspect_and_never_import_each_other() -> None:
+    bad = []
+    for side, others in (("watch", ("checks",)), ("checks", ("watch",)), ("inspect", ("watch", "checks"))):
         for f in _files([side]):
-            for m in _imports(f):
-                if m.split(".")[0] == other:
-                    found.add((str(f.relative_to(PKG)), ".".join(m.split(".")[:2])))
-    new = found - CROSSINGS
-    assert not new, f"new imports between watch/ and checks/: {sorted(new)}"
-    gone = CROSSINGS - found
-    assert not gone, f"these crossings are gone: remove them from CROSSINGS {sorted(gone)}"
+            bad += [(str(f.relative_to(PKG)), m) for m in _imports(f) if _ours(m) in others]
+    assert not bad, bad

@@ -29,7 +29,7 @@ from torch import nn
 
 import traindoctor
 from traindoctor.diagnosis import diagnose
-from traindoctor.watch import trace
+from traindoctor.inspect import trace
 from traindoctor.watch.launcher import watch_script
 
 SCRIPTS = Path(__file__).parent / "faults" / "scripts"

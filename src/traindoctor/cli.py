@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import codecs
+import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
@@ -112,8 +116,8 @@ def _cmd_run(a: argparse.Namespace) -> int:
         raise TrainDoctorError("--overwrite replaces the run store at --store PATH; give --store PATH")
     if a.store and not a.no_store:
         # before the script runs: two runs in one store would mix their findings
+        from .inspect.script import check_script
         from .store import claim_store_path
-        from .watch.launcher import check_script
 
         check_script(a.script)  # a mistyped script must not cost the old store
         claim_store_path(a.store, overwrite=a.overwrite)
@@ -130,8 +134,6 @@ def _cmd_run(a: argparse.Namespace) -> int:
         print(safe(f"traindoctor: the run store{f' {name}' if name else ''} stopped {where}: {why}; "
                    f"the diagnosis above is from memory, {steps}", newlines=False), file=sys.stderr)
     elif res.store_path:
-        import shlex
-
         from .report.safe import safe
 
         print(safe(f"run stored in {res.store_path} (traindoctor diagnose {shlex.quote(str(res.store_path))})",
@@ -176,8 +178,6 @@ def _fails(diags: list[Diagnosis], fail_on: str | None) -> bool:
 
 
 def _cmd_diagnose(a: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from .diagnosis import diagnose
     from .logs import detect_format, load
     from .report import render, write_json
@@ -203,8 +203,6 @@ def _diagnose_tree(root: object, overrides: dict[str, str] | None, a: argparse.N
     """Every run under ``root`` (``found``: its :func:`find_runs`, when already scanned): one table (a
     single run: its full report), exit 2 if one was unreadable (a link loop, a dangling link, a file or
     directory this user may not read: rows of their own)."""
-    from pathlib import Path
-
     from .diagnosis import diagnose
     from .errors import LogError
     from .logs import NoTrainingLoss, find_runs, load
@@ -368,8 +366,6 @@ def _plain_or_escaped(exc: UnicodeError) -> tuple[str, int]:
 def _streams_that_can_print() -> None:
     """A stdout or stderr whose encoding cannot carry the report's dashes and arrows (``PYTHONIOENCODING=
     ascii``, a C locale) prints them in ASCII instead of failing with UnicodeEncodeError."""
-    import codecs
-
     codecs.register_error("traindoctor-plain", _plain_or_escaped)
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -402,8 +398,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         # `traindoctor explain --list | head`: the reader left; say nothing more, as other tools do
-        import os
-
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0

@@ -206,7 +206,7 @@ def test_a_step_that_never_reaches_backward_lets_the_trace_go(monkeypatch):
     """Forward passes and no backward (a feature extractor in train mode): the trace stops by itself."""
     from torch.overrides import _get_current_function_mode_stack
 
-    from traindoctor.watch import trace
+    from traindoctor.inspect import trace
 
     monkeypatch.setattr(trace, "MAX_NODES", 300)
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))

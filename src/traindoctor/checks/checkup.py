@@ -36,17 +36,18 @@ from torch import nn
 
 from ..diagnosis import Diagnosis, diagnose
 from ..errors import TrainDoctorError
-from ..losskinds import chance_loss
-from ..run import Event, Run, Series
-from ..watch.trace import StepTrace
-from .batches import Batch, BatchFn, Scan, read_batches
-from .data import CLASS_LOSSES, DataProfile, Leakage
-from .model import (
-    describe_loss,
+from ..inspect.batches import Batch, BatchFn, Scan, _is_map_loader, read_batches, unpack
+from ..inspect.crash import crash_event_data
+from ..inspect.data import CLASS_LOSSES, DataProfile, Leakage
+from ..inspect.losses import describe_loss
+from ..inspect.lossgraph import read_loss_graph
+from ..inspect.model import (
     init_scale,
-    loss_graph_facts,
     precision_facts,
 )
+from ..inspect.trace import StepTrace
+from ..losskinds import chance_loss
+from ..run import Event, Run, Series
 from .probes import (
     DEFAULT_PROBES,
     PROBES,
@@ -155,8 +156,6 @@ class CheckupReport:
 
 def _call(pipe: Pipeline, x: torch.Tensor, what: str = "model(inputs)") -> Any:
     """The model's output on ``x``, or a one-line error naming what the model raised and where."""
-    from ..watch.doctor import crash_event_data
-
     try:
         with torch.no_grad():
             return pipe.forward(x)
@@ -409,8 +408,6 @@ def _read_data(pipe: Pipeline, train_loader: Any, val_loader: Any, opts: Options
         if "leak" in state:
             state["leak"].add_train(b)
 
-    from .batches import _is_map_loader
-
     state["ids_kind"] = "dataset indices" if _is_map_loader(train_loader) else "positions"
     scan: Scan = read_batches(train_loader, "train_loader", batch_fn=opts.batch_fn, max_samples=opts.max_samples,
                               keep_samples=opts.probe_samples, on_batch=on_train)
@@ -534,8 +531,6 @@ def _probe_batches(data: DataFacts, opts: Options, rec: _Recorder) -> tuple[list
 def _first_loss(pipe: Pipeline, kept: list[Batch], first: Batch, rec: _Recorder, snapshot: Snapshot, opts: Options,
                 prec: dict[str, Any], profile: DataProfile, raw_target_dtype: str | None = None) -> bool:
     """Initial loss (L009), the loss graph (M001/M002), bisection of non-finite batches."""
-    from ..watch.doctor import crash_event_data
-
     info = pipe.loss_info
     with rolled_back(snapshot, opts.seed):
         pipe.model.train()
@@ -564,7 +559,7 @@ def _first_loss(pipe: Pipeline, kept: list[Batch], first: Batch, rec: _Recorder,
                     if str(t.get("dtype", "")).startswith(("float", "bfloat", "half")) and "cast_from" not in t:
                         t["cast_from"] = raw_target_dtype
             rec.event("model_graph", facts)
-            meta, evs = loss_graph_facts(loss, pipe.model) if loss.grad_fn is not None else ({}, [])
+            meta, evs = read_loss_graph(loss, [pipe.model]) if loss.grad_fn is not None else ({}, [])
         except TrainDoctorError:
             raise
         except Exception as exc:  # noqa: BLE001 - a crash in the loss is evidence (D004), not our failure
@@ -674,8 +669,6 @@ def _batch_at_step(loader: Any, step: int, batch_fn: BatchFn | None) -> Batch:
     after epoch), so with a seeded loader and the checkup run where training starts it is the
     very batch; indices come from the loader's index fetch.
     """
-    from .batches import unpack
-
     if step < 0:
         raise TrainDoctorError(f"nonfinite_step must be ≥ 0, got {step}")
     seen = 0

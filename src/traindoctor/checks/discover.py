@@ -25,10 +25,13 @@ on every batch it reads, so the checks see exactly what the training would have 
 """
 from __future__ import annotations
 
+import functools
 import gc
+import inspect
 import os
 import re
 import sys
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,20 +39,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..errors import TrainDoctorError
-from ..watch.autohooks import _own_global
-from ..watch.launcher import check_script, run_as_main
-from ..watch.trace import _flat
-from .model import FUNCTION_KINDS, MODULE_KINDS
+from ..inspect.crash import crash_event_data
+from ..inspect.data import sample_hashes
+from ..inspect.hooks import own_global_hooks
+from ..inspect.losses import FUNCTIONAL_LOSSES, MODULE_KINDS
+from ..inspect.script import check_script, run_as_main
+from ..inspect.tensors import flatten
 
-LOSS_FUNCTIONS: set[Any] = set(FUNCTION_KINDS) | {
-    F.poisson_nll_loss, F.multilabel_soft_margin_loss, F.multi_margin_loss, F.soft_margin_loss,
-    F.multilabel_margin_loss, F.hinge_embedding_loss,
-}
 VAL_NAME = re.compile(r"(^|_)(val|valid|validation|dev|test|eval|holdout)(_|$|\d)", re.I)
 X_NAME = re.compile(r"^(x|inputs?|features?|data|images?)_?(val|valid|validation|dev|test|eval)$", re.I)
 Y_NAME = re.compile(r"^(y|labels?|targets?)_?(val|valid|validation|dev|test|eval)$", re.I)
@@ -118,7 +118,7 @@ class Tracer:
             return {hit[1]}
         node: _Node = hit[1]
         out: set[str] = set()
-        for a in _flat((node.args, node.kwargs)):
+        for a in flatten((node.args, node.kwargs)):
             out |= self.paths(a, _depth + 1)
         return out
 
@@ -129,7 +129,7 @@ class Tracer:
             return []
         node: _Node = hit[1]
         out: list[str] = []
-        for a in _flat((node.args, node.kwargs)):
+        for a in flatten((node.args, node.kwargs)):
             out += self.steps(a, _depth + 1)
         return out + [getattr(node.func, "__name__", str(node.func))]
 
@@ -173,8 +173,6 @@ class Tracer:
 
 def _is_default(fn: Any, name: str, value: Any) -> bool:
     """Whether ``fn``'s parameter ``name`` defaults to ``value`` (the function mode passes them all)."""
-    import inspect
-
     try:
         p = inspect.signature(fn).parameters.get(name)
     except (TypeError, ValueError):
@@ -230,10 +228,10 @@ class _Mode(TorchFunctionMode):
         kwargs = kwargs or {}
         d = self.d
         if d.depth == 0 and d.armed:
-            if func in LOSS_FUNCTIONS and d.roots_with_params():
+            if func in FUNCTIONAL_LOSSES and d.roots_with_params():
                 d.intercept_loss(("function", func, kwargs), args, kwargs)
             res = func(*args, **kwargs)
-            if d.active and (any(isinstance(a, torch.Tensor) for a in _flat((args, kwargs)))):
+            if d.active and (any(isinstance(a, torch.Tensor) for a in flatten((args, kwargs)))):
                 d.tracer.record(func, args, kwargs, res)
             return res
         return func(*args, **kwargs)
@@ -333,7 +331,7 @@ class Discovery:
 
         mm = torch.nn.modules.module
         self._handles = [mm.register_module_forward_pre_hook(self._pre), mm.register_module_forward_hook(self._post)]
-        _own_global(self._handles, True)  # no torch.compile(module) warning about these
+        own_global_hooks(self._handles, True)  # no torch.compile(module) warning about these
         self._patch(torch.Tensor, "backward", self._backward(torch.Tensor.backward))
         self._patch(dl.DataLoader, "__iter__", self._iter(dl.DataLoader.__iter__))
         self._patch(dl._BaseDataLoaderIter, "__next__", self._next(dl._BaseDataLoaderIter.__next__))
@@ -341,7 +339,7 @@ class Discovery:
     def uninstall(self) -> None:
         for h in self._handles:
             h.remove()
-        _own_global(self._handles, False)
+        own_global_hooks(self._handles, False)
         self._handles = []
         for owner, name, orig in reversed(self._patched):
             setattr(owner, name, orig)
@@ -413,8 +411,6 @@ def run_to_first_loss(script: str | os.PathLike[str], args: list[str]) -> tuple[
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # noqa: BLE001 - the script crashed before its first loss
-        from ..watch.doctor import crash_event_data
-
         d = crash_event_data(exc)
         raise TrainDoctorError(
             f"{script}: the script raised {d['type']}: {' '.join(d['message'].split())[:200]}"
@@ -461,8 +457,6 @@ def _assemble(disc: Discovery, script: Path) -> Found:
             label = f"nn.{type(obj).__name__}" if type(obj) in MODULE_KINDS else type(obj).__name__
             found.loss_how = f"{label} (`{names.get(id(obj), type(obj).__name__)}`)"
         else:
-            import functools
-
             found.loss_fn = functools.partial(obj, **extra) if extra else obj
             kw = ", ".join(f"{k}={v!r}" for k, v in extra.items() if not isinstance(v, torch.Tensor))
             found.loss_how = f"F.{obj.__name__}({'…, ' + kw if kw else '…'}) called in the script"
@@ -641,8 +635,6 @@ def _hand_sliced(model_input: Any, target: Any, frames: list[Any], script: Path,
     a shuffled loader over them; failing that, use the first step's batch alone."""
     from torch.utils.data import DataLoader, TensorDataset
 
-    from .data import sample_hashes
-
     if not (isinstance(model_input, torch.Tensor) and isinstance(target, torch.Tensor)
             and model_input.dim() >= 1 and target.dim() >= 1 and model_input.shape[0] == target.shape[0]):
         return None, None, ""
@@ -683,8 +675,6 @@ def _hand_sliced(model_input: Any, target: Any, frames: list[Any], script: Path,
 
 
 def _optimizer_of(model: nn.Module, names: dict[int, str]) -> torch.optim.Optimizer | None:
-    import warnings
-
     params = {id(p) for p in model.parameters()}
     best = None
     best_n = 0

@@ -11,10 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
-RELU_TYPES: tuple[type, ...] = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU)
-
-
-SQUASH_TYPES: tuple[type, ...] = (nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Hardsigmoid, nn.Softsign)
+from ..inspect.model import RELU_TYPES, SQUASH_TYPES
+from ..inspect.trace import ActivationProbe, act_series
 
 
 class ActivationSampler:
@@ -63,16 +61,12 @@ class ActivationSampler:
             self._act_handles.append(root.register_forward_hook(post, always_call=True))
 
     def _start_probe(self) -> None:
-        from .trace import ActivationProbe
-
         probe = ActivationProbe(self._probe_sites)
         probe.start()
         self._probe = probe
 
     def _finish_probe(self, step: int) -> None:
         """Leave the sampled forward's probe and record what it measured at each functional line."""
-        from .trace import act_series
-
         probe, self._probe = self._probe, None
         if probe is None:
             return

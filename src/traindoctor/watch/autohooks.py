@@ -29,16 +29,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..inspect.hooks import own_global_hooks
+from ..inspect.losses import WRAPPED_LOSSES
+from ..inspect.trace import ConstructionSites, user_site
 from .monitor import Monitor
 
 _listeners: list[Monitor] = []
 _orig_backward: Any = None
 _orig_losses: dict[str, Any] = {}
-# the functional losses; nn loss modules call these too, so one wrapper sees both
-LOSS_FUNCTIONS = ("cross_entropy", "nll_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits",
-                  "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "kl_div")
-
-
 _inside_loss = threading.local()
 
 
@@ -116,8 +114,6 @@ def _load_state_dict(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
     try:
         caller = sys._getframe(1).f_code.co_filename
         if _listeners and not (caller.startswith(_OWN_DIR) and not caller.startswith(_EXAMPLES_DIR)):
-            from .trace import user_site
-
             strict = kwargs.get("strict", args[1] if len(args) > 1 else True)
             site = user_site(1)
             for m in list(_listeners):
@@ -135,38 +131,6 @@ def _backward(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
             except Exception as exc:  # noqa: BLE001 - never break the script's backward()
                 m.contain("backward", exc)
     return _orig_backward(self, *args, **kwargs)
-
-
-# torch.compile(module) warns when global module hooks exist (they fire once more, for its wrapper).
-# Ours are discovery's, which expects that: while they are installed, the check torch makes counts only
-# the hooks the script registered itself, so its own still get the warning.
-_orig_has_any_global_hook: Any = None
-_own_global_hooks: set[int] = set()  # handle ids of our global module hooks
-
-
-def _has_other_global_hook() -> bool:
-    mm = torch.nn.modules.module
-    names = ("_global_backward_pre_hooks", "_global_backward_hooks", "_global_forward_pre_hooks",
-             "_global_forward_hooks", "_global_forward_hooks_always_called", "_global_forward_hooks_with_kwargs")
-    return any(k not in _own_global_hooks for n in names for k in getattr(mm, n, ()))
-
-
-def _own_global(handles: list[Any], installed: bool) -> None:
-    global _orig_has_any_global_hook
-    mm = torch.nn.modules.module
-    if not hasattr(mm, "_has_any_global_hook"):
-        return
-    ids = {h.id for h in handles}
-    if installed:
-        if _orig_has_any_global_hook is None:
-            _orig_has_any_global_hook = mm._has_any_global_hook
-            mm._has_any_global_hook = _has_other_global_hook
-        _own_global_hooks.update(ids)
-    else:
-        _own_global_hooks.difference_update(ids)
-        if not _own_global_hooks and _orig_has_any_global_hook is not None:
-            mm._has_any_global_hook = _orig_has_any_global_hook
-            _orig_has_any_global_hook = None
 
 
 def _next_index(self: Any) -> Any:
@@ -215,7 +179,7 @@ def add_listener(monitor: Monitor) -> None:
         base.__next__ = _next  # type: ignore[method-assign]
         import torch.nn.functional as F
 
-        for name in LOSS_FUNCTIONS:
+        for name in WRAPPED_LOSSES:
             orig = getattr(F, name, None)
             if orig is not None:
                 _orig_losses[name] = orig
@@ -270,15 +234,13 @@ class AutoWatch:
             mm.register_module_forward_pre_hook(monitor.contained("discovery-hook", self._g_pre)),
             mm.register_module_forward_hook(monitor.contained("discovery-hook", self._g_post)),
         ]
-        _own_global(self._mod_handles, True)
+        own_global_hooks(self._mod_handles, True)
         import torch.optim.optimizer as om
         self._opt_handles = [
             om.register_optimizer_step_pre_hook(monitor.contained("step-pre-hook", lambda o, a, k: self._opt_pre(o))),
             om.register_optimizer_step_post_hook(monitor.contained("step-hook", lambda o, a, k: monitor.opt_post(o))),
         ]
         add_listener(monitor)
-        from .trace import ConstructionSites
-
         # where each submodule is built, for findings that name a line (before the script runs)
         self.sites = ConstructionSites()
         try:
@@ -314,7 +276,7 @@ class AutoWatch:
         self._discovering = False
         for h in self._mod_handles:
             h.remove()
-        _own_global(self._mod_handles, False)
+        own_global_hooks(self._mod_handles, False)
         self._mod_handles = []
         try:
             opt_params = {id(p) for g in opt.param_groups for p in g["params"]}
@@ -339,6 +301,6 @@ class AutoWatch:
         self.sites.remove()
         for h in self._mod_handles + self._opt_handles:
             h.remove()
-        _own_global(self._mod_handles, False)
+        own_global_hooks(self._mod_handles, False)
         self._mod_handles, self._opt_handles = [], []
         remove_listener(self.monitor)

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .tensors import _param_dtypes, _site_text
+from ..inspect.tensors import param_dtypes, site_label
 
 # weight layers whose default initialisation (kaiming_uniform_, a=√5) is U(−1/√fan_in, 1/√fan_in)
 _DEFAULT_INIT_LAYERS: tuple[type, ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -39,7 +39,7 @@ class CheckpointWatch:
         missing = [str(k) for k in getattr(result, "missing_keys", None) or []]
         unexpected = [str(k) for k in getattr(result, "unexpected_keys", None) or []]
         data = {"module": type(module).__name__, "strict": bool(strict), "keys": keys, "loaded": keys - len(missing),
-                "missing": missing[:20], "unexpected": unexpected[:20], "where": _site_text(site),
+                "missing": missing[:20], "unexpected": unexpected[:20], "where": site_label(site),
                 # a checkpoint to start from, or one loaded later (the best weights, at the end)
                 "before_training": self.opt_steps == 0 and self._primary_opt is None}
         if self.models:
@@ -81,7 +81,7 @@ class CheckpointWatch:
     def _refresh_param_dtypes(self) -> None:
         models = self._known_models()
         if models:
-            self.meta["precision"]["param_dtypes"] = _param_dtypes(models)
+            self.meta["precision"]["param_dtypes"] = param_dtypes(models)
 
     def _frozen_init(self) -> None:
         """``frozen_init``: frozen Linear/Conv weights whose values still fit PyTorch's default init.

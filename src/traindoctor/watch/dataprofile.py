@@ -10,9 +10,13 @@ from typing import Any
 
 import torch
 
+from ..inspect.batches import Batch
+from ..inspect.data import DataProfile, sample_hashes
+from ..inspect.losses import WRAPPED_LOSSES
+from ..inspect.tensors import tensors_of
 from .leakage import LEAK_WINDOW_BYTES
 from .losscalls import _layout
-from .tensors import _tensors
+from .shift import FeatureMoments
 
 # the data seen live: the first PROFILE_STEPS steps, extended until PROFILE_SAMPLES samples (at most
 # PROFILE_MAX_STEPS steps); afterwards nothing is measured per batch
@@ -48,8 +52,6 @@ class DataWindow:
         (a classifier and a regressor, an autoencoder and a head), the other loss's targets would
         be judged against this loss's domain.
         """
-        from ..checks.data import DataProfile
-
         kind = out_shape = None
         ignore = None
         if loss_facts is not None:
@@ -58,13 +60,12 @@ class DataWindow:
             out_shape = tuple(ps[1:]) if ps else None
             ig = loss_facts.get("ignore_index")
             ignore = ig if isinstance(ig, int) and kind in ("cross_entropy", "nll") else None
-            from .autohooks import LOSS_FUNCTIONS
 
             pred, target = tensors
             fn = str(loss_facts.get("function"))
             if isinstance(pred, torch.Tensor) and isinstance(target, torch.Tensor):
                 self._step_target = target  # this step's targets of the judged loss, not the first call's
-                if fn in LOSS_FUNCTIONS:  # (only a wrapped loss function's calls are seen at later steps)
+                if fn in WRAPPED_LOSSES:  # (only a wrapped loss function's calls are seen at later steps)
                     self._profile_match = (fn, *_layout(pred))
         self._profile = DataProfile("train", kind, out_shape, ignore, ids_kind="dataset indices",
                                     input_moment_batches=PROFILE_INPUT_BATCHES)
@@ -73,14 +74,12 @@ class DataWindow:
 
     def _profile_step(self) -> None:
         """Feed this step's batch (the model's input, the loss's targets) to the data profile."""
-        from ..checks.batches import Batch
-
         prof = self._profile
         root = self._trace_root
         y, self._step_target = self._step_target, None
         loader, self._loader_batch = self._loader_batch, None
         captured = self._last_inputs.get(id(root)) if root is not None else None
-        xs = [t for t in _tensors(captured) if t.dim() >= 1] if captured is not None else []
+        xs = [t for t in tensors_of(captured) if t.dim() >= 1] if captured is not None else []
         if not xs:
             return
         x = xs[0].detach()
@@ -96,15 +95,11 @@ class DataWindow:
             ids = list(range(self._profile_positions, self._profile_positions + rows))
         self._profile_positions += rows
         if self._leak_window is not None and self._leak_window_bytes < LEAK_WINDOW_BYTES:
-            from ..checks.data import sample_hashes
-
             self._leak_window.add_train_hashes(sample_hashes(x), ids)
             self._leak_window_bytes += x.numel() * x.element_size()
         prof.update(Batch(x, y.detach() if isinstance(y, torch.Tensor) else None, ids))
         if not self._shift_done:
             if self._shift_train is None:
-                from .shift import FeatureMoments
-
                 self._shift_train = FeatureMoments()
             self._shift_train.update(x)
         self._profile_steps += 1

@@ -40,6 +40,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..inspect.data import Leakage, sample_hashes
+
 MAX_SCAN_BYTES = 256 << 20  # read at most this much of the training set
 CHUNK_BYTES = 8 << 20
 MAX_IDS = 50  # sample ids kept per array (as the data profile keeps)
@@ -314,8 +316,6 @@ def hash_rows(plan: ScanPlan, max_bytes: int | None = None) -> dict[str, Any] | 
     receives), as a ``Leakage`` holding the training side, up to ``max_bytes`` (default
     ``MAX_SCAN_BYTES``) read in order. Runs in the scan's thread; between chunks it yields the GIL,
     since the per-row loop is Python and the training thread must not wait on it."""
-    from ..checks.data import Leakage, sample_hashes
-
     a = plan.hash_array
     if a is None:
         return None

@@ -12,7 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .tensors import _site_text, _tensors
+from ..inspect.tensors import site_label, tensors_of
+from ..inspect.trace import user_site
 
 
 class EvaluationCapture:
@@ -103,7 +104,7 @@ class EvaluationCapture:
         """A forward of the model with gradients off: an evaluation, unless its input is the training
         data itself (a no-grad pass over the training set is not validation). Checked for dropout or
         BatchNorm left in training mode (once per evaluation), and hashed for leakage."""
-        xs = [t for t in _tensors((args, kwargs)) if t.dim() >= 1]
+        xs = [t for t in tensors_of((args, kwargs)) if t.dim() >= 1]
         if not xs:
             return
         x = xs[0]
@@ -132,9 +133,7 @@ class EvaluationCapture:
         if not found:
             return
         self._eval_mode_done = True
-        from .trace import user_site
-
         self.event("eval_train_mode", {"modules": [n for n, _ in found][:20],
                                        "types": [type(m).__name__ for _, m in found][:20],
-                                       "where": _site_text(user_site(1)), "loss": fn_name},
+                                       "where": site_label(user_site(1)), "loss": fn_name},
                    step=max(0, self.step - 1))

@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..inspect.model import init_scale
+from ..inspect.trace import StepTrace, act_series
 from ..run import Run
 
 # the findings a first step can show, announced the moment they are known
@@ -41,8 +43,6 @@ class FirstStep:
         self._guard("trace", self._begin_trace, module, args, kwargs)
 
     def _begin_trace(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        from .trace import StepTrace
-
         self._trace_root = module
         self._trace_step = self.step
         tr = StepTrace(self.sites)
@@ -72,8 +72,6 @@ class FirstStep:
             lf = losses[0]
             self.meta.setdefault("loss_kind", lf["kind"])
         if order and root is not None:
-            from ..checks.model import init_scale
-
             self.event("init_scale", init_scale(root, order=order))
         self._start_profile(losses[0] if losses else None, judged)
 
@@ -81,8 +79,6 @@ class FirstStep:
         """The first step's functional ReLU/sigmoid/tanh, recorded as the module hooks record theirs
         (``dead_frac/relu@train.py:23`` …), and the lines to measure again on sampled steps: every
         ReLU, and the sigmoid/tanh that feed a weight layer (gates and outputs saturate by design)."""
-        from .trace import act_series
-
         info, sites = [], {}
         for a in acts:
             fn, line = a["site"]

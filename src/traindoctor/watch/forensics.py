@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .tensors import _graph_below, _tensors
+from ..inspect.tensors import graph_below, tensors_of
 
 
 def _nonfinite_rows(t: torch.Tensor) -> list[int]:
@@ -75,7 +75,7 @@ class NonFiniteForensics:
             if captured is None:
                 continue
             args, kwargs = captured
-            for i, t in enumerate(_tensors((args, kwargs))):
+            for i, t in enumerate(tensors_of((args, kwargs))):
                 rows = _nonfinite_rows(t)
                 if rows:
                     data["input_nonfinite"] = {
@@ -92,7 +92,7 @@ class NonFiniteForensics:
         if loss is not None and "first_module" not in data:
             data["in_loss"] = True
             if loss.grad_fn is not None:
-                data["loss_graph"] = _graph_below(loss.grad_fn, depth=4)
+                data["loss_graph"] = graph_below(loss.grad_fn, depth=4)
 
     def _replay(self, model: nn.Module, args: tuple, kwargs: dict, data: dict[str, Any], ids: list[int] | None) -> None:
         """Re-run the forward that produced the non-finite loss, checking every module's output."""
@@ -103,7 +103,7 @@ class NonFiniteForensics:
         def check(mod: nn.Module, inp: Any, out: Any) -> None:
             if found:
                 return
-            for t in _tensors(out):
+            for t in tensors_of(out):
                 if t.is_floating_point() and not bool(torch.isfinite(t).all()):
                     found.append((names.get(id(mod), type(mod).__name__), mod, t))
                     return

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from .tensors import _first_child
+from ..inspect.tensors import first_child
 
 
 class GradScalerTap:
@@ -58,7 +58,7 @@ class GradScalerTap:
         if node is None:
             return None, None
         for _ in range(4):
-            node = _first_child(node)
+            node = first_child(node)
             if node is None:
                 break
             for i, entry in enumerate(self._scaled):

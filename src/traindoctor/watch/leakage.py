@@ -12,7 +12,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .tensors import _tensors
+from ..inspect.data import sample_hashes
+from ..inspect.tensors import tensors_of
+from .datascan import _base_rows
+from .shift import FeatureMoments, compare
 
 # the training samples hashed from the data window when the dataset itself is not hashed, and the
 # validation samples of the first evaluation: bounded (hashing runs on the training thread)
@@ -100,10 +103,7 @@ class LeakageCheck:
         """The evaluation forward's input, hashed per sample (bounded), with validation ids: the
         loader's dataset indices, rows of the tensor it is sliced from, or positions in the stream.
         Inputs that are the training data itself (its loader, its tensors) are not validation."""
-        from ..checks.data import sample_hashes
-        from .datascan import _base_rows
-
-        xs = [t for t in _tensors((captured[1], captured[2])) if t.dim() >= 1]
+        xs = [t for t in tensors_of((captured[1], captured[2])) if t.dim() >= 1]
         if not xs or self._leak_val_bytes >= LEAK_VAL_BYTES or len(self._leak_val) >= LEAK_VAL_ROWS:
             return
         x = xs[0]
@@ -135,8 +135,6 @@ class LeakageCheck:
         self._leak_val_bytes += x.numel() * x.element_size()
         if not self._shift_done and self._shift_train is not None:
             if self._shift_val is None:
-                from .shift import FeatureMoments
-
                 self._shift_val = FeatureMoments()
             self._shift_val.update(x)
 
@@ -181,8 +179,6 @@ class LeakageCheck:
     def _shift_decide(self) -> None:
         """Once, at the end of the first evaluation: its inputs against the data window's, feature by
         feature (the ``input_shift`` event; nothing when either side is too small or not numeric)."""
-        from .shift import compare
-
         self._shift_done = True
         tr, va, self._shift_train, self._shift_val = self._shift_train, self._shift_val, None, None
         if tr is None or va is None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .tensors import _dtype_name
+from ..inspect.tensors import dtype_name
 
 
 class LossTap:
@@ -117,7 +117,7 @@ class LossTap:
         if t.device.type == "cpu":
             v = float(t)
             if not math.isfinite(v):
-                self._nonfinite_loss(v, graph if graph is not None else loss, _dtype_name(t.dtype))
+                self._nonfinite_loss(v, graph if graph is not None else loss, dtype_name(t.dtype))
             return v
         return t.reshape(())  # read by the writer thread; no device sync here
 

@@ -69,6 +69,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..inspect.tensors import param_dtypes
 from ..report.safe import safe
 from ..run import Event, Run
 from .activations import ActivationSampler
@@ -85,12 +86,10 @@ from .lossgraph import LossGraph
 from .losstap import LossTap
 from .scanning import DatasetScan
 from .stalegrads import StaleGrads
-from .tensors import _param_dtypes, _tensors
 from .writer import StoreWriter
 
 # what other modules import from here (the parts' own modules hold them now)
-__all__ = ["CONFIG_CODES", "DEFAULT_CADENCE", "PROFILE_MAX_STEPS", "PROFILE_SAMPLES", "PROFILE_STEPS", "Monitor",
-           "_tensors"]
+__all__ = ["CONFIG_CODES", "DEFAULT_CADENCE", "PROFILE_MAX_STEPS", "PROFILE_SAMPLES", "PROFILE_STEPS", "Monitor"]
 
 DEFAULT_CADENCE = 50  # sampled steps: keeps the watcher under 2 % of a step (benchmarks/overhead.py)
 
@@ -288,7 +287,7 @@ class Monitor(LossTap, GradScalerTap, GradSampler, StaleGrads, ActivationSampler
             on = torch.is_autocast_enabled()
             dt = torch.get_autocast_gpu_dtype() if on else None
         models = self._known_models() or [module]
-        self.meta["precision"] = {"param_dtypes": _param_dtypes(models),
+        self.meta["precision"] = {"param_dtypes": param_dtypes(models),
                                   "autocast": str(dt).replace("torch.", "") if on and dt is not None else None}
 
     def close(self) -> Run:

@@ -5,7 +5,9 @@ import threading
 import traceback
 from typing import Any
 
-from .tensors import _tensors
+from ..inspect.data import Leakage
+from ..inspect.tensors import tensors_of
+from .datascan import hash_rows, plan_for_loader, plan_for_slices, run_scan
 
 
 class DatasetScan:
@@ -24,15 +26,13 @@ class DatasetScan:
 
     def _start_dataset_scan(self) -> None:
         """At the first training step: scan the in-memory training set for NaN/Inf rows in a thread."""
-        from .datascan import plan_for_loader, plan_for_slices
-
         self._scan_state = "done"  # one attempt per run
         ds, self._loader_dataset = self._loader_dataset, None
         plan: Any = None
         reason = None
         root = self._trace_root if self._trace_root is not None else next(iter(self._known_models()), None)
         captured = self._last_inputs.get(id(root)) if root is not None else None
-        xs = [t for t in _tensors(captured) if t.dim() >= 1] if captured is not None else []
+        xs = [t for t in tensors_of(captured) if t.dim() >= 1] if captured is not None else []
         x0 = xs[0] if xs else None
         if ds is not None and self._loader_batch is not None:
             got = plan_for_loader(ds, self._loader_batch, self._batch_ids, model_input=x0)
@@ -44,8 +44,6 @@ class DatasetScan:
             plan = plan_for_slices(x0, self._step_target)
         self._guard("leakage", self._note_train_identity, ds, x0, plan)
         if plan is None or plan.hash_array is None:
-            from ..checks.data import Leakage
-
             self._leak_window = Leakage()  # the training side: the model's inputs in the data window
         if plan is not None and not plan.arrays and plan.skipped:
             reason = reason or plan.skipped
@@ -62,8 +60,6 @@ class DatasetScan:
         self._scan_thread.start()
 
     def _scan_worker(self, plan: Any) -> None:
-        from .datascan import hash_rows, run_scan
-
         if plan.arrays:
             try:
                 result = run_scan(plan)

@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from .tensors import _site_text
+from ..inspect.tensors import site_label
+from ..inspect.trace import user_site
 
 # gradients not cleared between optimizer steps: backward() calls looked at after a sampled step (on an
 # accelerator, where nothing is read on the training thread, the check cannot stop early at a clean one)
@@ -39,10 +40,8 @@ class StaleGrads:
             return
         params = self._params_of(st["opt"])
         if st["checks"] == 0:
-            from .trace import user_site
-
             st["step"] = self.step
-            st["where"] = _site_text(user_site(1))
+            st["where"] = site_label(user_site(1))
         st["checks"] += 1
         idx, grads = [], []
         for i, p in enumerate(params):

@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
+from ..inspect.tensors import dtype_name
 from ..run import Event
-from .tensors import _dtype_name
 
 
 class StoreWriter:
@@ -64,7 +64,7 @@ class StoreWriter:
                     self._forensics_done = True
                     late: dict[str, Any] = {"value": v, "late": True}
                     if isinstance(value, torch.Tensor):
-                        late["dtype"] = _dtype_name(value.dtype)
+                        late["dtype"] = dtype_name(value.dtype)
                     self.event("nonfinite_loss", late, step)
                     self.on_critical(f"traindoctor: L001 nonfinite-loss — the loss is {v} at step {step}")
                 points.append((name, step, v))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import traceback
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, ClassVar
@@ -20,7 +21,7 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar
 from ...errors import TrainDoctorError
 
 if TYPE_CHECKING:
-    from ..batches import Batch
+    from ...inspect.batches import Batch
     from ..state import Snapshot
     from ._experiments import Pipeline
 
@@ -161,8 +162,6 @@ def run_probe(probe: Probe, ctx: ProbeContext, budget: Budget | None = None, lat
     except TrainDoctorError:
         raise
     except Exception as exc:  # noqa: BLE001 - one probe failing must not hide the others
-        import traceback
-
         tb = traceback.extract_tb(exc.__traceback__)[-1]
         rec.notes.append(f"probe {probe.title} failed and was skipped: {type(exc).__name__}: {one_line(str(exc), 160)} "
                          f"({tb.filename.rsplit('/', 1)[-1]}:{tb.lineno})")

@@ -19,12 +19,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from ...inspect.batches import Batch
+from ...inspect.losses import FUNCTION_KINDS
+from ...inspect.model import WEIGHT_LAYERS, leaf_order
 from ...losskinds import BINARY
-from ..batches import Batch
-from ..model import FUNCTION_KINDS, WEIGHT_LAYERS, leaf_order
 from ..state import Snapshot, rolled_back
 
 SAFE_LR = 1e-3  # Adam's default: trains nearly any small model, the plumbing probes' baseline
@@ -275,8 +277,6 @@ def lr_range_test(pipe: Pipeline, batches: list[Batch], snapshot: Snapshot, *, s
         # it diverges must not be read as learning
         lo, hi = min(skip_start, max(0, j - 3)), min(fin - skip_end, j + 1)
         if hi - lo >= 3:
-            import numpy as np
-
             grad = np.gradient(np.asarray(sm[lo:hi]))
             suggested = lrs[lo + int(np.argmin(grad))]
     return LRRange(lrs[:fin], raw[:fin], sm, suggested, min_lr, diverged, name)

@@ -25,7 +25,7 @@ class GradcheckProbe(Probe):
     def run(self, ctx: ProbeContext) -> None:
         import torch
 
-        from ..model import capture_function_calls, custom_functions, gradcheck_function
+        from ...inspect.model import capture_function_calls, custom_functions, gradcheck_function
 
         pipe, rec, model = ctx.pipe, ctx.rec, ctx.pipe.model
         b = ctx.pbatches[0]

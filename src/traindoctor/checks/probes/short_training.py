@@ -33,7 +33,7 @@ class ShortTrainingProbe(Probe):
         import torch
         from torch import nn
 
-        from ..data import CLASS_LOSSES
+        from ...inspect.data import CLASS_LOSSES
         from ._experiments import label_outliers, mean_loss, per_sample_losses, short_training
 
         pipe, rec, opts, model, pbatches = ctx.pipe, ctx.rec, ctx.opts, ctx.pipe.model, ctx.pbatches

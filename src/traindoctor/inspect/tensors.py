@@ -1,4 +1,5 @@
-"""Helpers over tensors and autograd graphs, shared by the monitor's parts (no state)."""
+"""Walking tensors and autograd graphs (no state): shared by the live monitor, the first-step trace and
+the checkup."""
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -6,19 +7,6 @@ from typing import Any
 
 import torch
 from torch import nn
-
-LOSS_NODES = {
-    "NllLossBackward0": "nll",
-    "NllLoss2DBackward0": "nll",
-    "BinaryCrossEntropyBackward0": "bce",
-    "BinaryCrossEntropyWithLogitsBackward0": "bce_logits",
-    "MseLossBackward0": "mse",
-    "L1LossBackward0": "l1",
-    "SmoothL1LossBackward0": "smooth_l1",
-    "HuberLossBackward0": "huber",
-    "KlDivBackward0": "kl_div",
-}
-
 
 # autograd nodes of operations that move, select or cast values without changing what they are:
 # ``out.squeeze(1)``, ``.view(-1, C)``, ``[:, :C]``, ``.permute``, ``.contiguous()``, ``.float()``
@@ -32,7 +20,7 @@ SHAPE_NODES = frozenset({
 })
 
 
-def _graph_below(fn: Any, depth: int = 6, limit: int = 64) -> list[str]:
+def graph_below(fn: Any, depth: int = 6, limit: int = 64) -> list[str]:
     """Names of autograd nodes reachable from ``fn`` (breadth first, bounded)."""
     out: list[str] = []
     frontier = [fn]
@@ -51,14 +39,14 @@ def _graph_below(fn: Any, depth: int = 6, limit: int = 64) -> list[str]:
     return out
 
 
-def _first_child(fn: Any) -> Any:
+def first_child(fn: Any) -> Any:
     for n, _ in getattr(fn, "next_functions", ()):
         if n is not None and type(n).__name__ != "AccumulateGrad":
             return n
     return None
 
 
-def _through_shape(fn: Any, passed: list[str] | None = None) -> Any:
+def through_shape(fn: Any, passed: list[str] | None = None) -> Any:
     """The first node at or below ``fn`` that is not a shape-only operation (bounded); the shape
     nodes gone through are appended to ``passed``."""
     for _ in range(32):
@@ -66,27 +54,36 @@ def _through_shape(fn: Any, passed: list[str] | None = None) -> Any:
             return fn
         if passed is not None:
             passed.append(type(fn).__name__)
-        fn = _first_child(fn)
+        fn = first_child(fn)
     return fn
 
 
-def _tensors(obj: Any) -> list[torch.Tensor]:
+def tensors_of(obj: Any) -> list[torch.Tensor]:
     if isinstance(obj, torch.Tensor):
         return [obj]
     if isinstance(obj, (list, tuple)):
-        return [t for o in obj for t in _tensors(o)]
+        return [t for o in obj for t in tensors_of(o)]
     if isinstance(obj, dict):
-        return [t for o in obj.values() for t in _tensors(o)]
+        return [t for o in obj.values() for t in tensors_of(o)]
     return []
 
 
-def _dtype_name(dt: torch.dtype) -> str:
+def flatten(obj: Any) -> list[Any]:
+    """Every leaf of nested lists, tuples and dicts (tensors or not), in order."""
+    if isinstance(obj, (list, tuple)):
+        return [t for o in obj for t in flatten(o)]
+    if isinstance(obj, dict):
+        return [t for o in obj.values() for t in flatten(o)]
+    return [obj]
+
+
+def dtype_name(dt: torch.dtype) -> str:
     return str(dt).replace("torch.", "")
 
 
-def _param_dtypes(models: Iterable[nn.Module]) -> list[str]:
-    return sorted({_dtype_name(p.dtype) for m in models for p in m.parameters()})
+def param_dtypes(models: Iterable[nn.Module]) -> list[str]:
+    return sorted({dtype_name(p.dtype) for m in models for p in m.parameters()})
 
 
-def _site_text(site: tuple[str, int] | None) -> str | None:
+def site_label(site: tuple[str, int] | None) -> str | None:
     return f"{site[0]}:{site[1]}" if site else None

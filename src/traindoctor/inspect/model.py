@@ -6,92 +6,22 @@ live monitor.
 """
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..watch.monitor import _tensors
+from ..layerkinds import KAIMING_GAIN_MODULES, RELU_MODULES, SQUASH_MODULES, WEIGHT_MODULES
+from .tensors import tensors_of
 
-MODULE_KINDS: dict[type, str] = {
-    nn.CrossEntropyLoss: "cross_entropy",
-    nn.NLLLoss: "nll",
-    nn.BCELoss: "bce",
-    nn.BCEWithLogitsLoss: "bce_logits",
-    nn.MSELoss: "mse",
-    nn.L1Loss: "l1",
-    nn.SmoothL1Loss: "smooth_l1",
-    nn.HuberLoss: "huber",
-    nn.KLDivLoss: "kl_div",
-}
-FUNCTION_KINDS: dict[Callable[..., Any], str] = {
-    F.cross_entropy: "cross_entropy",
-    F.nll_loss: "nll",
-    F.binary_cross_entropy: "bce",
-    F.binary_cross_entropy_with_logits: "bce_logits",
-    F.mse_loss: "mse",
-    F.l1_loss: "l1",
-    F.smooth_l1_loss: "smooth_l1",
-    F.huber_loss: "huber",
-    F.kl_div: "kl_div",
-}
-KIND_MODULES: dict[str, type] = {v: k for k, v in MODULE_KINDS.items()}
-
-RELU_LIKE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.RReLU, nn.ELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.PReLU,
-             nn.Hardswish)
-WEIGHT_LAYERS = (nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
-                 nn.ConvTranspose3d)
+# the families of layerkinds.py as classes
+RELU_TYPES: tuple[type, ...] = tuple(getattr(nn, n) for n in RELU_MODULES)
+SQUASH_TYPES: tuple[type, ...] = tuple(getattr(nn, n) for n in SQUASH_MODULES)
+RELU_LIKE: tuple[type, ...] = tuple(getattr(nn, n) for n in KAIMING_GAIN_MODULES)
+WEIGHT_LAYERS: tuple[type, ...] = tuple(getattr(nn, n) for n in WEIGHT_MODULES)
 DTYPE_MAX = {"float16": 65504.0, "bfloat16": 3.3895313892515355e38, "float32": 3.4028234663852886e38}
-
-
-def describe_loss(loss_fn: Any) -> dict[str, Any]:
-    """Kind, name, reduction, ignore_index and label smoothing of a loss module or function."""
-    info: dict[str, Any] = {"kind": None, "name": type(loss_fn).__name__, "reduction": "mean",
-                            "ignore_index": None, "label_smoothing": 0.0}
-    fn, kwargs = loss_fn, {}
-    if isinstance(loss_fn, functools.partial):
-        fn, kwargs = loss_fn.func, dict(loss_fn.keywords)
-    if isinstance(fn, nn.Module):
-        for cls, kind in MODULE_KINDS.items():
-            if isinstance(fn, cls):
-                info["kind"] = kind
-                break
-        info["name"] = f"nn.{type(fn).__name__}" if type(fn) in MODULE_KINDS else type(fn).__name__
-        info["reduction"] = getattr(fn, "reduction", "mean")
-        info["ignore_index"] = getattr(fn, "ignore_index", None)
-        info["label_smoothing"] = float(getattr(fn, "label_smoothing", 0.0) or 0.0)
-    elif fn in FUNCTION_KINDS:
-        info["kind"] = FUNCTION_KINDS[fn]
-        info["name"] = f"F.{fn.__name__}"
-        info["reduction"] = kwargs.get("reduction", "mean")
-        if info["kind"] in ("cross_entropy", "nll"):
-            info["ignore_index"] = kwargs.get("ignore_index", -100)
-        info["label_smoothing"] = float(kwargs.get("label_smoothing", 0.0) or 0.0)
-    else:
-        info["name"] = getattr(fn, "__qualname__", None) or type(fn).__name__
-    return info
-
-
-def loss_graph_facts(loss: torch.Tensor, model: nn.Module) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
-    """What the loss's autograd graph shows (loss kind, class count, double softmax, sigmoid + BCELoss).
-
-    The one implementation is the live monitor's first-step inspection; it is run here on a
-    throwaway monitor so a checkup and a live run record exactly the same facts.
-    """
-    from ..watch.monitor import Monitor
-
-    mon = Monitor(cadence=1 << 30, on_critical=lambda m: None, flush_interval=60.0)
-    mon.candidates.append(model)
-    try:
-        mon._inspect_loss_graph(loss)
-    finally:
-        run = mon.close()
-    meta = {k: v for k, v in run.meta.items() if k != "cadence"}
-    return meta, [(e.kind, dict(e.data)) for e in run.events]
 
 
 # ---------------------------------------------------------------------- execution order
@@ -229,7 +159,7 @@ def precision_facts(model: nn.Module, run_forward: Callable[[], Any], declared: 
 # ---------------------------------------------------------------------- custom autograd functions
 def custom_functions(output: Any) -> list[type]:
     """Classes of the ``torch.autograd.Function``s in the graph that produced ``output``."""
-    roots = [t.grad_fn for t in _tensors(output) if t.grad_fn is not None]
+    roots = [t.grad_fn for t in tensors_of(output) if t.grad_fn is not None]
     found: list[type] = []
     seen: set[int] = set()
     stack = list(roots)
@@ -345,7 +275,7 @@ def _directional_error(fn: Callable[..., Any], inputs: list[Any]) -> float:
     g = torch.Generator().manual_seed(0)
     diff = [i for i, t in enumerate(inputs) if isinstance(t, torch.Tensor) and t.requires_grad]
     vs = {i: torch.randn(inputs[i].shape, generator=g, dtype=torch.float64) for i in diff}
-    out = _tensors(fn(*inputs))
+    out = tensors_of(fn(*inputs))
     us = [torch.randn(o.shape, generator=g, dtype=torch.float64) for o in out]
     s = sum((o.to(torch.float64) * u).sum() for o, u in zip(out, us))
     grads = torch.autograd.grad(s, [inputs[i] for i in diff], allow_unused=True)
@@ -357,7 +287,7 @@ def _directional_error(fn: Callable[..., Any], inputs: list[Any]) -> float:
         for i in diff:
             xs[i] = (inputs[i].detach() + sign * eps * vs[i])
         with torch.no_grad():
-            o2 = _tensors(fn(*xs))
+            o2 = tensors_of(fn(*xs))
         return float(sum((o.to(torch.float64) * u).sum() for o, u in zip(o2, us)))
 
     numeric = (shifted(1.0) - shifted(-1.0)) / (2 * eps)

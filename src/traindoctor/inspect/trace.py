@@ -31,8 +31,10 @@ of a step at cadence 50 on the CPU, ``benchmarks/overhead.py``'s models with ``F
 """
 from __future__ import annotations
 
+import ast
 import linecache
 import os
+import re
 import sys
 import warnings
 import weakref
@@ -43,6 +45,11 @@ from typing import Any
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
+
+from .hooks import own_global_hooks
+from .losses import LOSS_OPS
+from .model import RELU_TYPES, SQUASH_TYPES, WEIGHT_LAYERS
+from .tensors import flatten
 
 MAX_NODES = 20_000  # a step with more operations is cut off (the facts say so)
 
@@ -62,15 +69,7 @@ DROPOUT_OPS = {"dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout"
 AFFINE_NORMS = {"batch_norm"}
 NORM_OPS = {"batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm", "normalize", "local_response_norm"}
 CAST_OPS = {"float", "double", "half", "bfloat16", "to", "type"}
-LOSS_OPS = {
-    "cross_entropy": "cross_entropy", "nll_loss": "nll", "binary_cross_entropy": "bce",
-    "binary_cross_entropy_with_logits": "bce_logits", "mse_loss": "mse", "l1_loss": "l1",
-    "smooth_l1_loss": "smooth_l1", "huber_loss": "huber", "kl_div": "kl_div", "poisson_nll_loss": "poisson_nll",
-    "gaussian_nll_loss": "gaussian_nll", "multilabel_soft_margin_loss": "multilabel_soft_margin",
-}
 PROB_OPS = {"sigmoid", "softmax", "hardsigmoid"}
-_WEIGHT_LAYERS = (nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
-                  nn.ConvTranspose3d)
 # what a probability passes through on its way into a hand-written log: clamps, an epsilon, 1 - p
 PROB_PASS = SHAPE_OPS | {"clamp", "clip", "clamp_min", "clamp_max", "add", "radd", "sub", "rsub", "mul", "rmul"}
 
@@ -78,8 +77,7 @@ PROB_PASS = SHAPE_OPS | {"clamp", "clip", "clamp_min", "clamp_max", "add", "radd
 # trace measures them at the first step and ``ActivationProbe`` on sampled steps, keyed by the user line
 FUNC_ACTS = ("relu", "sigmoid", "tanh")
 # modules the monitor's forward hooks measure already (their forward calls the function inside)
-ACT_MODULES: tuple[type, ...] = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.Sigmoid,
-                                 nn.Tanh, nn.Hardtanh, nn.Hardsigmoid, nn.Softsign)
+ACT_MODULES: tuple[type, ...] = RELU_TYPES + SQUASH_TYPES
 # what a hidden layer's activation passes through before the next weight layer reads it
 _HIDDEN_PASS = {"dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout",
                 "batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm", "max_pool1d", "max_pool2d",
@@ -142,8 +140,6 @@ def user_site(depth: int = 2) -> tuple[str, int] | None:
 def _argument_line(frame: Any, index: int) -> tuple[str, int] | None:
     """The line of positional argument ``index`` of the call the frame is executing (or of the
     ``index``-th element of a list literal inside it: ``nn.Sequential(*[...])`` is not followed)."""
-    import ast
-
     try:
         pos = list(frame.f_code.co_positions())[frame.f_lasti // 2]
     except (AttributeError, IndexError, ValueError):
@@ -231,8 +227,6 @@ def _attr_site(parent: nn.Module, attr: str) -> tuple[str, int] | None:
 
     Read line by line from the file's cached text from ``__init__``'s first line on: no parsing.
     """
-    import re
-
     init = getattr(type(parent).__init__, "__code__", None)
     if init is None or type(parent).__module__.startswith("torch."):
         return None
@@ -411,14 +405,6 @@ def _target_kind(t: dict[str, Any], pred_shape: list[int] | None) -> str:
     return "continuous"
 
 
-def _flat(obj: Any) -> list[Any]:
-    if isinstance(obj, (list, tuple)):
-        return [t for o in obj for t in _flat(o)]
-    if isinstance(obj, dict):
-        return [t for o in obj.values() for t in _flat(o)]
-    return [obj]
-
-
 class StepTrace(TorchFunctionMode):
     """Record one training step: ``start(root, inputs)`` … ``stop()``, then ``facts(loss)``."""
 
@@ -450,14 +436,12 @@ class StepTrace(TorchFunctionMode):
         """Begin recording; ``inside``: called from the root's forward pre-hook (its forward is running)."""
         self.root = root
         self._params = {id(p): n for n, p in root.named_parameters()}
-        for i, t in enumerate(t for t in _flat(list(inputs)) if isinstance(t, torch.Tensor)):
+        for i, t in enumerate(t for t in flatten(list(inputs)) if isinstance(t, torch.Tensor)):
             self._inputs.setdefault(id(t), (i, weakref.ref(t)))
         self._mods = [root] if inside else []  # inside its pre-hook: the global pre-hook missed the root
         mm = torch.nn.modules.module
         self._hooks = [mm.register_module_forward_pre_hook(self._pre), mm.register_module_forward_hook(self._post)]
-        from .autohooks import _own_global
-
-        _own_global(self._hooks, True)  # torch.compile must not warn about the doctor's own global hooks
+        own_global_hooks(self._hooks, True)  # torch.compile must not warn about the doctor's own global hooks
         self.forward_site = user_site(2)  # the user's `model(x)` line
         self.active = True
         self.__enter__()
@@ -467,9 +451,7 @@ class StepTrace(TorchFunctionMode):
         if not self.active:
             return
         self.active = False
-        from .autohooks import _own_global
-
-        _own_global(self._hooks, False)
+        own_global_hooks(self._hooks, False)
         for h in self._hooks:
             h.remove()
         self._hooks = []
@@ -495,7 +477,7 @@ class StepTrace(TorchFunctionMode):
                     break
             if module is not self.root and next(module.children(), None) is None:
                 spread = None
-                if isinstance(module, _WEIGHT_LAYERS) and isinstance(out, torch.Tensor) and out.is_floating_point() \
+                if isinstance(module, WEIGHT_LAYERS) and isinstance(out, torch.Tensor) and out.is_floating_point() \
                         and out.dim() >= 1 and out.shape[0] > 1:
                     self.paused += 1
                     try:
@@ -560,7 +542,7 @@ class StepTrace(TorchFunctionMode):
         name = op_name(func)
         inputs: list[tuple[str, Any]] = []
         tensors: list[torch.Tensor | None] = []
-        for a in _flat((args, kwargs)):
+        for a in flatten((args, kwargs)):
             if isinstance(a, torch.Tensor):
                 inputs.append(self._source(a))
                 tensors.append(a)
