@@ -3,6 +3,7 @@ a slow model under a small budget finishes near the budget and the report names 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import time
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 from _pipes import digits, loader, run
 from torch import nn
 
+from traindoctor.checks import probes as probes_pkg
 from traindoctor.checks.probes import DEFAULT_PROBES, PROBES, REGISTRY
 from traindoctor.cli import _parser, main
 
@@ -20,6 +22,16 @@ def test_registry_lists_every_probe_with_a_documented_example():
         assert p.name == name and p.title and isinstance(p.default, bool)
         module = importlib.import_module(type(p).__module__)
         assert ">>>" in (module.__doc__ or ""), name  # the docstring shows how to ask for it
+
+
+def test_registry_is_every_public_probe_module_in_order():
+    """The registry is found, not typed: one probe per public module of checks/probes/, in ``order``."""
+    modules = sorted(m.name for m in pkgutil.iter_modules(probes_pkg.__path__) if not m.name.startswith("_"))
+    assert sorted(type(p).__module__.rsplit(".", 1)[1] for p in REGISTRY.values()) == modules
+    orders = [p.order for p in REGISTRY.values()]
+    assert orders == sorted(orders) and len(set(orders)) == len(orders)
+    # the order the checkup has always run them in
+    assert PROBES == ("lr_range", "overfit", "repeat", "short_training", "gradcheck", "depth", "bisect")
 
 
 def _skip_action():

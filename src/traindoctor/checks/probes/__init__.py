@@ -7,30 +7,43 @@ bitwise roll-back of :mod:`..state`. The CLI's ``--skip`` choices and help text 
 :data:`REGISTRY`, so a name cannot be accepted without a probe behind it. ``_experiments``
 holds the measuring functions the probes share (LR sweep, fitting, short training, bisection).
 
-Adding a probe: a module here with a :class:`Probe` subclass (docstring with an example), an
-entry in :data:`REGISTRY` in the order it should run, and a rule in ``rules/probes.py`` that
-judges the event it records. A probe module imports torch and the measuring functions inside
+Adding a probe: a module here with a :class:`Probe` subclass (docstring with an example, an
+``order`` saying where it runs) — the registry finds it by scanning this package — and a rule in
+``rules/probes.py`` that judges the event it records. A probe module imports torch and the measuring functions inside
 ``run``: the CLI reads this registry to build its parser, and ``traindoctor --help`` must not
 load torch.
 """
 from __future__ import annotations
 
+import importlib
+import inspect
+import pkgutil
 from typing import Any
 
 from ._base import Budget, Probe, ProbeContext, progress, run_probe
-from .bisect import BisectProbe
-from .depth import DepthProbe
-from .gradcheck import GradcheckProbe
-from .lr_range import LRRangeProbe
-from .overfit import OverfitProbe
-from .repeat import RepeatProbe
-from .short_training import ShortTrainingProbe
+
+
+def _discover() -> dict[str, Probe]:
+    """Every concrete :class:`Probe` defined in a public module of this package, by ``order``."""
+    found: dict[type, None] = {}
+    for m in pkgutil.iter_modules(__path__):
+        if m.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"{__name__}.{m.name}")
+        for obj in vars(mod).values():
+            if isinstance(obj, type) and issubclass(obj, Probe) and obj.__module__ == mod.__name__ \
+                    and not inspect.isabstract(obj):
+                found[obj] = None
+    probes = sorted((cls() for cls in found), key=lambda p: (p.order, p.name))
+    names = [p.name for p in probes]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise RuntimeError(f"two probes share the name {dup[0]!r}")
+    return {p.name: p for p in probes}
+
 
 #: every probe, in the order the checkup runs them
-REGISTRY: dict[str, Probe] = {p.name: p for p in (
-    LRRangeProbe(), OverfitProbe(), RepeatProbe(), ShortTrainingProbe(), GradcheckProbe(), DepthProbe(),
-    BisectProbe(),
-)}
+REGISTRY: dict[str, Probe] = _discover()
 
 #: every probe name ``checkup(probes=...)`` accepts
 PROBES: tuple[str, ...] = tuple(REGISTRY)

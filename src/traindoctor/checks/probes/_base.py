@@ -2,7 +2,7 @@
 
 A probe is a small object — a name, whether it runs by default, a cost in training steps and
 ``run(ctx)`` — so the CLI's choices, the help text and the budget all read the same list
-(:mod:`._registry`) instead of tuples that drift apart. :func:`run_probe` is the one place a
+(:data:`~traindoctor.checks.probes.REGISTRY`, found by scanning this package) instead of tuples that drift apart. :func:`run_probe` is the one place a
 probe is started: inside :func:`~traindoctor.checks.state.rolled_back` (weights, buffers,
 grads, optimizer state and RNGs back bitwise afterwards), timed, shortened or skipped to keep
 the checkup within its budget, with a progress line on stderr, and with a crash turned into a
@@ -71,6 +71,7 @@ class Probe(ABC):
 
     name: ClassVar[str]
     title: ClassVar[str]
+    order: ClassVar[int]  # where the checkup runs it among the others (ascending)
     default: ClassVar[bool] = True
     scalable: ClassVar[bool] = True
     min_scale: ClassVar[float] = 0.1

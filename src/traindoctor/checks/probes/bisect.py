@@ -20,6 +20,7 @@ from ._base import Probe, ProbeContext, fmt
 
 class BisectProbe(Probe):
     name = "bisect"
+    order = 70
     title = "bad-batch bisection"
     help = "bisect the batch of --nonfinite-step K down to the samples with a non-finite loss"
     default = False

@@ -19,6 +19,7 @@ from ._base import Probe, ProbeContext, fmt, one_line
 
 class DepthProbe(Probe):
     name = "depth"
+    order = 60
     title = "shallow vs deep"
     help = "shallow vs deep comparison (M005); asked for with --shallow"
     default = False

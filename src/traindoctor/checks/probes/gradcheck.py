@@ -15,6 +15,7 @@ from ._base import Probe, ProbeContext
 
 class GradcheckProbe(Probe):
     name = "gradcheck"
+    order = 50
     title = "gradient check"
     help = "gradient check of custom autograd.Functions (M012)"
     scalable = False  # a handful of float64 evaluations on 4 samples: nothing to shorten

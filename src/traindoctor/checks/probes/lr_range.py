@@ -14,6 +14,7 @@ from ._base import Probe, ProbeContext, fmt
 
 class LRRangeProbe(Probe):
     name = "lr_range"
+    order = 10
     title = "LR range test"
     help = "LR range test with your optimizer (suggests a learning rate)"
     min_scale = 0.3  # fewer than ~30 points of a sweep over 8 decades says nothing

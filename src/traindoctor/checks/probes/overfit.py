@@ -14,6 +14,7 @@ from ._fit import FitProbe
 
 class OverfitProbe(FitProbe):
     name = "overfit"
+    order = 20
     title = "overfit 10 samples"
     help = "overfit 10 samples (M004)"
     variant = "tiny_batch"

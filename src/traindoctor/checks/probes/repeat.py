@@ -13,6 +13,7 @@ from ._fit import FitProbe
 
 class RepeatProbe(FitProbe):
     name = "repeat"
+    order = 30
     title = "fit one repeated sample"
     help = "fit one repeated sample"
     variant = "one_sample"

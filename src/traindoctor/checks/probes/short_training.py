@@ -21,6 +21,7 @@ from ._base import Probe, ProbeContext, fmt
 
 class ShortTrainingProbe(Probe):
     name = "short_training"
+    order = 40
     title = "short training"
     help = "short training: suspect labels (D008), input-independent baseline, train/eval gap (V007)"
     min_scale = 0.1
