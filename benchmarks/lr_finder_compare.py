@@ -31,9 +31,9 @@ from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from traindoctor.checks.probes import Pipeline, lr_range_test, shuffled_batches  # noqa: E402
-from traindoctor.checks.state import Snapshot  # noqa: E402
 from traindoctor.inspect.batches import read_batches  # noqa: E402
 from traindoctor.inspect.losses import describe_loss  # noqa: E402
+from traindoctor.inspect.state import Snapshot  # noqa: E402
 
 
 def data(seed: int = 0):

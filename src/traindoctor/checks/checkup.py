@@ -19,7 +19,7 @@ timed before the probes, each probe gets a share of the time left and is shorten
 to fit, and the report has a ``budget:`` line for each probe cut and why.
 
 The model, optimizer, RNGs and loaders' generators are left bitwise as they were: every probe
-starts from the user's weights and is rolled back (``checks/state.py``), and a final comparison
+starts from the user's weights and is rolled back (``inspect/state.py``), and a final comparison
 proves it (``report.restored``).
 """
 from __future__ import annotations
@@ -45,6 +45,7 @@ from ..inspect.model import (
     init_scale,
     precision_facts,
 )
+from ..inspect.state import Snapshot, rolled_back
 from ..inspect.trace import StepTrace
 from ..losskinds import chance_loss
 from ..run import Event, Run, Series
@@ -63,7 +64,6 @@ from .probes import (
 )
 from .probes._base import fmt as _fmt
 from .probes._base import one_line as _one_line
-from .state import Snapshot, rolled_back
 
 __all__ = ["DEFAULT_PROBES", "PROBES", "CheckupReport", "Options", "checkup", "checkup_script", "run_checkup"]
 

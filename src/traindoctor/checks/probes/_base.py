@@ -3,7 +3,7 @@
 A probe is a small object — a name, whether it runs by default, a cost in training steps and
 ``run(ctx)`` — so the CLI's choices, the help text and the budget all read the same list
 (:data:`~traindoctor.checks.probes.REGISTRY`, found by scanning this package) instead of tuples that drift apart. :func:`run_probe` is the one place a
-probe is started: inside :func:`~traindoctor.checks.state.rolled_back` (weights, buffers,
+probe is started: inside :func:`~traindoctor.inspect.state.rolled_back` (weights, buffers,
 grads, optimizer state and RNGs back bitwise afterwards), timed, shortened or skipped to keep
 the checkup within its budget, with a progress line on stderr, and with a crash turned into a
 report line instead of hiding the probes after it.
@@ -22,7 +22,7 @@ from ...errors import TrainDoctorError
 
 if TYPE_CHECKING:
     from ...inspect.batches import Batch
-    from ..state import Snapshot
+    from ...inspect.state import Snapshot
     from ._experiments import Pipeline
 
 
@@ -141,7 +141,7 @@ def progress(msg: str, file: IO[str] | None = None) -> None:
 
 def run_probe(probe: Probe, ctx: ProbeContext, budget: Budget | None = None, later: list[Probe] | None = None) -> None:
     """Run one probe inside the bitwise roll-back, within the budget, with progress on stderr."""
-    from ..state import rolled_back
+    from ...inspect.state import rolled_back
 
     rec = ctx.rec
     scale, why = budget.scale_for(probe, ctx, later or []) if budget is not None else (1.0, None)

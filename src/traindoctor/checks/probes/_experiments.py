@@ -26,8 +26,8 @@ from torch import nn
 from ...inspect.batches import Batch
 from ...inspect.losses import FUNCTION_KINDS
 from ...inspect.model import WEIGHT_LAYERS, leaf_order
+from ...inspect.state import Snapshot, rolled_back
 from ...losskinds import BINARY
-from ..state import Snapshot, rolled_back
 
 SAFE_LR = 1e-3  # Adam's default: trains nearly any small model, the plumbing probes' baseline
 
