@@ -19,12 +19,11 @@ import numpy as np
 
 from .calibration import Model
 from .causes.facts import SQUASH_MODULES, Facts
+from .events import Crash, DoctorError, Exit, Interrupted, NotJudged
 from .findings import Finding, clean, severity_rank
 from .run import Run
 
 SCHEMA = "traindoctor/1"
-# the not_judged lines that mean the loss itself was too thin to judge the run
-THIN = ("no training loss series", "the training loss is never finite", "only ")
 
 
 @dataclass
@@ -68,7 +67,7 @@ class RuledOut:
 class Diagnosis:
     findings: list[Finding]
     causes: list[CauseScore]
-    not_judged: list[str] = field(default_factory=list)
+    not_judged: list[NotJudged] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     source: dict[str, Any] = field(default_factory=dict)
     ruled_out: list[RuledOut] = field(default_factory=list)
@@ -82,7 +81,7 @@ class Diagnosis:
         """Whether the run held enough to judge it: no finding on a log too thin to judge trends
         (or with no finite loss), or on a run that crashed or was stopped, is "not judged", never
         "healthy"."""
-        return bool(self.findings) or (self.ended is None and not any(n.startswith(THIN) for n in self.not_judged))
+        return bool(self.findings) or (self.ended is None and not any(n.scope == "loss" for n in self.not_judged))
 
     @property
     def healthy(self) -> bool:
@@ -110,7 +109,8 @@ class Diagnosis:
             "findings": [f.to_json() for f in self.findings],
             "causes": [c.to_json() for c in self.causes],
             "ruled_out": [r.to_json() for r in self.ruled_out],
-            "not_judged": self.not_judged,
+            "not_judged": [str(n) for n in self.not_judged],
+            "not_judged_detail": [n.to_json() for n in self.not_judged],
             "notes": self.notes,
             "source": clean(self.source),
         }
@@ -208,42 +208,45 @@ def evaluate(run: Run) -> tuple[list[Finding], list[str]]:
     return findings, internal
 
 
-def not_judged(run: Run, facts: Facts | None = None) -> list[str]:
+def not_judged(run: Run, facts: Facts | None = None) -> list[NotJudged]:
     """What the run lacks for some rules to judge, and the checks that were blind: said plainly
     rather than guessed."""
     out = []
     loss = run.get("loss")
     if loss is None:
-        out.append("no training loss series: the loss-curve rules (L) could not judge")
+        out.append(NotJudged("loss", "no training loss series: the loss-curve rules (L) could not judge"))
     elif len(loss.finite()) == 0:
-        out.append(
-            f"the training loss is never finite ({len(loss)} point{'s' if len(loss) != 1 else ''}, all NaN/Inf): "
-            "only L001 could judge it; trends, plateaus and spikes could not be judged"
-        )
+        n = len(loss)
+        out.append(NotJudged("loss", f"the training loss is never finite ({n} point{'s' if n != 1 else ''}, all NaN/Inf): "
+                                     "only L001 could judge it; trends, plateaus and spikes could not be judged"))
     elif len(loss.finite()) < 20:
         k = len(loss.finite())
-        out.append(f"only {k} finite loss point{'s' if k != 1 else ''}: too few to judge trends (need 20)")
+        out.append(NotJudged("loss", f"only {k} finite loss point{'s' if k != 1 else ''}: too few to judge trends (need 20)"))
     if run.get("val_loss") is None and run.get("val_accuracy") is None:
-        out.append("no validation metric (val_loss or val_accuracy): the train/validation rules (V) could not judge")
+        out.append(NotJudged("validation", "no validation metric (val_loss or val_accuracy): the train/validation rules "
+                                           "(V) could not judge"))
     for name in ("val_loss", "val_accuracy", "accuracy", "grad_norm"):
         s = run.get(name)
         if s is not None and len(s.finite()) < 2:
             what = "no finite value" if len(s.finite()) == 0 else "a single finite point"
-            out.append(f"{name} has {what} ({len(s)} logged): the rules reading it could not judge")
+            out.append(NotJudged("metric", f"{name} has {what} ({len(s)} logged): the rules reading it could not judge"))
     if run.get("grad_norm") is None:
-        out.append("no gradient norms: G001 could not judge")
-    n_opt = run.meta.get("optimizers_stepping")
-    if isinstance(n_opt, int) and n_opt >= 2:
-        out.append(f"{n_opt} optimizers step in turn (a GAN or another game): the logged loss mixes the players, so "
-                   "the progress rules (L005, L006, L007, V006) do not judge it")
+        out.append(NotJudged("gradients", "no gradient norms: G001 could not judge"))
+    meta = run.info
+    if meta.optimizers_stepping is not None and meta.optimizers_stepping >= 2:
+        out.append(NotJudged("players", f"{meta.optimizers_stepping} optimizers step in turn (a GAN or another game): the "
+                                        "logged loss mixes the players, so the progress rules (L005, L006, L007, V006) "
+                                        "do not judge it"))
     if run.meta.get("num_classes") is None and run.meta.get("loss_kind") is None:
-        out.append("loss kind and class count unknown: L007 and L009 compare against ln(C) only when known")
+        out.append(NotJudged("loss_kind", "loss kind and class count unknown: L007 and L009 compare against ln(C) only "
+                                          "when known"))
     f = facts or Facts(run, [])
     if f.traced and f.has_relu and not f.relu_hooked:
-        out.append("the ReLUs are applied as functions (torch.relu, F.relu), not modules: dead units (A001) were not "
-                   "measured")
+        out.append(NotJudged("activations", "the ReLUs are applied as functions (torch.relu, F.relu), not modules: dead "
+                                            "units (A001) were not measured"))
     if f.traced and f.has_squash and not (f.module_types & SQUASH_MODULES) and not run.names("saturated_frac"):
-        out.append("sigmoid/tanh are applied as functions, not modules: saturation (A002) was not measured")
+        out.append(NotJudged("activations", "sigmoid/tanh are applied as functions, not modules: saturation (A002) was "
+                                            "not measured"))
     return out
 
 
@@ -262,18 +265,19 @@ def diagnose(run: Run) -> Diagnosis:
             causes, ruled = [], []
     notes = list(run.meta.get("notes", []))
     notes += [f"internal error contained: {m}" for m in internal]
-    for e in run.events_of("doctor_error"):
-        notes.append(f"internal error contained at step {e.step}: {e.data.get('message')}")
-    for e in run.events_of("crash"):
-        notes.append(f"the script crashed at step {e.step}: {e.data.get('type')}: {e.data.get('message')}")
+    for d in run.facts(DoctorError):
+        notes.append(f"internal error contained at step {d.step}: {d.message}")
+    crashes = run.facts(Crash)
+    for c in crashes:
+        notes.append(f"the script crashed at step {c.step}: {c.type}: {c.message}")
     source = {k: run.meta[k] for k in ("source", "format", "columns", "store") if k in run.meta}
     ended = None
-    for e in run.events_of("interrupted"):
-        ended = f"the script was interrupted at step {e.step} ({e.data.get('type') or 'KeyboardInterrupt'})"
+    for i in run.facts(Interrupted):
+        ended = f"the script was interrupted at step {i.step} ({i.type or 'KeyboardInterrupt'})"
         notes.append(ended)
-    for e in run.events_of("exit"):
-        ended = f"the script exited with code {e.data.get('code')} at step {e.step}"
+    for x in run.facts(Exit):
+        ended = f"the script exited with code {x.code} at step {x.step}"
         notes.append(ended)
-    for e in run.events_of("crash"):
-        ended = f"the script crashed at step {e.step}: {e.data.get('type')}: {e.data.get('message')}"
+    for c in crashes:
+        ended = f"the script crashed at step {c.step}: {c.type}: {c.message}"
     return Diagnosis(findings, causes, not_judged(run, facts), notes, source, ruled, ended)

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+
+from .events import Fact, RunMeta
+
+F = TypeVar("F", bound=Fact)
 
 
 @dataclass
@@ -72,6 +76,22 @@ class Run:
 
     def events_of(self, kind: str) -> list[Event]:
         return [e for e in self.events if e.kind == kind]
+
+    def facts(self, kind: type[F]) -> list[F]:
+        """The events of ``kind`` read as typed facts, in order; an event whose data does not parse
+        gives none. Read afresh on each call, so events appended later are seen."""
+        out = []
+        for e in self.events:
+            if e.kind == kind.kind:
+                f = kind.from_json(e.data, e.step)
+                if f is not None:
+                    out.append(f)
+        return out
+
+    @property
+    def info(self) -> RunMeta:
+        """The metadata as the rules read it (``meta`` stays the stored dict)."""
+        return RunMeta.from_json(self.meta)
 
     @property
     def num_steps(self) -> int:

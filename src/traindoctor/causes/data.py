@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ..events import DataNonfinite, NonfiniteLoss
 from . import Cause
 from .facts import REGRESSION_KINDS, Facts, fmt, num
 
@@ -30,12 +31,9 @@ class NonfiniteData(Cause):
 
     def against(self, f: Facts) -> list[str]:
         """at the first non-finite loss the batch held only finite values and the replay found the first NaN/Inf inside the model or the loss, and no data scan found any."""
-        for e in f.run.events_of("nonfinite_loss"):
-            d = e.data if isinstance(e.data, dict) else {}
-            if not d.get("input_nonfinite") and (d.get("first_module") or d.get("in_loss")) \
-                    and not f.run.events_of("data_nonfinite"):
-                where = f"module `{d['first_module'].get('name')}`" if isinstance(d.get("first_module"), dict) \
-                    else "the loss computation"
+        for d in f.run.facts(NonfiniteLoss):
+            if not d.input_nonfinite and (d.first_module or d.in_loss) and not f.run.facts(DataNonfinite):
+                where = f"module `{d.first_module.name}`" if d.first_module else "the loss computation"
                 return [f"the batch at the first non-finite loss held only finite values; the first NaN/Inf came "
                         f"from {where}"]
         return []
@@ -163,7 +161,7 @@ class UnshuffledData(Cause):
     def against(self, f: Facts) -> list[str]:
         """no D007 finding and the profiled batches mixed the classes like shuffled data."""
         if "D007" not in f.by_code and f.shuffled:
-            o = (f.profile or {}).get("order") or {}
+            o = (f.profile.order if f.profile else None) or {}
             return [f"the batches mixed the classes ({fmt(float(o['mean_classes_per_batch']))} classes per batch, "
                     f"{fmt(float(o['expected_classes_per_batch']))} expected from shuffled data)"]
         return []

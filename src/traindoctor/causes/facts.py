@@ -10,11 +10,13 @@ only by a fact that was measured.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 
+from ..events import DataProfile, ModelGraph, RunMeta
 from ..findings import Finding
 from ..losskinds import CLASSES, REGRESSION
 from ..run import Run, Series
@@ -43,6 +45,7 @@ class Facts:
 
     def __init__(self, run: Run, findings: list[Finding]) -> None:
         self.run = run
+        self.meta: RunMeta = run.info
         self.findings = findings
         self.by_code: dict[str, Finding] = {}
         for f in findings:
@@ -56,17 +59,15 @@ class Facts:
         s = self.lr_series
         if s is not None and np.any(s.values > 0):
             return float(np.max(s.values))
-        return num(self.run.meta.get("lr"))
+        return num(self.meta.lr)
 
     @property
     def optimizer(self) -> dict[str, Any]:
-        o = self.run.meta.get("optimizer")
-        return o if isinstance(o, dict) else {}
+        return dict(self.meta.optimizer)
 
     @property
     def opt_class(self) -> str | None:
-        c = self.optimizer.get("class")
-        return c if isinstance(c, str) else None
+        return self.meta.opt_class
 
     @property
     def weight_decay(self) -> float | None:
@@ -109,26 +110,24 @@ class Facts:
     def clip_in_place(self) -> float | None:
         """A gradient clip the run already applies (from a framework's arguments), if known."""
         for k in ("max_grad_norm", "gradient_clip_val", "clip_grad_norm"):
-            v = num((self.run.meta.get("framework_args") or {}).get(k))
+            v = num(self.meta.framework_args.get(k))
             if v is not None and v > 0:
                 return v
         return None
 
     @property
     def framework(self) -> str | None:
-        f = self.run.meta.get("framework")
-        return f if isinstance(f, str) else None
+        return self.meta.framework
 
     # ---------------------------------------------------------------- loss
     @property
     def loss_kind(self) -> str | None:
-        k = self.run.meta.get("loss_kind")
-        return k if isinstance(k, str) else None
+        return self.meta.loss_kind
 
     @property
     def num_classes(self) -> int | None:
-        c = self.run.meta.get("num_classes")
-        return c if isinstance(c, int) and c >= 2 else None
+        c = self.meta.num_classes
+        return c if c is not None and c >= 2 else None
 
     @property
     def classification(self) -> bool | None:
@@ -141,27 +140,22 @@ class Facts:
         return self.run.get("loss")
 
     @cached_property
-    def graph(self) -> dict[str, Any]:
-        """The first-step trace (``model_graph`` event), or {} when the step was not traced."""
-        evs = self.run.events_of("model_graph")
-        d = evs[-1].data if evs else {}
-        return d if isinstance(d, dict) else {}
+    def graph(self) -> ModelGraph:
+        """The first-step trace (the last ``model_graph`` fact); empty when the step was not traced."""
+        graphs = self.run.facts(ModelGraph)
+        return graphs[-1] if graphs else ModelGraph()
 
     @cached_property
-    def loss_head(self) -> dict[str, Any] | None:
+    def traced_loss(self) -> Mapping[str, Any] | None:
+        """The traced loss call, when the first step made exactly one."""
+        losses = self.graph.losses or ()
+        return losses[0] if len(losses) == 1 else None
+
+    @cached_property
+    def loss_head(self) -> Mapping[str, Any] | None:
         """What fed the (single) traced loss: ``{"op": "logits"|"softmax"|"log_softmax"|"sigmoid"|..., ...}``."""
-        losses = self.graph.get("losses")
-        if not isinstance(losses, list) or len(losses) != 1 or not isinstance(losses[0], dict):
-            return None
-        h = losses[0].get("head")
-        return h if isinstance(h, dict) else None
-
-    @cached_property
-    def traced_loss(self) -> dict[str, Any] | None:
-        losses = self.graph.get("losses")
-        if isinstance(losses, list) and len(losses) == 1 and isinstance(losses[0], dict):
-            return losses[0]
-        return None
+        lf = self.traced_loss
+        return lf.get("head") if lf is not None else None
 
     @cached_property
     def correct_pairing(self) -> str | None:
@@ -178,18 +172,16 @@ class Facts:
 
     # ---------------------------------------------------------------- model
     @cached_property
-    def module_types(self) -> set[str]:
-        mods = self.graph.get("modules")
-        return {m.get("type") for m in mods if isinstance(m, dict)} if isinstance(mods, list) else set()
+    def module_types(self) -> set[str | None]:
+        return self.graph.module_types
 
     @cached_property
     def op_names(self) -> set[str]:
-        seq = self.graph.get("sequence")
-        return {str(s).split("@", 1)[0] for s in seq} if isinstance(seq, list) else set()
+        return self.graph.op_names
 
     @property
     def traced(self) -> bool:
-        return bool(self.graph.get("modules") or self.graph.get("sequence"))
+        return bool(self.graph.modules or self.graph.sequence)
 
     @property
     def has_relu(self) -> bool | None:
@@ -227,19 +219,17 @@ class Facts:
 
     # ---------------------------------------------------------------- data
     @cached_property
-    def profile(self) -> dict[str, Any] | None:
+    def profile(self) -> DataProfile | None:
         """The data profile over the whole first-batches window (or a checkup's scan)."""
-        profs = [e.data for e in self.run.events_of("data_profile")
-                 if isinstance(e.data, dict) and e.data.get("split", "train") == "train"]
-        window = [p for p in profs if not p.get("first_batch")]
+        profs = [p for p in self.run.facts(DataProfile) if p.train]
+        window = [p for p in profs if not p.first_batch]
         return (window or profs or [None])[-1]
 
     @cached_property
     def class_ratio(self) -> float | None:
         """Most over least frequent class in the profiled window (None when unknown or < 200 labels)."""
-        p = self.profile or {}
-        counts = (p.get("classes") or {}).get("counts") if isinstance(p.get("classes"), dict) else None
-        if not isinstance(counts, dict) or len(counts) < 2:
+        counts = self.profile.class_counts if self.profile else {}
+        if len(counts) < 2:
             return None
         v = [c for c in counts.values() if isinstance(c, (int, float)) and c > 0]
         if len(v) < 2 or sum(v) < 200:
@@ -248,8 +238,8 @@ class Facts:
 
     @cached_property
     def input_standardised(self) -> bool | None:
-        st = self.run.meta.get("input_stats")
-        if not isinstance(st, dict):
+        st = self.meta.input_stats
+        if st is None:
             return None
         mean, std, absmax = num(st.get("mean")), num(st.get("std")), num(st.get("absmax"))
         if mean is None or std is None or absmax is None:
@@ -258,8 +248,8 @@ class Facts:
 
     @cached_property
     def shuffled(self) -> bool | None:
-        order = (self.profile or {}).get("order")
-        if not isinstance(order, dict):
+        order = self.profile.order if self.profile else None
+        if order is None:
             return None
         mean_c, exp_c = num(order.get("mean_classes_per_batch")), num(order.get("expected_classes_per_batch"))
         if mean_c is None or exp_c is None or exp_c <= 1.2:

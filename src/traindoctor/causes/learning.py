@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..events import InitScale, LrRangeTest
 from ..rules._signals import eps_swamps
 from . import Cause
 from .facts import Facts, fmt, num
 
 
 def _lr_range_test(f: Facts) -> list[str]:
-    sweep = next((e.data for e in f.run.events_of("lr_range_test") if e.data.get("suggested_lr")), None)
-    if sweep is None or num(sweep.get("suggested_lr")) is None:
+    sweep = next((t for t in f.run.facts(LrRangeTest) if t.suggested_lr), None)
+    sug = num(sweep.suggested_lr) if sweep is not None else None
+    if sweep is None or sug is None:
         return []
-    sug = float(sweep["suggested_lr"])
     return [f"set the learning rate between {fmt(sug / 3)} and {fmt(sug)}: an LR range test on this model and "
-            f"data with {sweep.get('optimizer')} falls fastest at {fmt(sug)} (start at the low end with momentum)"]
+            f"data with {sweep.optimizer} falls fastest at {fmt(sug)} (start at the low end with momentum)"]
 
 
 def _clip_fix(f: Facts) -> list[str]:
@@ -348,16 +349,16 @@ class BadInitialization(Cause):
 
     def against(self, f: Facts) -> list[str]:
         """no initial-loss, zero-weight or init-scale finding, and every weight layer started within 2× of the PyTorch default, Kaiming or Xavier scale."""
-        evs = f.run.events_of("init_scale")
+        evs = f.run.facts(InitScale)
         if not evs or "L009" in f.by_code or "G006" in f.by_code or "M003" in f.by_code:
             return []
-        layers = evs[-1].data.get("layers") if isinstance(evs[-1].data, dict) else None
-        if not isinstance(layers, list) or not layers:
+        layers = evs[-1].layers
+        if not layers:
             return []
         ratios = []
         for lay in layers:
-            std, dflt = num(lay.get("std")), num(lay.get("default_std"))
-            kai, xav = num(lay.get("kaiming_std")), num(lay.get("xavier_std"))
+            std, dflt = num(lay.std), num(lay.default_std)
+            kai, xav = num(lay.kaiming_std), num(lay.xavier_std)
             refs = [r for r in (dflt, kai, xav) if r]
             if std is None or not refs:
                 return []

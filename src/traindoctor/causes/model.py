@@ -1,6 +1,7 @@
 """Causes in the model, the loss and the code around them, and in how well the model generalises."""
 from __future__ import annotations
 
+from ..events import Config
 from . import Cause
 from .data import at
 from .facts import REGRESSION_KINDS, Facts, fmt, num
@@ -11,7 +12,7 @@ class NumericallyUnstableLoss(Cause):
     fixes = ("use fused forms (`CrossEntropyLoss` on logits, `BCEWithLogitsLoss`, `log_softmax`)", "add eps inside logs")
 
     def concrete(self, f: Facts) -> list[str]:
-        faults = {e.data.get("fault"): e.data for e in f.run.events_of("config")}
+        faults = {c.fault: c.to_json() for c in f.run.facts(Config)}
         m2 = f.by_code.get("M002")
         if m2 is not None and m2.evidence.get("fault"):
             faults.setdefault(m2.evidence["fault"], m2.evidence)
@@ -29,9 +30,9 @@ class NumericallyUnstableLoss(Cause):
 
     def against(self, f: Facts) -> list[str]:
         """no M002/G003 finding or unfused-loss event, and the first step fed logits to a fused loss (or log_softmax to nll_loss) with no hand-written log."""
-        if "M002" in f.by_code or f.run.events_of("config"):
+        if "M002" in f.by_code or f.run.facts(Config):
             return []
-        if f.correct_pairing and not f.graph.get("handwritten") and "G003" not in f.by_code:
+        if f.correct_pairing and not f.graph.handwritten and "G003" not in f.by_code:
             return [f.correct_pairing]
         return []
 
@@ -149,7 +150,7 @@ class MissingNonlinearity(Cause):
         """no M010 finding and the traced first step passed through nonlinear activations with no stacked weight layers."""
         if "M010" in f.by_code:
             return []
-        if f.traced and f.graph.get("stacked_linear") == [] and (f.has_relu or f.has_squash
+        if f.traced and f.graph.stacked_linear == () and (f.has_relu or f.has_squash
                                                                  or f.op_names & {"gelu", "silu", "mish", "softplus"}):
             return ["the first step passed through nonlinear activations between the weight layers"]
         return []

@@ -34,7 +34,7 @@ from typing import IO, Any
 import torch
 from torch import nn
 
-from ..diagnosis import Diagnosis, diagnose
+from ..diagnosis import Diagnosis, NotJudged, diagnose
 from ..errors import TrainDoctorError
 from ..inspect.batches import Batch, BatchFn, Scan, _is_map_loader, read_batches, unpack
 from ..inspect.crash import crash_event_data
@@ -297,7 +297,7 @@ def run_checkup(pipe: Pipeline, train_loader: Iterable[Any], val_loader: Iterabl
     rec.notes += [n for n in pipe.notes if n not in rec.notes]
     run = rec.run()
     diag = diagnose(run)
-    diag.not_judged = list(rec.not_checked)
+    diag.not_judged = [NotJudged("checkup", n) for n in rec.not_checked]
     diag.source = {"source": source} if source else {}
     return CheckupReport(run, diag, rec.lines, rec.not_checked, time.perf_counter() - t0, restored)
 

@@ -17,7 +17,7 @@ from typing import IO, Any
 from rich.console import Console
 from rich.table import Table
 
-from ..diagnosis import THIN, Diagnosis
+from ..diagnosis import Diagnosis
 from ..findings import SEVERITIES, severity_rank
 from .output import write_document
 from .safe import safe_markup as esc
@@ -61,7 +61,7 @@ def verdict(diag: Diagnosis) -> str:
         shown = " ".join(codes[:4]) + (f" +{len(codes) - 4}" if len(codes) > 4 else "")
         return f"{diag.worst_severity}: {shown}"
     if not diag.judged:
-        short = next((n for n in diag.not_judged if n.startswith(THIN)), "too thin")
+        short = next((str(n) for n in diag.not_judged if n.scope == "loss"), "too thin")
         return "not judged: " + short.split(":")[0]
     return "healthy"
 

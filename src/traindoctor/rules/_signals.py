@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from ..events import InitScale, ModelGraph
 from ..losskinds import CLASSES
 from ..run import Run
 from ._stats import fmt, late
@@ -99,8 +100,8 @@ def zero_weights(run: Run) -> list[str]:
 
 def inputs_look_normalised(run: Run) -> bool | None:
     """From the first batch's input statistics: None when unknown."""
-    st = run.meta.get("input_stats")
-    if not isinstance(st, dict):
+    st = run.info.input_stats
+    if st is None:
         return None
     try:
         return abs(float(st["mean"])) <= 3 and float(st["std"]) <= 5 and float(st["absmax"]) <= 100
@@ -139,19 +140,19 @@ def sum_reduction_factor(run: Run) -> int | None:
         return int(round(factor)) if factor >= 1.5 else None
     red = run.meta.get("loss_reduction")
     n = run.meta.get("loss_sum_over")
-    graph = next((e.data for e in run.events_of("model_graph") if isinstance(e.data, dict)), {})
-    losses = graph.get("losses") if isinstance(graph.get("losses"), list) else []
-    if red is None and len(losses) == 1 and isinstance(losses[0], dict):
+    graph = next(iter(run.facts(ModelGraph)), ModelGraph())
+    losses = graph.losses or ()
+    if red is None and len(losses) == 1:
         red = losses[0].get("reduction")
     if red != "sum":
         return None
     if isinstance(n, int) and n > 1:
         return n
-    if len(losses) != 1 or not isinstance(losses[0], dict):
+    if len(losses) != 1:
         return None
     lf = losses[0]
     shape = lf.get("pred_shape")
-    if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and d > 0 for d in shape):
+    if not shape or not all(d > 0 for d in shape):
         return None
     if lf.get("kind") in ("cross_entropy", "nll"):
         k = math.prod(shape) // shape[1] if len(shape) >= 2 else shape[0]
@@ -180,11 +181,7 @@ def per_element(run: Run) -> Run:
 
 def recurrent(run: Run) -> bool:
     """The traced model has a recurrent layer (RNN, LSTM, GRU): gradients there explode through time."""
-    for e in run.events_of("model_graph"):
-        mods = e.data.get("modules") if isinstance(e.data, dict) else None
-        if isinstance(mods, list) and any(isinstance(m, dict) and m.get("type") in ("RNN", "LSTM", "GRU") for m in mods):
-            return True
-    return False
+    return any(g.module_types & {"RNN", "LSTM", "GRU"} for g in run.facts(ModelGraph))
 
 
 def bottleneck(run: Run) -> dict | None:
@@ -193,21 +190,20 @@ def bottleneck(run: Run) -> dict | None:
     Classification losses only (an autoencoder's narrow code is deliberate)."""
     if run.meta.get("loss_kind") not in CLASSES:
         return None
-    for e in run.events_of("init_scale"):
-        layers = e.data.get("layers") if isinstance(e.data, dict) else None
-        if not isinstance(layers, list) or len(layers) < 2:
+    for init in run.facts(InitScale):
+        layers = init.layers or ()
+        if len(layers) < 2:
             continue
-        last = next((lay for lay in reversed(layers) if isinstance(lay, dict) and lay.get("last")), None)
-        outs = last.get("fan_out") if last else None
-        if not isinstance(outs, int) or outs < 2:
+        last = next((lay for lay in reversed(layers) if lay.last), None)
+        outs = last.fan_out if last else None
+        if outs is None or outs < 2:
             continue
-        hidden = [lay for lay in layers if isinstance(lay, dict) and not lay.get("last")
-                  and isinstance(lay.get("fan_out"), int)]
+        hidden = [lay for lay in layers if not lay.last and lay.fan_out is not None]
         if not hidden:
             continue
-        narrow = min(hidden, key=lambda lay: lay["fan_out"])
-        if narrow["fan_out"] < outs:
-            return {"layer": narrow.get("name"), "width": narrow["fan_out"], "outputs": outs}
+        narrow = min(hidden, key=lambda lay: lay.fan_out or 0)
+        if narrow.fan_out is not None and narrow.fan_out < outs:
+            return {"layer": narrow.name, "width": narrow.fan_out, "outputs": outs}
     return None
 
 
@@ -222,7 +218,7 @@ def eps_swamps(run: Run) -> dict | None:
     run's own late RMS gradient element, median over its weight layers) the denominator is ε
     and every step shrinks by that factor or more. Values at or below the libraries' defaults
     (≤ 1e-6) are never blamed."""
-    opt = run.meta.get("optimizer") or {}
+    opt = run.info.optimizer
     cls, eps = opt.get("class"), opt.get("eps")
     if cls not in _EPS_DIVIDES or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps <= 1e-6:
         return None

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..events import NonfiniteLoss
 from ..findings import Finding
 from ..run import Run, Series
 from . import Rule, rule
@@ -211,13 +212,13 @@ def nonfinite_activation(run: Run, r: Rule) -> list[Finding]:
     Known false positives:
         Nondeterministic models may replay to finite values; then nothing is named.
     """
-    for e in run.events_of("nonfinite_loss"):
-        fm = e.data.get("first_module")
-        if not fm or e.data.get("input_nonfinite") or e.data.get("weights_nonfinite"):
+    for e in run.facts(NonfiniteLoss):
+        fm = e.first_module
+        if not fm or e.input_nonfinite or e.weights_nonfinite:
             continue
-        ids = fm.get("sample_ids") or []
-        rows = f"dataset samples {ids[:10]}" if ids else f"batch positions {fm.get('positions', [])[:10]}"
-        msg = f"module `{fm['name']}` ({fm['type']}) is the first to output NaN/Inf at step {e.step} ({rows})"
+        ids = list(fm.sample_ids or ())
+        rows = f"dataset samples {ids[:10]}" if ids else f"batch positions {list(fm.positions or ())[:10]}"
+        msg = f"module `{fm.name}` ({fm.type}) is the first to output NaN/Inf at step {e.step} ({rows})"
         causes: dict[str, float] = {"lr-too-high": 0.4, "numerically-unstable-loss": 0.3, "unnormalized-input": 0.2}
         if e.step == 0:
             # no update has happened yet: the learning rate cannot be the cause
@@ -226,5 +227,5 @@ def nonfinite_activation(run: Run, r: Rule) -> list[Finding]:
         if normal is False:
             causes["unnormalized-input"] = 0.6
             msg += "; the inputs are not standardised"
-        return [r.finding(step=e.step, step_end=e.step, message=msg, evidence=dict(fm), causes=list(causes.items()))]
+        return [r.finding(step=e.step, step_end=e.step, message=msg, evidence=fm.to_json(), causes=list(causes.items()))]
     return []

@@ -5,6 +5,17 @@ from __future__ import annotations
 import math
 import re
 
+from ..events import (
+    Crash,
+    DataLeakage,
+    DataNonfinite,
+    DataProfile,
+    F,
+    LabelDomain,
+    LabelOutliers,
+    ModelGraph,
+    NonfiniteLoss,
+)
 from ..findings import Finding
 from ..losskinds import REGRESSION
 from ..run import Run
@@ -37,22 +48,24 @@ def nonfinite_inputs(run: Run, r: Rule) -> list[Finding]:
         None known: the values are read, not inferred.
     """
     scanned = _d001_from_scan(run, r)  # a data scan (checkup: every batch; live: the first ones)
-    if scanned and not any(e.data.get("live") for e in run.events_of("data_nonfinite")):
+    if scanned and not any(d.live for d in run.facts(DataNonfinite)):
         return scanned
-    for e in run.events_of("nonfinite_loss"):
-        inp = e.data.get("input_nonfinite")
+    for nf in run.facts(NonfiniteLoss):
+        inp = nf.input_nonfinite
         if not inp:
             continue
-        ids = inp.get("sample_ids") or []
-        who = f"dataset indices {ids[:10]}" if ids else f"batch positions {inp.get('positions', [])[:10]}"
-        msg = f"{inp.get('count', len(ids))} of {inp.get('batch_size', '?')} samples in the batch at step {e.step} hold NaN/Inf ({who})"
-        ev = dict(inp)
+        ids = list(inp.sample_ids or ())
+        who = f"dataset indices {ids[:10]}" if ids else f"batch positions {list(inp.positions or ())[:10]}"
+        count = inp.count if inp.count is not None else len(ids)
+        size = inp.batch_size if inp.batch_size is not None else "?"
+        msg = f"{count} of {size} samples in the batch at step {nf.step} hold NaN/Inf ({who})"
+        ev = inp.to_json()
         if scanned:  # the first batches' scan named more of them
             more = [i for i in scanned[0].evidence.get("sample_ids", []) if i not in ids]
             if more:
                 ev["sample_ids"] = ids + more
                 msg += f"; the first batches held more: {scanned[0].message}"
-        return [r.finding(step=e.step, step_end=e.step, message=msg, evidence=ev,
+        return [r.finding(step=nf.step, step_end=nf.step, message=msg, evidence=ev,
                           causes=[("nonfinite-data", 0.95)])]
     return scanned
 
@@ -98,16 +111,14 @@ def labels_out_of_domain(run: Run, r: Rule) -> list[Finding]:
     Known false positives:
         None: it fires only on a crash with one of these messages.
     """
-    for e in run.events_of("crash"):
-        text = f"{e.data.get('type', '')}: {e.data.get('message', '')}"
+    for c in run.facts(Crash):
         for pat, what in LABEL_CRASHES:
-            m = pat.search(text)
+            m = pat.search(c.text)
             if m:
                 detail = what.format(*m.groups())
-                ev = {"exception": e.data.get("type"), "message": e.data.get("message"),
-                      "where": e.data.get("where"), "detail": detail}
-                msg = f"the script crashed at step {e.step}: {detail} ({e.data.get('type')}: {str(e.data.get('message'))[:120]})"
-                return [r.finding(step=e.step, step_end=e.step, message=msg, evidence=ev,
+                ev = {"exception": c.type, "message": c.message, "where": c.where, "detail": detail}
+                msg = f"the script crashed at step {c.step}: {detail} ({c.type}: {str(c.message)[:120]})"
+                return [r.finding(step=c.step, step_end=c.step, message=msg, evidence=ev,
                                   causes=[("label-domain-error", 0.9)])]
     return _d004_from_scan(run, r)
 
@@ -127,61 +138,35 @@ _SCALING_OPS = ("batch_norm", "layer_norm", "instance_norm", "group_norm", "norm
                 "rsub")
 
 
-def _graph(run: Run) -> dict:
-    """The first training step's traced facts (watch/trace.py), when a live run or a checkup traced one."""
-    evs = run.events_of("model_graph")
-    return evs[0].data if evs else {}
+def _graph(run: Run) -> ModelGraph:
+    """The first training step's traced facts (inspect/trace.py), when a live run or a checkup traced one."""
+    return next(iter(run.facts(ModelGraph)), ModelGraph())
 
 
 def _site_of(run: Run, what: str) -> dict:
     """``{"where", "code"}`` of the model call (``what="forward"``) or the loss call (``"loss"``)."""
     g = _graph(run)
     if what == "forward":
-        s = g.get("forward_site") or {}
+        s = g.forward_site or {}
     else:
-        losses = g.get("losses") or []
-        s = (losses[0] if losses else None) or g.get("loss_site") or {}
+        s = (g.losses[0] if g.losses else None) or g.loss_site or {}
     return {"where": s["where"], "code": s.get("code")} if s.get("where") else {}
 
 
-_NUMBERS = ("count", "min", "max", "mean", "std", "rms", "max_abs_mean", "max_std", "min_std")
-
-
-def _clean(d: dict) -> dict:
-    """A profile with every numeric field a number (a store written by another version, a hand-made
-    Run: a missing or non-numeric value reads as 0, so the rule judges nothing rather than raising)."""
-    out = dict(d)
-    for part in ("inputs", "targets"):
-        sub = out.get(part)
-        if isinstance(sub, dict):
-            sub = dict(sub)
-            for k in _NUMBERS:
-                if k in sub and (not isinstance(sub[k], (int, float)) or isinstance(sub[k], bool)):
-                    sub[k] = 0.0
-            for k in ("min", "max", "mean", "std", "rms"):
-                sub.setdefault(k, 0.0)
-            out[part] = sub
-        elif sub is not None:
-            out[part] = {}
-    return out
-
-
-def _latest(run: Run, kind: str, *keys: str) -> list:
-    """The events of ``kind``, keeping only the last one per value of ``keys``.
+def _latest(facts: list[F], *keys: str) -> list[F]:
+    """The facts, keeping only the last one per value of the fields ``keys``.
 
     A live run records its data facts twice: from the first batch (at step 0, so they are said at
     once) and, cumulatively, at the end of its data window; the later facts replace the earlier.
     """
-    last: dict[tuple, object] = {}
-    for e in run.events_of(kind):
-        if isinstance(e.data, dict):
-            last[tuple(str(e.data.get(k)) for k in keys)] = e
+    last: dict[tuple, F] = {}
+    for f in facts:
+        last[tuple(str(getattr(f, k)) for k in keys)] = f
     return list(last.values())
 
 
-def _profiles(run: Run, split: str | None = "train") -> list[dict]:
-    return [_clean(e.data) for e in _latest(run, "data_profile", "split")  # type: ignore[attr-defined]
-            if split is None or e.data.get("split") == split]
+def _profiles(run: Run, split: str | None = "train") -> list[DataProfile]:
+    return [p for p in _latest(run.facts(DataProfile), "split") if split is None or p.split == split]
 
 
 def _ids_text(ids: list, kind: str | None) -> str:
@@ -190,17 +175,16 @@ def _ids_text(ids: list, kind: str | None) -> str:
 
 
 def _d001_from_scan(run: Run, r: Rule) -> list[Finding]:
-    evs = _latest(run, "data_nonfinite", "split", "where", "scan")
+    evs = _latest(run.facts(DataNonfinite), "split", "where", "scan")
     if not evs:
         return []
     ids: list = []
     parts = []
-    for e in evs:
-        d = e.data
-        ids += [i for i in d.get("sample_ids", []) if i not in ids]
-        parts.append(f"{d.get('count')} of {d.get('samples_scanned')} {d.get('split', '')} samples hold NaN/Inf in their "
-                     f"{d.get('where')} ({_ids_text(d.get('sample_ids', []), d.get('ids'))})")
-    ev = {"sample_ids": ids[:50], "scans": [dict(e.data) for e in evs], **_site_of(run, "forward")}
+    for d in evs:
+        ids += [i for i in d.sample_ids or () if i not in ids]
+        parts.append(f"{d.count} of {d.samples_scanned} {d.split or ''} samples hold NaN/Inf in their "
+                     f"{d.where} ({_ids_text(list(d.sample_ids or ()), d.ids)})")
+    ev = {"sample_ids": ids[:50], "scans": [d.to_json() for d in evs], **_site_of(run, "forward")}
     return [r.finding(step=None, step_end=None, message="; ".join(parts), evidence=ev, causes=[("nonfinite-data", 0.95)])]
 
 
@@ -226,30 +210,31 @@ _CRASH_HINT = {
 
 
 def _d004_from_scan(run: Run, r: Rule) -> list[Finding]:
-    latest = _latest(run, "label_domain", "split", "problem")
-    evs = [e for e in latest if e.data.get("split", "train") == "train"] or latest
+    latest = _latest(run.facts(LabelDomain), "split", "problem")
+    evs = [d for d in latest if d.split in (None, "train")] or latest
     if not evs:
         return []
-    d = evs[0].data
-    problem = d.get("problem", "")
-    vals = d.get("values") or []
-    c = (d.get("num_outputs") or (d.get("output_shape") or [None])[0])
+    d = evs[0]
+    problem = d.problem or ""
+    vals = list(d.values or ())
+    c = d.classes
     nums = [v for v in vals if isinstance(v, (int, float))]
+    oshape = list(d.output_shape) if d.output_shape is not None else None
     fields = {"hi": max(nums) if nums else "?", "lo": min(nums) if nums else "?", "c": c,
-              "cm1": (c - 1) if isinstance(c, int) else "C−1", "dtype": d.get("target_dtype"),
-              "loss": d.get("loss_kind"), "vals": vals[:5], "tshape": d.get("target_shape"),
-              "oshape": d.get("expected_shape") or d.get("output_shape")}
+              "cm1": (c - 1) if isinstance(c, int) else "C−1", "dtype": d.target_dtype,
+              "loss": d.loss_kind, "vals": vals[:5], "tshape": d.target_shape,
+              "oshape": d.expected_shape or oshape}
     detail = _DOMAIN_TEXT.get(problem, problem).format(**fields)
-    ids = d.get("sample_ids") or []
-    count = d.get("count", 0)
+    ids = list(d.sample_ids or ())
+    count = d.count if d.count is not None else 0
     msg = detail
     if ids:
-        msg += f" in {count} {d.get('split', '')} samples ({_ids_text(ids, d.get('ids'))})"
+        msg += f" in {count} {d.split or ''} samples ({_ids_text(ids, d.ids)})"
     msg += f": {_CRASH_HINT.get(problem, 'the loss cannot use them').format(**fields)} — found before training"
-    others = [e.data.get("problem") for e in evs[1:]]
+    others = [e.problem for e in evs[1:]]
     ev = {"detail": detail, "problem": problem, "count": count, "sample_ids": ids[:50], "values": vals,
-          "loss_kind": d.get("loss_kind"), "output_shape": d.get("output_shape"),
-          "target_dtype": d.get("target_dtype"), "where": None, "other_problems": others, **_site_of(run, "loss")}
+          "loss_kind": d.loss_kind, "output_shape": oshape,
+          "target_dtype": d.target_dtype, "where": None, "other_problems": others, **_site_of(run, "loss")}
     return [r.finding(step=None, step_end=None, message=msg, evidence=ev, causes=[("label-domain-error", 0.9)])]
 
 
@@ -287,14 +272,14 @@ def unnormalized_inputs(run: Run, r: Rule) -> list[Finding]:
         layer, nothing is reported.
     """
     for d in _profiles(run):
-        x = d.get("inputs") or {}
+        x = d.inputs or {}
         dtype = str(x.get("dtype") or "")
         if not x.get("count") or dtype.startswith(("int", "uint", "bool")):
             continue
         ev = {k: x.get(k) for k in ("min", "max", "mean", "std", "rms", "integer_valued", "feature_axis",
                                     "max_abs_mean", "max_abs_mean_column", "max_std", "max_std_column", "min_std",
                                     "columns", "constant_columns") if x.get(k) is not None}
-        ev["samples"] = d.get("samples")
+        ev["samples"] = d.samples
         axis = "channel" if x.get("feature_axis") == "channel" else "feature"
         reasons = []
         lo, hi, rms = x.get("min", 0.0), x.get("max", 0.0), x.get("rms", 0.0)
@@ -312,10 +297,10 @@ def unnormalized_inputs(run: Run, r: Rule) -> list[Finding]:
             if ms and ms > 0 and (x.get("max_std") or 0) >= 0.5 and x["max_std"] / ms > 1000:
                 reasons.append(f"{axis} stds differ {x['max_std'] / ms:.3g}× (from {ms:.3g} to {x['max_std']:.3g})")
         if reasons:
-            scaled = [op for op in _graph(run).get("input_ops") or [] if op in _SCALING_OPS]
+            scaled = [op for op in _graph(run).input_ops or () if op in _SCALING_OPS]
             if scaled:
                 continue  # the model scales its own input (a BatchNorm first, x / 255 inside forward)
-            msg = "; ".join(reasons) + f" over {d.get('input_samples') or d.get('samples')} training samples"
+            msg = "; ".join(reasons) + f" over {d.input_samples or d.samples} training samples"
             ev.update(_site_of(run, "forward"))
             return [r.finding(step=None, step_end=None, message=msg, evidence=ev, causes=[("unnormalized-input", 0.8)])]
     return []
@@ -347,15 +332,15 @@ def unnormalized_targets(run: Run, r: Rule) -> list[Finding]:
         (a fixed rescaling inside ``forward``).
     """
     for d in _profiles(run):
-        t = d.get("targets") or {}
+        t = d.targets or {}
         if t.get("kind") != "continuous" or not t.get("count"):
             continue
-        if d.get("loss_kind") is not None and d.get("loss_kind") not in REGRESSION:
+        if d.loss_kind is not None and d.loss_kind not in REGRESSION:
             continue
         rms = t.get("rms", 0.0)
         if rms > 10:
             ev = {k: t.get(k) for k in ("min", "max", "mean", "std", "rms")}
-            ev.update({"samples": d.get("samples"), "loss_kind": d.get("loss_kind"), "first_mse_estimate": rms * rms,
+            ev.update({"samples": d.samples, "loss_kind": d.loss_kind, "first_mse_estimate": rms * rms,
                        **_site_of(run, "loss")})
             msg = (f"regression targets on a large scale: RMS {rms:.3g} (mean {t['mean']:.3g}, std {t['std']:.3g}, range "
                    f"[{t['min']:.3g}, {t['max']:.3g}]); a fresh model's first MSE is ≈ {rms * rms:.3g}")
@@ -392,9 +377,9 @@ def class_imbalance(run: Run, r: Rule) -> list[Finding]:
         shows as balanced counts, so it is not reported).
     """
     for d in _profiles(run):
-        if d.get("first_batch"):
+        if d.first_batch:
             continue  # one batch says little about class balance: judged at the end of the window
-        cl = d.get("classes") or {}
+        cl = d.classes or {}
         counts = {k: v for k, v in (cl.get("counts") or {}).items() if v > 0}
         total = sum(counts.values())
         if len(counts) < 2 or total < 50:
@@ -439,19 +424,18 @@ def train_val_leakage(run: Run, r: Rule) -> list[Finding]:
         Datasets where distinct samples legitimately share identical inputs (blank images,
         categorical rows); near-duplicates (augmented, re-encoded) are not detected at all.
     """
-    for e in run.events_of("data_leakage"):
-        d = e.data
-        dup, nv, nt = d.get("duplicates", 0), d.get("val_samples", 0), d.get("train_samples", 0)
+    for d in run.facts(DataLeakage):
+        dup, nv, nt = d.duplicates or 0, d.val_samples or 0, d.train_samples or 0
         if not dup or not nv:
             continue
-        internal = d.get("train_internal_duplicates", 0) / nt if nt else 0.0
+        internal = (d.train_internal_duplicates or 0) / nt if nt else 0.0
         frac = dup / nv
         if internal >= 0.01 and frac <= 3 * internal:
             continue
         ev = {"duplicates": dup, "val_samples": nv, "train_samples": nt, "fraction_of_val": frac,
-              "val_ids": d.get("val_ids", [])[:20], "train_ids": d.get("train_ids", [])[:20],
+              "val_ids": list(d.val_ids or ())[:20], "train_ids": list(d.train_ids or ())[:20],
               "train_internal_duplicate_rate": internal}
-        pairs = ", ".join(f"{v}↔{t}" for v, t in list(zip(d.get("val_ids", []), d.get("train_ids", [])))[:5])
+        pairs = ", ".join(f"{v}↔{t}" for v, t in list(zip(d.val_ids or (), d.train_ids or ()))[:5])
         msg = (f"{dup} of {nv} validation samples ({frac * 100:.3g} %) also occur in the training data "
                f"(val↔train ids: {pairs}{', …' if dup > 5 else ''})")
         return [r.finding(step=None, step_end=None, message=msg, evidence=ev, causes=[("data-leakage", 0.9)],
@@ -490,9 +474,9 @@ def unshuffled_data(run: Run, r: Rule) -> list[Finding]:
         Curriculum or deliberately grouped sampling (a custom sampler built for it).
     """
     for d in _profiles(run):
-        if d.get("first_batch"):
+        if d.first_batch:
             continue
-        o = d.get("order")
+        o = d.order
         if not o:
             continue
         exp, mean = o.get("expected_classes_per_batch", 0), o.get("mean_classes_per_batch", 0)
@@ -538,24 +522,23 @@ def suspect_labels(run: Run, r: Rule) -> list[Finding]:
         Genuinely ambiguous or atypical samples; the verdict is "look at these", not "these are
         wrong". Regression and multi-label targets are not judged.
     """
-    for e in run.events_of("label_outliers"):
-        d = e.data
-        if not d.get("learned") or d.get("threshold") is None:
+    for d in run.facts(LabelOutliers):
+        if not d.learned or d.threshold is None:
             continue
-        n, count = d.get("samples", 0), d.get("above_threshold", 0)
+        n, count = d.samples or 0, d.above_threshold or 0
         if count < 3 or not n or count > 0.2 * n:
             continue
-        cands = d.get("candidates", [])
+        cands = list(d.candidates or ())
         shown = "; ".join(
             f"id {c['id']} labelled {_label(c.get('label'))}" + (f", predicted {c['predicted']}" if "predicted" in c else "")
             + f" (loss {c['loss']:.3g})" for c in cands[:5])
         pred = any("predicted" in c for c in cands)
         verdict = "are predicted as another class" if pred else \
-            f"get a probability below {math.exp(-d['threshold']):.2g} for their label"
-        ev = {"candidates": cands[:20], "count": count, "samples": n, "threshold": d.get("threshold"),
-              "median_loss": d.get("median_loss"), "trained_steps": d.get("trained_steps"),
+            f"get a probability below {math.exp(-d.threshold):.2g} for their label"
+        ev = {"candidates": cands[:20], "count": count, "samples": n, "threshold": d.threshold,
+              "median_loss": d.median_loss, "trained_steps": d.trained_steps,
               "sample_ids": [c["id"] for c in cands[:50]]}
         msg = (f"{count} of {n} training samples stay far above the rest after a short training (loss > "
-               f"{d['threshold']:.3g}, median {d.get('median_loss', float('nan')):.3g}) and {verdict}: {shown}")
+               f"{d.threshold:.3g}, median {d.median_loss if d.median_loss is not None else math.nan:.3g}) and {verdict}: {shown}")
         return [r.finding(step=None, step_end=None, message=msg, evidence=ev, causes=[("label-noise", 0.7)])]
     return []

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from ..events import DataProfile, EvalTrainMode, InputShift, ModelGraph
 from ..findings import Finding
 from ..losskinds import chance_loss
 from ..run import Run
@@ -159,10 +160,9 @@ def _chance_loss(run: Run) -> float | None:
 
 def _class_ratio(run: Run) -> float | None:
     """Most over least frequent class in the training data profile (None when unknown)."""
-    for e in reversed(run.events_of("data_profile")):
-        d = e.data if isinstance(e.data, dict) else {}
-        counts = (d.get("classes") or {}).get("counts") if isinstance(d.get("classes"), dict) else None
-        if d.get("split", "train") == "train" and isinstance(counts, dict) and len(counts) >= 2:
+    for d in reversed(run.facts(DataProfile)):
+        counts = d.class_counts
+        if d.train and len(counts) >= 2:
             v = [c for c in counts.values() if isinstance(c, (int, float)) and c > 0]
             if len(v) >= 2 and sum(v) >= 100:
                 return max(v) / min(v)
@@ -216,8 +216,8 @@ def underfitting(run: Run, r: Rule) -> list[Finding]:
         return []
     steps, tr, va = p
     first_train = nanmedian(run.get("loss").values[:5])
-    c = run.meta.get("num_classes")
-    floor = 0.5 * math.log(c) if isinstance(c, int) and c >= 2 else 0.5 * first_train
+    c = run.info.num_classes
+    floor = 0.5 * math.log(c) if c is not None and c >= 2 else 0.5 * first_train
     flat = _rel_drop(tr) < 0.1 and _rel_drop(va) < 0.1 and float(np.median(tr)) >= floor
     # or flat over the second half after a first fall: stuck high at the end is underfitting too
     h = len(va) // 2
@@ -244,7 +244,7 @@ def underfitting(run: Run, r: Rule) -> list[Finding]:
         ev["bottleneck"] = neck
         msg += (f"; `{neck['layer']}` is {neck['width']} unit{'s' if neck['width'] > 1 else ''} wide, narrower than the "
                 f"{neck['outputs']} outputs it must separate")
-    wd = (run.meta.get("optimizer") or {}).get("weight_decay")
+    wd = run.info.optimizer.get("weight_decay")
     if isinstance(wd, (int, float)) and wd >= 1e-2:
         causes["over-regularization"] = 0.7
         ev["weight_decay"] = wd
@@ -346,12 +346,8 @@ def _train_above_val(run: Run, r: Rule, steps: np.ndarray, tr: np.ndarray, va: n
 
 
 def _has_dropout(run: Run) -> bool:
-    for e in run.events_of("model_graph"):
-        d = e.data if isinstance(e.data, dict) else {}
-        mods = d.get("modules") if isinstance(d.get("modules"), list) else []
-        seq = d.get("sequence") if isinstance(d.get("sequence"), list) else []
-        if any(isinstance(m, dict) and "Dropout" in str(m.get("type")) for m in mods) \
-                or any(str(x).split("@", 1)[0].startswith("dropout") for x in seq):
+    for g in run.facts(ModelGraph):
+        if any("Dropout" in str(t) for t in g.module_types) or any(op.startswith("dropout") for op in g.op_names):
             return True
     return False
 
@@ -469,16 +465,17 @@ def distribution_mismatch(run: Run, r: Rule) -> list[Finding]:
                "training labels does not carry over to the validation labels")
         causes = [("label-noise", 0.55), ("distribution-mismatch", 0.45)]
     if shift is not None:
-        med = shift["median_shift_sd"]
-        ev["input_shift"] = {k: shift[k] for k in ("median_shift_sd", "median_std_ratio", "median_abs_log_std_ratio",
-                                                   "features", "val_samples", "noise_sd", "noise_log_std",
-                                                   "most_shifted") if k in shift}
-        if _moved(med, shift.get("noise_sd")):
+        med = shift.median_shift_sd
+        measured = shift.to_json()
+        ev["input_shift"] = {k: measured[k] for k in ("median_shift_sd", "median_std_ratio", "median_abs_log_std_ratio",
+                                                      "features", "val_samples", "noise_sd", "noise_log_std",
+                                                      "most_shifted") if k in measured}
+        if _moved(med, shift.noise_sd):
             msg += (f"; the validation inputs are shifted: the typical feature's mean moved {fmt(med)} training "
-                    f"standard deviations (sampling noise alone: about {fmt(shift['noise_sd'])})")
+                    f"standard deviations (sampling noise alone: about {fmt(shift.noise_sd)})")
         else:
             msg += (f"; the validation inputs are rescaled: the typical feature's spread is "
-                    f"{fmt(shift['median_std_ratio'])}× its spread in training (same preprocessing on both?)")
+                    f"{fmt(shift.median_std_ratio)}× its spread in training (same preprocessing on both?)")
         causes = [("distribution-mismatch", 0.85), ("overfitting", 0.1)]
         ratio = _train_class_ratio(run)
         if ratio is not None and ratio >= 10:
@@ -495,10 +492,9 @@ def _train_class_ratio(run: Run) -> float | None:
     from .data import _profiles
 
     for d in _profiles(run):
-        if d.get("first_batch"):
+        if d.first_batch:
             continue
-        counts = [v for v in ((d.get("classes") or {}).get("counts") or {}).values()
-                  if isinstance(v, (int, float)) and v > 0]
+        counts = [v for v in d.class_counts.values() if isinstance(v, (int, float)) and v > 0]
         if len(counts) >= 2 and sum(counts) >= 50:
             return max(counts) / min(counts)
     return None
@@ -510,14 +506,12 @@ def _moved(value: object, noise: object, floor: float = 0.5) -> bool:
         and math.isfinite(noise) and value >= floor and value >= 5 * noise
 
 
-def _input_shift(run: Run) -> dict | None:
+def _input_shift(run: Run) -> InputShift | None:
     """The ``input_shift`` measurement when it shows a real covariate shift: the median feature's
     mean moved ≥ 0.5 training standard deviations, or its spread changed ≥ 1.5× either way, and
     by ≥ 5× what sampling alone gives."""
-    for e in run.events_of("input_shift"):
-        d = e.data or {}
-        if _moved(d.get("median_shift_sd"), d.get("noise_sd")) \
-                or _moved(d.get("median_abs_log_std_ratio"), d.get("noise_log_std"), math.log(1.5)):
+    for d in run.facts(InputShift):
+        if _moved(d.median_shift_sd, d.noise_sd) or _moved(d.median_abs_log_std_ratio, d.noise_log_std, math.log(1.5)):
             return d
     return None
 
@@ -663,16 +657,15 @@ def eval_in_train_mode(run: Run, r: Rule) -> list[Finding]:
     Known false positives:
         Monte-Carlo dropout on purpose (dropout kept on to sample predictions).
     """
-    for e in run.events_of("eval_train_mode"):
-        d = e.data if isinstance(e.data, dict) else {}
-        mods = list(d.get("modules") or [])
+    for d in run.facts(EvalTrainMode):
+        mods = list(d.modules or ())
         if not mods:
             continue
-        kinds = sorted(set(d.get("types") or []))
-        msg = (f"validation at step {e.step} ran with {len(mods)} {'/'.join(kinds) or 'dropout/BatchNorm'} module"
+        kinds = sorted(set(d.types or ()))
+        msg = (f"validation at step {d.step} ran with {len(mods)} {'/'.join(kinds) or 'dropout/BatchNorm'} module"
                f"{'s' if len(mods) > 1 else ''} in training mode ({', '.join(f'`{m}`' for m in mods[:4])}"
                f"{' …' if len(mods) > 4 else ''}): model.eval() was not called")
-        return [r.finding(step=e.step, step_end=None, message=msg, evidence=dict(d),
+        return [r.finding(step=d.step, step_end=None, message=msg, evidence=d.to_json(),
                           causes=[("batchnorm-misuse", 0.85)])]
     return []
 

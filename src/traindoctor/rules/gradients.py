@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from ..events import Hessian, NoGrad, NonfiniteLoss, StaleGrad
 from ..findings import Finding
 from ..run import Run
 from . import Rule, rule
@@ -164,12 +165,12 @@ def nonfinite_gradients(run: Run, r: Rule) -> list[Finding]:
             elif st == first_step:
                 params.append(name.split("/", 1)[1])
     source = "gradient"
-    for e in run.events_of("nonfinite_loss"):
-        if e.data.get("weights_nonfinite"):
+    for nf in run.facts(NonfiniteLoss):
+        if nf.weights_nonfinite:
             # the update of the step before wrote non-finite values: its gradient was non-finite
-            st = max(0, e.step - 1)
+            st = max(0, nf.step - 1)
             if first_step is None or st < first_step:
-                first_step, params, source = st, list(e.data["weights_nonfinite"]), "weight"
+                first_step, params, source = st, list(nf.weights_nonfinite), "weight"
     if first_step is None:
         return []
     if loss_bad_step is not None and first_step >= loss_bad_step:
@@ -325,7 +326,7 @@ def update_ratio_high(run: Run, r: Rule) -> list[Finding]:
         msg += f"; at lr={fmt(lr)} a ratio near 1e-3 suggests lr ≈ {fmt(lr * 1e-3 / med)}"
         ev["suggested_lr"] = lr * 1e-3 / med
     causes = [("lr-too-high", 0.65)]
-    wd = (run.meta.get("optimizer") or {}).get("weight_decay")
+    wd = run.info.optimizer.get("weight_decay")
     if isinstance(wd, (int, float)) and isinstance(lr, (int, float)) and wd * lr >= 1e-2:
         msg += f"; weight decay alone shrinks them {wd * lr * 100:.0f} % per step (weight_decay={fmt(wd)})"
         causes = [("over-regularization", 0.6), ("lr-too-high", 0.3)]
@@ -436,7 +437,7 @@ def no_gradient_flow(run: Run, r: Rule) -> list[Finding]:
         Embedding rows never looked up get zero gradients legitimately; only whole tensors that
         are zero on every sample count.
     """
-    evs = run.events_of("no_grad")
+    evs = run.facts(NoGrad)
     g = run.get("grad_norm")
     samples = len(g) if g is not None else 0
     never: list[str] = []
@@ -445,9 +446,9 @@ def no_gradient_flow(run: Run, r: Rule) -> list[Finding]:
         # an event is written on every sampled step that had missing gradients
         counts: dict[str, int] = {}
         for e in evs:
-            for p in e.data.get("params", []):
+            for p in e.params or ():
                 counts[p] = counts.get(p, 0) + 1
-            frozen.update(e.data.get("requires_grad_false", []))
+            frozen.update(e.requires_grad_false or ())
         total = max(samples, len(evs))
         never = [p for p, c in counts.items() if c >= max(2, total)]
     zero = []
@@ -561,16 +562,16 @@ def critical_point(run: Run, r: Rule) -> list[Finding]:
     ev: dict = {"grad_norm": gl, "early_grad_norm": base, "loss": end, "start_loss": start}
     msg = f"gradient norm fell to {fmt(gl)} ({fmt(gl / base)}× its early level) while the loss is still {fmt(end)}"
     causes: dict[str, float] = {"optimization-difficulty": 0.6, "vanishing-gradient": 0.2}
-    hs = run.events_of("hessian")
+    hs = run.facts(Hessian)
     if hs:
-        h = hs[-1].data
-        lo, hi = h.get("min_eigenvalue"), h.get("max_eigenvalue")
-        ev["hessian"] = h
-        if isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
+        h = hs[-1]
+        lo, hi = h.min_eigenvalue, h.max_eigenvalue
+        ev["hessian"] = h.to_json()
+        if lo is not None and hi is not None:
             kind = "a saddle point (eigenvalues of both signs)" if lo < -1e-3 * abs(hi) else "a local minimum (all eigenvalues ≥ 0)"
             msg += f"; Hessian eigenvalues {fmt(lo)} … {fmt(hi)}: {kind}"
             ev["kind"] = "saddle" if lo < -1e-3 * abs(hi) else "minimum"
-    opt = (run.meta.get("optimizer") or {})
+    opt = run.info.optimizer
     if opt.get("class") == "SGD" and not opt.get("momentum"):
         causes["wrong-optimizer-settings"] = 0.45
     return [r.finding(step=int(g.steps[len(g) // 2]), step_end=int(g.steps[-1]), message=msg, evidence=ev,
@@ -604,14 +605,13 @@ def stale_gradients(run: Run, r: Rule) -> list[Finding]:
     Known false positives:
         Hand-written update rules that reuse ``.grad`` on purpose across steps.
     """
-    evs = [e for e in run.events_of("stale_grad") if isinstance(e.data, dict)]
+    evs = run.facts(StaleGrad)
     if not evs:
         return []
-    d = evs[0].data
-    params = list(d.get("params") or [])
-    msg = (f"the gradients were not cleared between optimizer steps: at step {evs[0].step}, {d.get('count', len(params))} "
-           f"of {d.get('of', '?')} parameters still held the last step's gradient when backward() began "
-           "(no optimizer.zero_grad())")
-    ev = {"params": params[:20], "count": d.get("count"), "of": d.get("of"), "steps": [e.step for e in evs[:20]],
-          "where": d.get("where")}
+    d = evs[0]
+    params = list(d.params or ())
+    msg = (f"the gradients were not cleared between optimizer steps: at step {d.step}, "
+           f"{d.count if d.count is not None else len(params)} of {d.of if d.of is not None else '?'} parameters "
+           "still held the last step's gradient when backward() began (no optimizer.zero_grad())")
+    ev = {"params": params[:20], "count": d.count, "of": d.of, "steps": [e.step for e in evs[:20]], "where": d.where}
     return [r.finding(step=evs[0].step, step_end=evs[-1].step, message=msg, evidence=ev, causes=[("code-bug", 0.9)])]

@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from ..events import Config, NonfiniteLoss, StateDictLoad
 from ..findings import Finding
 from ..losskinds import REGRESSION, chance_loss
 from ..run import Run, Series
@@ -44,13 +45,11 @@ def _chance(run: Run) -> tuple[float, str] | None:
 
 
 def _lr_context(run: Run) -> dict:
-    opt = run.meta.get("optimizer") or {}
-    return {"lr": run.meta.get("lr"), "optimizer": opt.get("class")}
+    return {"lr": run.meta.get("lr"), "optimizer": run.info.optimizer.get("class")}
 
 
-def _nonfinite_event(run: Run) -> dict:
-    evs = run.events_of("nonfinite_loss")
-    return dict(evs[0].data) if evs else {}
+def _nonfinite_event(run: Run) -> NonfiniteLoss:
+    return next(iter(run.facts(NonfiniteLoss)), NonfiniteLoss())
 
 
 def lr_raised(run: Run, lo: int, hi: int) -> dict | None:
@@ -70,7 +69,7 @@ def lr_raised(run: Run, lo: int, hi: int) -> dict | None:
 
 
 def _config_faults(run: Run) -> set[str]:
-    return {e.data.get("fault", "") for e in run.events_of("config")}
+    return {c.fault or "" for c in run.facts(Config)}
 
 
 @rule(
@@ -150,37 +149,37 @@ def nonfinite_loss(run: Run, r: Rule) -> list[Finding]:
                     ev["term_imbalance"] = imb
                     msg += f"; one term of the summed loss was {fmt(imb)}× another at step 0"
     nf = _nonfinite_event(run)
-    if nf.get("input_nonfinite"):
-        inp = nf["input_nonfinite"]
-        ev["input_nonfinite"] = inp
-        ids = inp.get("sample_ids") or []
-        who = f"dataset samples {ids[:10]}" if ids else f"batch positions {inp.get('positions', [])[:10]}"
+    if nf.input_nonfinite:
+        inp = nf.input_nonfinite
+        ev["input_nonfinite"] = inp.to_json()
+        ids = list(inp.sample_ids or ())
+        who = f"dataset samples {ids[:10]}" if ids else f"batch positions {list(inp.positions or ())[:10]}"
         msg += f"; the input batch already held NaN/Inf ({who})"
         causes = {"nonfinite-data": 0.95}
-    elif nf.get("weights_nonfinite"):
-        ev["weights_nonfinite"] = nf["weights_nonfinite"]
-        msg += f"; the weights were already non-finite ({', '.join(nf['weights_nonfinite'][:3])})"
+    elif nf.weights_nonfinite:
+        ev["weights_nonfinite"] = list(nf.weights_nonfinite)
+        msg += f"; the weights were already non-finite ({', '.join(nf.weights_nonfinite[:3])})"
         if not causes:
             # the last update wrote NaN although the loss was finite and not growing: the
             # backward pass produced it (a derivative that is infinite at the value it saw)
             causes = {"numerically-unstable-loss": 0.55, "exploding-gradient": 0.25, "lr-too-high": 0.2}
-    elif nf.get("first_module"):
-        fm = nf["first_module"]
-        ev["first_module"] = fm
-        msg += f"; first non-finite output: module `{fm['name']}` ({fm['type']})"
-    elif nf.get("in_loss"):
+    elif nf.first_module:
+        fm = nf.first_module
+        ev["first_module"] = fm.to_json()
+        msg += f"; first non-finite output: module `{fm.name}` ({fm.type})"
+    elif nf.in_loss:
         ev["in_loss"] = True
         if causes.get("lr-too-high"):
             msg += "; the model's outputs were finite: the loss itself overflowed after that growth"
-        elif nf.get("dtype") in ("float16", "bfloat16") and math.isinf(value):
-            msg += f"; the model's outputs were finite: the {nf['dtype']} loss overflowed"
+        elif nf.dtype in ("float16", "bfloat16") and math.isinf(value):
+            msg += f"; the model's outputs were finite: the {nf.dtype} loss overflowed"
         else:
             msg += "; the model's outputs were finite: the loss formula itself produced it (log of 0, 0/0)"
             causes["numerically-unstable-loss"] = 0.7
     if _config_faults(run) & {"sigmoid_bce", "log_softmax_unfused"}:
         causes["numerically-unstable-loss"] = max(causes.get("numerically-unstable-loss", 0), 0.6)
-    dtype = nf.get("dtype")
-    if dtype in ("float16", "bfloat16") and not nf.get("input_nonfinite") and math.isinf(value):
+    dtype = nf.dtype
+    if dtype in ("float16", "bfloat16") and not nf.input_nonfinite and math.isinf(value):
         # an overflow in a 16-bit loss: float16 ends at 65504
         ev["dtype"] = dtype
         msg += f"; the loss was computed in {dtype}"
@@ -562,8 +561,8 @@ def oscillation(run: Run, r: Rule) -> list[Finding]:
         f"loss swings widely (IQR {fmt(h1)}× and {fmt(h2)}× its median in each half, range {fmt(float(v.min()))}"
         f"–{fmt(float(v.max()))}) with no downward trend ({fmt(first)} → {fmt(last)})"
     )
-    bs = run.meta.get("batch_size")
-    causes = [("lr-too-high", 0.7), ("batch-too-small", 0.45 if isinstance(bs, int) and bs <= 8 else 0.15),
+    bs = run.info.batch_size
+    causes = [("lr-too-high", 0.7), ("batch-too-small", 0.45 if bs is not None and bs <= 8 else 0.15),
               ("unnormalized-input", 0.15), ("unshuffled-data", 0.1)]
     return [r.finding(step=int(s.steps[0]), step_end=int(s.steps[-1]), message=msg, evidence=ev, causes=causes)]
 
@@ -651,16 +650,15 @@ def no_progress(run: Run, r: Rule) -> list[Finding]:
             msg += f"; update/weight ratio {fmt(best)} ≪ 1e-3"
         elif best > 1e-3:
             causes["lr-too-low"] = 0.2
-    opt = run.meta.get("optimizer") or {}
-    wd, lr0 = opt.get("weight_decay"), run.meta.get("lr")
-    if isinstance(wd, (int, float)) and isinstance(lr0, (int, float)) and wd * lr0 >= 1e-2:
+    wd, lr0 = run.info.optimizer.get("weight_decay"), run.info.lr
+    if isinstance(wd, (int, float)) and lr0 is not None and wd * lr0 >= 1e-2:
         # decay alone shrinks the weights by ≥ 1 % a step: nothing learned survives
         causes["over-regularization"] = 0.7
         causes["lr-too-low"] = 0.1
         ev["weight_decay"] = wd
         msg += f"; weight_decay={fmt(wd)} shrinks the weights {wd * lr0 * 100:.0f} % every step"
-    lr = run.meta.get("lr")
-    if isinstance(lr, (int, float)) and lr <= 1e-5 and "lr-too-low" in causes:
+    lr = run.info.lr
+    if lr is not None and lr <= 1e-5 and "lr-too-low" in causes:
         causes["lr-too-low"] = max(causes["lr-too-low"], 0.8)
     if "double_softmax" in _config_faults(run):
         causes["double-softmax"] = 0.5
@@ -767,7 +765,7 @@ def stalled(run: Run, r: Rule) -> list[Finding]:
         causes["insufficient-capacity"] = 0.65
         ev["bottleneck"] = neck
         msg += f"; `{neck['layer']}` is only {neck['width']} wide for {neck['outputs']} outputs"
-    opt = run.meta.get("optimizer") or {}
+    opt = run.info.optimizer
     if opt.get("class") == "SGD" and not opt.get("momentum"):
         causes["wrong-optimizer-settings"] = 0.35
     if isinstance(opt.get("weight_decay"), (int, float)) and opt["weight_decay"] >= 1e-2:
@@ -777,8 +775,8 @@ def stalled(run: Run, r: Rule) -> list[Finding]:
         causes["wrong-optimizer-settings"] = 0.7
         ev["eps_swamps"] = sw
         msg += eps_note(sw)
-    c = run.meta.get("num_classes")
-    if run.meta.get("loss_kind") in ("cross_entropy", None) and isinstance(c, int) and c >= 2:
+    c = run.info.num_classes
+    if run.meta.get("loss_kind") in ("cross_entropy", None) and c is not None and c >= 2:
         fl = _double_softmax_floor(c)
         ev["double_softmax_floor"] = fl
         if fl <= level <= fl + 0.25:
@@ -936,8 +934,8 @@ def saturated_loss(run: Run, r: Rule) -> list[Finding]:
             msg = f"loss pinned at {c} ({why}) on {int(hits.sum())} steps from step {int(s.steps[i])}"
             return [r.finding(step=int(s.steps[i]), step_end=int(s.steps[-1]), message=msg, evidence=ev,
                               causes=_l008_causes(run))]
-    bs = run.meta.get("batch_size")
-    if isinstance(bs, int) and bs > 0 and run.meta.get("loss_kind") in ("bce", "nll", "cross_entropy"):
+    bs = run.info.batch_size
+    if bs is not None and bs > 0 and run.meta.get("loss_kind") in ("bce", "nll", "cross_entropy"):
         tail = v[len(v) // 2 :]
         tail = tail[np.isfinite(tail)]
         if tail.size >= 10:
@@ -992,8 +990,7 @@ def bad_initial_loss(run: Run, r: Rule) -> list[Finding]:
     s = _loss(run)
     if s is None or s.steps[0] != 0 or not math.isfinite(s.values[0]):
         return []
-    if any(isinstance(e.data, dict) and (e.data.get("loaded") or 0) > 0 and e.data.get("before_training", True)
-           for e in run.events_of("state_dict_load")):
+    if any((d.loaded or 0) > 0 and d.early for d in run.facts(StateDictLoad)):
         return []  # started from a checkpoint, not a fresh initialisation
     first = float(s.values[0])
     chance = _chance(run)
@@ -1049,8 +1046,8 @@ def accuracy_jump_pending(run: Run, r: Rule) -> list[Finding]:
     em, tm = run.get("eval_mode_loss"), run.get("train_mode_loss")
     if em is not None and tm is not None and len(em) == len(tm) and np.nanmedian(em.values / tm.values) >= 2:
         return []  # evaluation is broken (V007), not pending: "keep training" would be wrong advice
-    c = run.meta.get("num_classes")
-    chance = 1.0 / c if isinstance(c, int) and c >= 2 else 0.1
+    c = run.info.num_classes
+    chance = 1.0 / c if c is not None and c >= 2 else 0.1
     for name in ("val_accuracy", "accuracy"):
         acc = run.get(name)
         if acc is None or len(acc) < 4:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from ..events import Config, Crash, FrozenInit, InitScale, ModelGraph, Precision, StateDictLoad, finite
 from ..findings import Finding
 from ..losskinds import NAMES, REGRESSION
 from ..run import Run
@@ -41,17 +42,16 @@ def double_softmax(run: Run, r: Rule) -> list[Finding]:
     Known false positives:
         None: the graph shows the two operations in sequence.
     """
-    for e in run.events_of("config"):
-        if e.data.get("fault") == "double_softmax":
-            mod = e.data.get("module")
-            where = f" `{mod}`" if mod else ""
+    for c in run.facts(Config):
+        if c.fault == "double_softmax":
+            where = f" `{c.module}`" if c.module else ""
             msg = f"the model's softmax{where} feeds CrossEntropyLoss, which applies log-softmax again"
-            return [r.finding(step=e.step, step_end=None, message=msg, evidence={**e.data, **_traced_site(run, "softmax")},
+            return [r.finding(step=c.step, step_end=None, message=msg, evidence={**c.to_json(), **_traced_site(run, "softmax")},
                               causes=[("double-softmax", 0.95)])]
     # the traced first step sees it where the autograd graph does not (autocast puts a cast between
     # the softmax and the loss; shape-only operations too)
-    for g in _graphs(run):
-        for lf in g.get("losses") or []:
+    for g in run.facts(ModelGraph):
+        for lf in g.losses or ():
             head = lf.get("head") or {}
             if lf.get("kind") == "cross_entropy" and head.get("op") == "softmax":
                 mod = head.get("module")
@@ -64,8 +64,8 @@ def double_softmax(run: Run, r: Rule) -> list[Finding]:
 
 def _traced_site(run: Run, op: str) -> dict:
     """The line that built (or called) the ``op`` feeding the loss, from the traced first step."""
-    for g in _graphs(run):
-        for lf in g.get("losses") or []:
+    for g in run.facts(ModelGraph):
+        for lf in g.losses or ():
             head = lf.get("head") or {}
             if head.get("op") == op:
                 return _head_site(head)
@@ -99,21 +99,20 @@ def unstable_loss_formula(run: Run, r: Rule) -> list[Finding]:
     Known false positives:
         Works fine while outputs stay moderate; the warning is about what happens when they do not.
     """
-    for e in run.events_of("config"):
-        fault = e.data.get("fault")
-        if fault == "sigmoid_bce":
-            mod = e.data.get("module")
+    for c in run.facts(Config):
+        if c.fault == "sigmoid_bce":
+            mod = c.module
             msg = f"sigmoid{f' `{mod}`' if mod else ''} feeds nn.BCELoss: use BCEWithLogitsLoss on the logits"
             site = _traced_site(run, "sigmoid")
-        elif fault == "log_softmax_unfused":
+        elif c.fault == "log_softmax_unfused":
             msg = "log(softmax(x)) feeds the loss: use log_softmax / CrossEntropyLoss on the logits"
             site = _traced_site(run, "log")
         else:
             continue
-        return [r.finding(step=e.step, step_end=None, message=msg, evidence={**e.data, **site},
+        return [r.finding(step=c.step, step_end=None, message=msg, evidence={**c.to_json(), **site},
                           causes=[("numerically-unstable-loss", 0.7)])]
-    for g in _graphs(run):
-        for lf in g.get("losses") or []:
+    for g in run.facts(ModelGraph):
+        for lf in g.losses or ():
             head = lf.get("head") or {}
             if lf.get("kind") == "bce" and head.get("op") == "sigmoid":
                 mod = head.get("module")
@@ -121,7 +120,7 @@ def unstable_loss_formula(run: Run, r: Rule) -> list[Finding]:
                 ev = {"fault": "sigmoid_bce", "module": mod, "seen_in": "first-step trace", **_head_site(head)}
                 return [r.finding(step=0, step_end=None, message=msg, evidence=ev,
                                   causes=[("numerically-unstable-loss", 0.7)])]
-        for h in g.get("handwritten") or []:
+        for h in g.handwritten or ():
             head = h.get("prob") or {}
             op = h.get("prob_op")
             calls = h.get("log_calls") or []
@@ -175,27 +174,27 @@ def bad_init_scale(run: Run, r: Rule) -> list[Finding]:
         default-initialised ReLU layers without normalisation shrinks past 10 000× and is reported.
     """
     out = []
-    for e in run.events_of("init_scale"):
-        layers = e.data.get("layers") or []
+    for init in run.facts(InitScale):
+        layers = init.layers or ()
         bad = []
         for ly in layers:
-            refs = [ly.get(k) for k in ("default_std", "xavier_std", "kaiming_std") if ly.get(k)]
-            if not refs:
+            refs = [v for v in (ly.default_std, ly.xavier_std, ly.kaiming_std) if v]
+            if not refs or ly.kaiming_std is None:
                 continue
-            lo, hi, std = min(refs), max(refs), ly.get("std", 0.0)
+            lo, hi, std = min(refs), max(refs), ly.std if ly.std is not None else 0.0
             if std > 3 * hi:
-                bad.append((ly, "large", std / ly["kaiming_std"]))
-            elif std < lo / 10 and not ly.get("last"):
-                bad.append((ly, "small", std / ly["kaiming_std"]))
-        stds = [ly.get("output_std") for ly in layers if ly.get("output_std")]
+                bad.append((ly, "large", std / ly.kaiming_std))
+            elif std < lo / 10 and not ly.last:
+                bad.append((ly, "small", std / ly.kaiming_std))
+        stds = [ly.output_std for ly in layers if ly.output_std]
         drift = stds[-1] / stds[0] if len(stds) >= 3 and stds[0] > 0 else None
         drifting = drift is not None and (drift > 100 or drift < 1e-4)
         if not bad and not drifting:
             continue
         parts = []
         for ly, _how, ratio in bad[:3]:
-            parts.append(f"`{ly['name']}` ({ly['type']} {ly['fan_in']}→{ly['fan_out']}, then {ly['activation']}) has std "
-                         f"{ly['std']:.3g}, {ratio:.2g}× the Kaiming std {ly['kaiming_std']:.3g}")
+            parts.append(f"`{ly.name}` ({ly.type} {ly.fan_in}→{ly.fan_out}, then {ly.activation}) has std "
+                         f"{ly.std:.3g}, {ratio:.2g}× the Kaiming std {ly.kaiming_std:.3g}")
         if len(bad) > 3:
             parts.append(f"{len(bad) - 3} more layer(s)")
         if drifting:
@@ -203,8 +202,8 @@ def bad_init_scale(run: Run, r: Rule) -> list[Finding]:
                          f"({drift:.3g}×) over {len(stds)} layers")
         large = any(h == "large" for _, h, _ in bad) or (drift is not None and drift > 100)
         causes = [("bad-initialization", 0.75), ("exploding-gradient" if large else "vanishing-gradient", 0.25)]
-        ev = {"layers": [dict(ly, verdict=how) for ly, how, _ in bad], "output_std": stds, "drift": drift,
-              "module": bad[0][0]["name"] if bad else None}
+        ev = {"layers": [{**ly.to_json(), "verdict": how} for ly, how, _ in bad], "output_std": stds, "drift": drift,
+              "module": bad[0][0].name if bad else None}
         out.append(r.finding(step=None, step_end=None, message="; ".join(parts), evidence=ev, causes=causes))
         break
     return out
@@ -239,30 +238,28 @@ def reduced_precision_overflow(run: Run, r: Rule) -> list[Finding]:
         Values that autocast keeps in float32 for that operation (autocast's float32 list) do not
         overflow; the finding then only says how close the float16 ops come.
     """
-    for e in run.events_of("precision"):
-        d = e.data
-        dts = d.get("param_dtypes") or {}
-        low = d.get("declared") or next((k for k in ("float16", "bfloat16") if dts.get(k)), None)
+    for p in run.facts(Precision):
+        dts = p.param_dtypes or {}
+        low = p.declared or next((k for k in ("float16", "bfloat16") if dts.get(k)), None)
         if low not in ("float16", "bfloat16"):
             continue
         limit = 65504.0 if low == "float16" else 3.3895313892515355e38
-        peaks = d.get("absmax") or []
-        top = peaks[0] if peaks else None
-        nonfinite = d.get("nonfinite_modules") or []
-        loss_v = d.get("loss_value")
+        top = p.absmax[0] if p.absmax else None
+        nonfinite = p.nonfinite_modules or ()
+        loss_v = p.loss_value
         reasons = []
         if nonfinite:
             reasons.append(f"module `{nonfinite[0]}` already outputs Inf/NaN in {low}")
-        elif top and top.get("absmax", 0) > limit / 4:
-            reasons.append(f"module `{top['name']}` ({top['type']}) outputs values up to {top['absmax']:.3g}, "
-                           f"{top['absmax'] / limit * 100:.3g} % of the {low} maximum {limit:.6g}")
-        if isinstance(loss_v, (int, float)) and loss_v == loss_v and abs(loss_v) > limit / 4:
-            reasons.append(f"the loss ({d.get('loss_reduction')} reduction) is {loss_v:.3g}, beyond a quarter of the "
+        elif top and top.absmax is not None and top.absmax > limit / 4:
+            reasons.append(f"module `{top.name}` ({top.type}) outputs values up to {top.absmax:.3g}, "
+                           f"{top.absmax / limit * 100:.3g} % of the {low} maximum {limit:.6g}")
+        if loss_v is not None and loss_v == loss_v and abs(loss_v) > limit / 4:
+            reasons.append(f"the loss ({p.loss_reduction} reduction) is {loss_v:.3g}, beyond a quarter of the "
                            f"{low} range")
         if reasons:
-            ev = dict(d)
+            ev = p.to_json()
             ev["dtype"] = low
-            ev["module"] = nonfinite[0] if nonfinite else (top or {}).get("name")
+            ev["module"] = nonfinite[0] if nonfinite else (top.name if top else None)
             return [r.finding(step=None, step_end=None, message="; ".join(reasons), evidence=ev,
                               causes=[("precision-overflow", 0.8), ("unnormalized-input", 0.2)])]
     return []
@@ -274,50 +271,6 @@ def reduced_precision_overflow(run: Run, r: Rule) -> list[Finding]:
 
 _REGRESSION = REGRESSION
 _LOSS_NAMES = NAMES
-
-
-_NUM_KEYS = {"min", "max", "distinct", "zero_fraction", "first_groups"}
-_SHAPE_KEYS = {"pred_shape", "shape", "dims"}
-_LIST_KEYS = {"losses", "handwritten", "stacked_linear", "input_ops", "log_calls", "between", "values"}
-_DICT_KEYS = {"head", "target", "prob", "first", "second", "defined", "call"}
-
-
-def _sane(x: object, key: str = "") -> object:
-    """Facts as the rules expect them: numbers where numbers go, int lists for shapes, dicts and
-    lists where those go; anything else (a store from another version, a hand-made Run) is dropped."""
-    if isinstance(x, dict):
-        out = {}
-        for k, v in x.items():
-            if k in _NUM_KEYS and not _real(v):
-                continue
-            if k in _SHAPE_KEYS and not (isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool)
-                                                                    for i in v)):
-                continue
-            if k in _LIST_KEYS and not isinstance(v, list):
-                continue
-            if k in _DICT_KEYS and not isinstance(v, dict):
-                continue
-            out[k] = _sane(v, k)
-        return out
-    if isinstance(x, list):
-        return [_sane(v, key) for v in x if key not in ("losses", "handwritten", "stacked_linear") or isinstance(v, dict)]
-    return x
-
-
-def _graphs(run: Run) -> list[dict]:
-    return [_sane(e.data) for e in run.events_of("model_graph") if isinstance(e.data, dict)]  # type: ignore[misc]
-
-
-def _real(x: object) -> bool:
-    """A finite real number (facts from an odd model may hold None, NaN or Inf anywhere)."""
-    import math
-
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _num(d: dict, key: str, default: float = 0.0) -> float:
-    v = d.get(key) if isinstance(d, dict) else None
-    return float(v) if _real(v) else default
 
 
 def _loss_label(lf: dict) -> str:
@@ -400,8 +353,8 @@ def output_activation_mismatch(run: Run, r: Rule) -> list[Finding]:
         scaled tanh into cross-entropy) is still reported: the floor it puts on the loss is real.
     """
     out: list[Finding] = []
-    for g in _graphs(run):
-        for lf in g.get("losses") or []:
+    for g in run.facts(ModelGraph):
+        for lf in g.losses or ():
             kind, head, tgt = lf.get("kind"), lf.get("head") or {}, lf.get("target") or {}
             op = head.get("op")
             ps = lf.get("pred_shape") or []
@@ -447,7 +400,7 @@ def output_activation_mismatch(run: Run, r: Rule) -> list[Finding]:
                       "loss_call": _site(lf)}
                 out.append(r.finding(step=0, step_end=None, message=reason, evidence=ev,
                                      causes=[("wrong-output-activation", 0.9)]))
-        for h in g.get("handwritten") or []:
+        for h in g.handwritten or ():
             tgt = h.get("target") or {}
             shape = tgt.get("shape") or []
             classes = shape[1] if len(shape) == 2 else None
@@ -517,14 +470,14 @@ def loss_task_mismatch(run: Run, r: Rule) -> list[Finding]:
         Counts or ordinal scores starting at 0 (0, 1, 2, … stars) regressed on purpose with one
         output are reported when they arrive as integers cast to float.
     """
-    for g in _graphs(run):
-        for lf in g.get("losses") or []:
+    for g in run.facts(ModelGraph):
+        for lf in g.losses or ():
             kind, tgt = lf.get("kind"), lf.get("target") or {}
             ps = lf.get("pred_shape") or []
             loss = _loss_label(lf)
             reason = None
-            vals = [v for v in tgt.get("values") or [] if _real(v)]
-            shown = ", ".join(f"{v:g}" for v in vals[:6]) + (", …" if _real(tgt.get("distinct")) and tgt["distinct"] > 6
+            vals = [v for v in tgt.get("values") or [] if finite(v)]
+            shown = ", ".join(f"{v:g}" for v in vals[:6]) + (", …" if finite(tgt.get("distinct")) and tgt["distinct"] > 6
                                                             else "")
             if kind in _REGRESSION:
                 why = _class_like(tgt, ps)
@@ -581,8 +534,8 @@ def missing_nonlinearity(run: Run, r: Rule) -> list[Finding]:
         A purely linear model built this way on purpose is reported.
     """
     pairs = []
-    for g in _graphs(run):
-        for p in g.get("stacked_linear") or []:
+    for g in run.facts(ModelGraph):
+        for p in g.stacked_linear or ():
             d = p.get("dims") or []
             if len(d) != 3 or d[1] < min(d[0], d[2]) or (p.get("first_groups") or 1) > 1:
                 continue
@@ -650,20 +603,17 @@ def training_crash(run: Run, r: Rule) -> list[Finding]:
     Known false positives:
         None: it reports only a crash that happened; an unmatched crash gets no cause.
     """
-    for e in run.events_of("crash"):
-        text = f"{e.data.get('type', '')}: {e.data.get('message', '')}"
-        if any(p.search(text) for p in _label_crashes()):
+    for c in run.facts(Crash):
+        if any(p.search(c.text) for p in _label_crashes()):
             continue  # D004's
         for pat, what, causes in _CRASH_PATTERNS:
-            if pat.search(text):
-                ev = {"exception": e.data.get("type"), "message": str(e.data.get("message"))[:500],
-                      "where": e.data.get("where"), "detail": what}
-                msg = f"the script crashed at step {e.step}: {what} ({e.data.get('type')}: {str(e.data.get('message'))[:120]})"
-                return [r.finding(step=e.step, step_end=e.step, message=msg, evidence=ev, causes=causes)]
-        ev = {"exception": e.data.get("type"), "message": str(e.data.get("message"))[:500], "where": e.data.get("where")}
-        return [r.finding(step=e.step, step_end=e.step, severity="error", evidence=ev, causes=[],
-                          message=f"the script crashed at step {e.step}: {e.data.get('type')}: "
-                                  f"{str(e.data.get('message'))[:160]}")]
+            if pat.search(c.text):
+                ev = {"exception": c.type, "message": str(c.message)[:500], "where": c.where, "detail": what}
+                msg = f"the script crashed at step {c.step}: {what} ({c.type}: {str(c.message)[:120]})"
+                return [r.finding(step=c.step, step_end=c.step, message=msg, evidence=ev, causes=causes)]
+        ev = {"exception": c.type, "message": str(c.message)[:500], "where": c.where}
+        return [r.finding(step=c.step, step_end=c.step, severity="error", evidence=ev, causes=[],
+                          message=f"the script crashed at step {c.step}: {c.type}: {str(c.message)[:160]}")]
     return []
 
 
@@ -698,30 +648,29 @@ def frozen_at_init(run: Run, r: Rule) -> list[Finding]:
         A layer deliberately frozen at its random initialisation (random features, a fixed
         random projection) looks the same; the message says which tensors.
     """
-    loads = [e for e in run.events_of("state_dict_load") if isinstance(e.data, dict)
-             and e.data.get("before_training", True)]
-    frozen = next((e.data for e in run.events_of("frozen_init") if isinstance(e.data, dict)), None)
-    for e in loads:
-        d = e.data
-        keys, loaded = d.get("keys"), d.get("loaded")
-        if not isinstance(keys, int) or not isinstance(loaded, int) or keys <= 0 or loaded > 0.1 * keys:
+    loads = [d for d in run.facts(StateDictLoad) if d.early]
+    frozen = next(iter(run.facts(FrozenInit)), None)
+    for d in loads:
+        keys, loaded = d.keys, d.loaded
+        if keys is None or loaded is None or keys <= 0 or loaded > 0.1 * keys:
             continue
-        unexpected, missing = list(d.get("unexpected") or []), list(d.get("missing") or [])
-        mod = d.get("module") or "the model"
-        msg = (f"load_state_dict(strict={d.get('strict')}) on `{mod}` loaded {loaded} of its {keys} tensors: "
+        unexpected, missing = list(d.unexpected or ()), list(d.missing or ())
+        mod = d.module or "the model"
+        msg = (f"load_state_dict(strict={d.strict}) on `{mod}` loaded {loaded} of its {keys} tensors: "
                f"{len(missing)} keys missing, {len(unexpected)} unexpected")
         if unexpected:
             msg += f" (e.g. `{unexpected[0]}` for `{missing[0]}`)" if missing else f" (e.g. `{unexpected[0]}`)"
         ev = {"module": mod, "loaded": loaded, "keys": keys, "missing": missing[:20], "unexpected": unexpected[:20],
-              "strict": d.get("strict"), "where": d.get("where")}
+              "strict": d.strict, "where": d.where}
         if frozen:
-            ev["frozen"] = frozen.get("params", [])[:20]
-            msg += f"; {len(frozen.get('params', []))} of its tensors are frozen at their random initialisation"
+            params = list(frozen.params or ())
+            ev["frozen"] = params[:20]
+            msg += f"; {len(params)} of its tensors are frozen at their random initialisation"
         return [r.finding(step=None, step_end=None, message=msg, evidence=ev, causes=[("code-bug", 0.9)])]
-    if frozen and frozen.get("params"):
-        names = list(frozen["params"])
+    if frozen and frozen.params:
+        names = list(frozen.params)
         msg = (f"{len(names)} frozen tensors ({', '.join(f'`{n}`' for n in names[:4])}"
                f"{' …' if len(names) > 4 else ''}) still hold PyTorch's default random initialisation: "
                "pretrained weights that were never loaded?")
-        return [r.finding(step=None, step_end=None, message=msg, evidence=dict(frozen), causes=[("code-bug", 0.75)])]
+        return [r.finding(step=None, step_end=None, message=msg, evidence=frozen.to_json(), causes=[("code-bug", 0.75)])]
     return []

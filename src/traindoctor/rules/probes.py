@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+from ..events import Config, DepthProbe, FitProbe, GradCheck, InputBaseline, LrRangeTest, finite
 from ..findings import Finding
 from ..run import Run
 from . import Rule, rule
@@ -21,7 +22,7 @@ def _f(x: object) -> str:
 
 
 def _config_faults(run: Run) -> set[str]:
-    return {e.data.get("fault", "") for e in run.events_of("config")}
+    return {c.fault or "" for c in run.facts(Config)}
 
 
 @rule("M004", "error", causes=("code-bug", "insufficient-capacity", "double-softmax"))
@@ -56,18 +57,17 @@ def cannot_overfit_tiny_batch(run: Run, r: Rule) -> list[Finding]:
         loss function, a custom loss), and models with so much dropout or noise that train-mode
         losses cannot reach the target (the eval-mode loss is used too).
     """
-    fails = [e.data for e in run.events_of("fit_probe") if not e.data.get("fitted")
-             and isinstance(e.data.get("initial_loss"), (int, float)) and math.isfinite(e.data["initial_loss"])]
+    fails = [p for p in run.facts(FitProbe) if not p.fitted and finite(p.initial_loss)]
     if not fails:
         return []
     d = fails[0]
-    tried = ", ".join(_f(t["lr"]) for t in d.get("tries", []))
-    steps = sum(t.get("steps", 0) for t in d.get("tries", []))
-    what = "10 samples" if d.get("variant") == "tiny_batch" else "one sample repeated"
-    if d.get("variant") == "tiny_batch" and d.get("samples"):
-        what = f"{d['samples']} samples"
-    msg = (f"the model cannot fit {what}: loss {_f(d['initial_loss'])} → best {_f(d['best_loss'])} after {steps} steps "
-           f"of Adam (lr {tried}); a working pipeline gets below {_f(d.get('target'))}")
+    tried = ", ".join(_f(t.lr) for t in d.tries or ())
+    steps = sum(t.steps or 0 for t in d.tries or ())
+    what = "10 samples" if d.variant == "tiny_batch" else "one sample repeated"
+    if d.variant == "tiny_batch" and d.samples:
+        what = f"{d.samples} samples"
+    msg = (f"the model cannot fit {what}: loss {_f(d.initial_loss)} → best {_f(d.best_loss)} after {steps} steps "
+           f"of Adam (lr {tried}); a working pipeline gets below {_f(d.target)}")
     if len(fails) > 1:
         msg += "; one repeated sample cannot be fitted either"
     causes: dict[str, float] = {"code-bug": 0.6, "insufficient-capacity": 0.3}
@@ -75,9 +75,9 @@ def cannot_overfit_tiny_batch(run: Run, r: Rule) -> list[Finding]:
     if "double_softmax" in faults:
         causes["double-softmax"] = 0.8
         msg += " — the double softmax caps how low the loss can go"
-    if any(x.get("variant") == "one_sample" for x in fails):
+    if any(x.variant == "one_sample" for x in fails):
         causes["code-bug"] = 0.75
-    ev = {"probes": fails, "sample_ids": d.get("sample_ids")}
+    ev = {"probes": [x.to_json() for x in fails], "sample_ids": None if d.sample_ids is None else list(d.sample_ids)}
     return [r.finding(step=None, step_end=None, message=msg, evidence=ev, causes=list(causes.items()))]
 
 
@@ -109,9 +109,8 @@ def optimization_failure(run: Run, r: Rule) -> list[Finding]:
         Very short comparisons where the deeper model only starts slower; give the probe more
         steps (``steps=``) before acting on it.
     """
-    for e in run.events_of("depth_probe"):
-        d = e.data
-        deep, shallow = d.get("deep", {}), d.get("shallow", {})
+    for d in run.facts(DepthProbe):
+        deep, shallow = d.deep or {}, d.shallow or {}
         fd, fs, init = deep.get("final_loss"), shallow.get("final_loss"), deep.get("initial_loss")
         if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (fd, fs)):
             if isinstance(fs, (int, float)) and math.isfinite(fs) and not (isinstance(fd, (int, float)) and math.isfinite(fd)):
@@ -121,9 +120,9 @@ def optimization_failure(run: Run, r: Rule) -> list[Finding]:
         scale = abs(init) if isinstance(init, (int, float)) and math.isfinite(init) else abs(fs)
         if isinstance(fd, (int, float)) and math.isfinite(fd) and not (fd > 1.1 * fs and fd - fs > 0.05 * scale):
             continue
-        msg = (f"the model reaches a training loss of {_f(fd)} after {d.get('steps')} steps of {d.get('optimizer')}, "
-               f"a shallower variant {_f(fs)} ({d.get('how')}): optimisation, not capacity, is failing")
-        return [r.finding(step=None, step_end=None, message=msg, evidence=dict(d),
+        msg = (f"the model reaches a training loss of {_f(fd)} after {d.steps} steps of {d.optimizer}, "
+               f"a shallower variant {_f(fs)} ({d.how}): optimisation, not capacity, is failing")
+        return [r.finding(step=None, step_end=None, message=msg, evidence=d.to_json(),
                           causes=[("optimization-difficulty", 0.7), ("vanishing-gradient", 0.3),
                                   ("bad-initialization", 0.2)])]
     return []
@@ -157,14 +156,13 @@ def gradient_check_failure(run: Run, r: Rule) -> list[Finding]:
         estimators, gradient reversal, clipping in backward), and functions that compute in
         float32 internally (finite differences then disagree by rounding).
     """
-    for e in run.events_of("gradcheck"):
-        d = e.data
-        if d.get("passed") is False:
-            err = d.get("directional_rel_error")
-            msg = (f"custom autograd function {d.get('function')} (called in `{d.get('module')}`) fails gradcheck in "
+    for d in run.facts(GradCheck):
+        if d.passed is False:
+            err = d.directional_rel_error
+            msg = (f"custom autograd function {d.function} (called in `{d.module}`) fails gradcheck in "
                    f"float64: its backward disagrees with finite differences"
                    + (f" (directional relative error {_f(err)})" if err is not None else ""))
-            return [r.finding(step=None, step_end=None, message=msg, evidence=dict(d), causes=[("code-bug", 0.9)])]
+            return [r.finding(step=None, step_end=None, message=msg, evidence=d.to_json(), causes=[("code-bug", 0.9)])]
     return []
 
 
@@ -199,17 +197,17 @@ def input_ignored(run: Run, r: Rule) -> list[Finding]:
     Known false positives:
         Tasks whose inputs carry little signal that a few hundred steps can find.
     """
-    for e in run.events_of("input_baseline"):
-        d = e.data
-        real, zero = d.get("real_input_loss"), d.get("zero_input_loss")
-        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (real, zero)):
+    for d in run.facts(InputBaseline):
+        real, zero = d.real_input_loss, d.zero_input_loss
+        if real is None or zero is None or not (math.isfinite(real) and math.isfinite(zero)):
             continue
         if real < 0.95 * zero:
             continue
-        msg = (f"after {d.get('steps')} steps the loss on {d.get('evaluated_on', 'the samples')} is {_f(real)} with the "
+        on = d.evaluated_on if d.evaluated_on is not None else "the samples"
+        msg = (f"after {d.steps} steps the loss on {on} is {_f(real)} with the "
                f"real inputs and {_f(zero)} with every input zeroed: the model has learned nothing from its inputs "
                f"that carries over to other samples")
-        return [r.finding(step=None, step_end=None, message=msg, evidence=dict(d),
+        return [r.finding(step=None, step_end=None, message=msg, evidence=d.to_json(),
                           causes=[("code-bug", 0.6), ("label-noise", 0.4)])]
     return []
 
@@ -244,21 +242,21 @@ def lr_outside_working_range(run: Run, r: Rule) -> list[Finding]:
         LR schedules that start low by design (warm-up) are judged by the LR the optimizer holds
         when the checkup runs.
     """
-    for e in run.events_of("lr_range_test"):
-        d = e.data
-        lr, sug, div, lmin = d.get("user_lr"), d.get("suggested_lr"), d.get("diverged_at_lr"), d.get("min_loss_lr")
-        if not isinstance(lr, (int, float)) or lr <= 0:
+    for d in run.facts(LrRangeTest):
+        lr, sug, div, lmin = d.user_lr, d.suggested_lr, d.diverged_at_lr, d.min_loss_lr
+        if lr is None or lr <= 0:
             continue
-        ev = {k: d.get(k) for k in ("user_lr", "suggested_lr", "min_loss_lr", "diverged_at_lr", "optimizer", "rule")}
-        if (isinstance(div, (int, float)) and lr >= div) or (isinstance(lmin, (int, float)) and lr > 10 * lmin):
-            where = f"the loss diverged at {_f(div)}" if isinstance(div, (int, float)) and lr >= div else \
+        measured = d.to_json()
+        ev = {k: measured.get(k) for k in ("user_lr", "suggested_lr", "min_loss_lr", "diverged_at_lr", "optimizer", "rule")}
+        if (div is not None and lr >= div) or (lmin is not None and lr > 10 * lmin):
+            where = f"the loss diverged at {_f(div)}" if div is not None and lr >= div else \
                 f"the loss was lowest at {_f(lmin)} and rose beyond it"
-            msg = (f"learning rate {_f(lr)} is beyond the working range of an LR range test with {d.get('optimizer')}: "
-                   f"{where}" + (f"; suggested {_f(sug)}" if isinstance(sug, (int, float)) else ""))
+            msg = (f"learning rate {_f(lr)} is beyond the working range of an LR range test with {d.optimizer}: "
+                   f"{where}" + (f"; suggested {_f(sug)}" if sug is not None else ""))
             return [r.finding(step=None, step_end=None, message=msg, evidence=ev, causes=[("lr-too-high", 0.8)],
                               severity="error")]
-        if isinstance(sug, (int, float)) and lr < sug / 1000:
+        if sug is not None and lr < sug / 1000:
             msg = (f"learning rate {_f(lr)} is {sug / lr:.3g}× below the LR where the range test's loss falls fastest "
-                   f"({_f(sug)}, {d.get('optimizer')}): training will crawl")
+                   f"({_f(sug)}, {d.optimizer}): training will crawl")
             return [r.finding(step=None, step_end=None, message=msg, evidence=ev, causes=[("lr-too-low", 0.7)])]
     return []
