@@ -5,8 +5,9 @@ import re
 from typing import Any
 
 from ..events import DataNonfinite, NonfiniteLoss
+from ..numfmt import fmt
 from . import Cause
-from .facts import REGRESSION_KINDS, Facts, fmt, num
+from .facts import REGRESSION_KINDS, Facts, num
 
 
 def at(ev: dict[str, Any]) -> str:
@@ -133,7 +134,7 @@ class ClassImbalance(Cause):
             return []
         keys = sorted(counts, key=lambda k: int(k) if str(k).isdigit() else 0)
         w = [total / (len(counts) * counts[k]) for k in keys if counts[k]]
-        shown = ", ".join(f"{x:.3g}" for x in w)
+        shown = ", ".join(f"{fmt(x)}" for x in w)
         return [f"weight the loss by inverse class frequency, from the counts seen: "
                 f"nn.CrossEntropyLoss(weight=torch.tensor([{shown}])) (for one logit: "
                 "BCEWithLogitsLoss(pos_weight=negatives/positives)), or a WeightedRandomSampler"]

@@ -16,21 +16,19 @@ from typing import Any
 
 import numpy as np
 
+from .. import layerkinds
 from ..events import DataProfile, ModelGraph, RunMeta
 from ..findings import Finding
 from ..losskinds import CLASSES, REGRESSION
 from ..run import Run, Series
 
-RELU_OPS = {"relu", "relu6", "leaky_relu", "rrelu", "elu", "selu", "celu", "threshold"}
-SQUASH_OPS = {"sigmoid", "tanh", "hardtanh", "hardsigmoid", "softsign"}
-RELU_MODULES = {"ReLU", "ReLU6", "LeakyReLU", "RReLU", "ELU", "SELU", "CELU"}
-SQUASH_MODULES = {"Sigmoid", "Tanh", "Hardtanh", "Hardsigmoid", "Softsign"}
+# the activation families of layerkinds.py, as sets to intersect with a run's module types and operations
+RELU_OPS = frozenset(layerkinds.RELU_OPS)
+SQUASH_OPS = frozenset(layerkinds.SQUASH_OPS)
+RELU_MODULES = frozenset(layerkinds.RELU_MODULES)
+SQUASH_MODULES = frozenset(layerkinds.SQUASH_MODULES)
 REGRESSION_KINDS = REGRESSION
 CLASS_KINDS = CLASSES
-
-
-def fmt(x: float) -> str:
-    return f"{x:.3g}"
 
 
 def num(x: Any) -> float | None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..events import InitScale, LrRangeTest
+from ..numfmt import fmt
 from ..rules._signals import eps_swamps
 from . import Cause
-from .facts import Facts, fmt, num
+from .facts import Facts, num
 
 
 def _lr_range_test(f: Facts) -> list[str]:

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from ..events import Config
+from ..numfmt import fmt
 from . import Cause
 from .data import at
-from .facts import REGRESSION_KINDS, Facts, fmt, num
+from .facts import REGRESSION_KINDS, Facts, num
 
 
 class NumericallyUnstableLoss(Cause):

@@ -48,6 +48,7 @@ from ..inspect.model import (
 from ..inspect.state import Snapshot, rolled_back
 from ..inspect.trace import StepTrace
 from ..losskinds import chance_loss
+from ..numfmt import fmt
 from ..run import Event, Run, Series
 from .probes import (
     DEFAULT_PROBES,
@@ -62,7 +63,6 @@ from .probes import (
     run_probe,
     shuffled_batches,
 )
-from .probes._base import fmt as _fmt
 from .probes._base import one_line as _one_line
 
 __all__ = ["DEFAULT_PROBES", "PROBES", "CheckupReport", "Options", "checkup", "checkup_script", "run_checkup"]
@@ -308,13 +308,13 @@ def _data_summary(profile: DataProfile) -> str:
     x, t = f.get("inputs") or {}, f.get("targets") or {}
     parts = []
     if "mean" in x and not str(x.get("dtype", "")).startswith(("int", "uint", "bool")):
-        parts.append(f"inputs mean {x['mean']:.3g}, std {x['std']:.3g}")
+        parts.append(f"inputs mean {fmt(x['mean'])}, std {fmt(x['std'])}")
     counts = (f.get("classes") or {}).get("counts") or {}
     live = [v for v in counts.values() if v > 0]
     if len(live) >= 2:
-        parts.append(f"{len(live)} classes, most/least frequent {max(live) / min(live):.3g}")
+        parts.append(f"{len(live)} classes, most/least frequent {fmt(max(live) / min(live))}")
     elif t.get("kind") == "continuous" and "mean" in t:
-        parts.append(f"targets mean {t['mean']:.3g}, std {t['std']:.3g}")
+        parts.append(f"targets mean {fmt(t['mean'])}, std {fmt(t['std'])}")
     o = f.get("order")
     if o:
         parts.append(f"{o['mean_classes_per_batch']:.2g} classes per batch (shuffled ≈ {o['expected_classes_per_batch']:.2g})")
@@ -587,8 +587,8 @@ def _first_loss(pipe: Pipeline, kept: list[Batch], first: Batch, rec: _Recorder,
     expected = chance_loss(kind, c)
     if expected is None and kind == "mse" and "target_sq_mean" in rec.meta:
         expected = (rec.meta["target_sq_mean"], "mean(y²)")
-    exp_txt = f" (a fresh model gives ≈ {expected[1]} = {_fmt(expected[0])})" if expected else ""
-    rec.line("initial loss", f"{_fmt(il['mean'])} over {il['batches']} batches{exp_txt}", None)
+    exp_txt = f" (a fresh model gives ≈ {expected[1]} = {fmt(expected[0])})" if expected else ""
+    rec.line("initial loss", f"{fmt(il['mean'])} over {il['batches']} batches{exp_txt}", None)
     if not il["all_finite"]:
         with rolled_back(snapshot, opts.seed):
             bad = next(b for b, v in zip(kept, il["values"]) if not math.isfinite(v))
@@ -656,7 +656,7 @@ def _probes(ctx: ProbeContext, t0: float) -> None:
             budget.step_s = _time_step(ctx.pipe, ctx.pbatches, ctx.snapshot, opts.seed)
             rec.meta["budget"] = {"seconds": budget.seconds, "step_s": budget.step_s,
                                   "left_for_probes_s": round(budget.left(), 3)}
-            progress(f"one training step ≈ {budget.step_s * 1e3:.3g} ms; {max(0.0, budget.left()):.0f} s of the "
+            progress(f"one training step ≈ {fmt(budget.step_s * 1e3)} ms; {max(0.0, budget.left()):.0f} s of the "
                      f"{budget.seconds:g} s budget left for {len(chosen)} probe(s)")
     for i, probe in enumerate(chosen):
         run_probe(probe, ctx, budget, chosen[i + 1:])
@@ -731,7 +731,7 @@ def checkup_script(
         ProbeLine("found: model", f"`{found.model_name or '?'}` ({type(model).__name__}, "
                                   f"{sum(p.numel() for p in model.parameters()):,} parameters)"),
         ProbeLine("found: loss", found.loss_how or "?"),
-        ProbeLine("found: optimizer", f"{type(found.optimizer).__name__} lr {_fmt(found.optimizer.param_groups[0].get('lr'))}"
+        ProbeLine("found: optimizer", f"{type(found.optimizer).__name__} lr {fmt(found.optimizer.param_groups[0].get('lr'))}"
                   if found.optimizer is not None else "none"),
         ProbeLine("found: training data", found.train_how),
     ]

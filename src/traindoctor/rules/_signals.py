@@ -7,8 +7,9 @@ import numpy as np
 
 from ..events import InitScale, ModelGraph
 from ..losskinds import CLASSES
+from ..numfmt import fmt
 from ..run import Run
-from ._stats import fmt, late
+from ._stats import late
 
 
 def adversarial(run: Run) -> bool:

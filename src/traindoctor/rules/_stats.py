@@ -78,14 +78,6 @@ def segment(values: np.ndarray, start: float, end: float) -> np.ndarray:
     return values[a:b]
 
 
-def fmt(x: float) -> str:
-    if not math.isfinite(x):
-        return str(x)
-    if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
-        return f"{x:.2e}"
-    return f"{x:.4g}"
-
-
 def late(values: np.ndarray, frac: float = 0.5) -> np.ndarray:
     """The last ``frac`` of a series (at least two points when it has them), finite values only."""
     n = values.shape[0]

@@ -5,10 +5,11 @@ import numpy as np
 
 from ..events import NonfiniteLoss
 from ..findings import Finding
+from ..numfmt import fmt
 from ..run import Run, Series
 from . import Rule, rule
 from ._signals import before_nonfinite, inputs_look_normalised
-from ._stats import fmt, late, sustained
+from ._stats import late, sustained
 
 
 def _update_ratio_until(run: Run, step: int) -> float | None:

@@ -18,6 +18,7 @@ from ..events import (
 )
 from ..findings import Finding
 from ..losskinds import REGRESSION
+from ..numfmt import fmt
 from ..run import Run
 from . import Rule, rule
 
@@ -284,18 +285,18 @@ def unnormalized_inputs(run: Run, r: Rule) -> list[Finding]:
         reasons = []
         lo, hi, rms = x.get("min", 0.0), x.get("max", 0.0), x.get("rms", 0.0)
         if x.get("integer_valued") and lo >= 0 and 20 < hi <= 255:
-            reasons.append(f"raw pixel-like values: integers in [{lo:g}, {hi:g}] (mean {x['mean']:.3g}, std {x['std']:.3g})")
+            reasons.append(f"raw pixel-like values: integers in [{lo:g}, {hi:g}] (mean {fmt(x['mean'])}, std {fmt(x['std'])})")
         elif rms > 5:
-            reasons.append(f"inputs far from unit scale: RMS {rms:.3g} (mean {x['mean']:.3g}, std {x['std']:.3g}, "
-                           f"range [{lo:.3g}, {hi:.3g}])")
+            reasons.append(f"inputs far from unit scale: RMS {fmt(rms)} (mean {fmt(x['mean'])}, std {fmt(x['std'])}, "
+                           f"range [{fmt(lo)}, {fmt(hi)}])")
         if not reasons:
             if (x.get("max_abs_mean") or 0) > 10:
-                reasons.append(f"{axis} {x.get('max_abs_mean_column')} has mean {x['max_abs_mean']:.3g}")
+                reasons.append(f"{axis} {x.get('max_abs_mean_column')} has mean {fmt(x['max_abs_mean'])}")
             if (x.get("max_std") or 0) > 10:
-                reasons.append(f"{axis} {x.get('max_std_column')} has std {x['max_std']:.3g}")
+                reasons.append(f"{axis} {x.get('max_std_column')} has std {fmt(x['max_std'])}")
             ms = x.get("min_std")
             if ms and ms > 0 and (x.get("max_std") or 0) >= 0.5 and x["max_std"] / ms > 1000:
-                reasons.append(f"{axis} stds differ {x['max_std'] / ms:.3g}× (from {ms:.3g} to {x['max_std']:.3g})")
+                reasons.append(f"{axis} stds differ {fmt(x['max_std'] / ms)}× (from {fmt(ms)} to {fmt(x['max_std'])})")
         if reasons:
             scaled = [op for op in _graph(run).input_ops or () if op in _SCALING_OPS]
             if scaled:
@@ -342,8 +343,8 @@ def unnormalized_targets(run: Run, r: Rule) -> list[Finding]:
             ev = {k: t.get(k) for k in ("min", "max", "mean", "std", "rms")}
             ev.update({"samples": d.samples, "loss_kind": d.loss_kind, "first_mse_estimate": rms * rms,
                        **_site_of(run, "loss")})
-            msg = (f"regression targets on a large scale: RMS {rms:.3g} (mean {t['mean']:.3g}, std {t['std']:.3g}, range "
-                   f"[{t['min']:.3g}, {t['max']:.3g}]); a fresh model's first MSE is ≈ {rms * rms:.3g}")
+            msg = (f"regression targets on a large scale: RMS {fmt(rms)} (mean {fmt(t['mean'])}, std {fmt(t['std'])}, range "
+                   f"[{fmt(t['min'])}, {fmt(t['max'])}]); a fresh model's first MSE is ≈ {fmt(rms * rms)}")
             return [r.finding(step=None, step_end=None, message=msg, evidence=ev, causes=[("unnormalized-target", 0.8)])]
     return []
 
@@ -436,7 +437,7 @@ def train_val_leakage(run: Run, r: Rule) -> list[Finding]:
               "val_ids": list(d.val_ids or ())[:20], "train_ids": list(d.train_ids or ())[:20],
               "train_internal_duplicate_rate": internal}
         pairs = ", ".join(f"{v}↔{t}" for v, t in list(zip(d.val_ids or (), d.train_ids or ()))[:5])
-        msg = (f"{dup} of {nv} validation samples ({frac * 100:.3g} %) also occur in the training data "
+        msg = (f"{dup} of {nv} validation samples ({fmt(frac * 100)} %) also occur in the training data "
                f"(val↔train ids: {pairs}{', …' if dup > 5 else ''})")
         return [r.finding(step=None, step_end=None, message=msg, evidence=ev, causes=[("data-leakage", 0.9)],
                           severity="error" if frac >= 0.01 else "warning")]
@@ -531,7 +532,7 @@ def suspect_labels(run: Run, r: Rule) -> list[Finding]:
         cands = list(d.candidates or ())
         shown = "; ".join(
             f"id {c['id']} labelled {_label(c.get('label'))}" + (f", predicted {c['predicted']}" if "predicted" in c else "")
-            + f" (loss {c['loss']:.3g})" for c in cands[:5])
+            + f" (loss {fmt(c['loss'])})" for c in cands[:5])
         pred = any("predicted" in c for c in cands)
         verdict = "are predicted as another class" if pred else \
             f"get a probability below {math.exp(-d.threshold):.2g} for their label"
@@ -539,6 +540,6 @@ def suspect_labels(run: Run, r: Rule) -> list[Finding]:
               "median_loss": d.median_loss, "trained_steps": d.trained_steps,
               "sample_ids": [c["id"] for c in cands[:50]]}
         msg = (f"{count} of {n} training samples stay far above the rest after a short training (loss > "
-               f"{d.threshold:.3g}, median {d.median_loss if d.median_loss is not None else math.nan:.3g}) and {verdict}: {shown}")
+               f"{fmt(d.threshold)}, median {fmt(d.median_loss if d.median_loss is not None else math.nan)}) and {verdict}: {shown}")
         return [r.finding(step=None, step_end=None, message=msg, evidence=ev, causes=[("label-noise", 0.7)])]
     return []

@@ -15,10 +15,11 @@ import numpy as np
 from ..events import DataProfile, EvalTrainMode, InputShift, ModelGraph
 from ..findings import Finding
 from ..losskinds import chance_loss
+from ..numfmt import fmt
 from ..run import Run
 from . import Rule, rule
 from ._signals import adversarial, best_layer_update_ratio, bottleneck, eps_note, eps_swamps
-from ._stats import fmt, kendall_tau, late, nanmedian, sustained
+from ._stats import kendall_tau, late, nanmedian, sustained
 
 MIN_EVALS = 4
 

@@ -7,10 +7,11 @@ import numpy as np
 
 from ..events import Hessian, NoGrad, NonfiniteLoss, StaleGrad
 from ..findings import Finding
+from ..numfmt import fmt
 from ..run import Run
 from . import Rule, rule
 from ._signals import eps_note, eps_swamps, per_step, recurrent, weight_layers, weight_update_ratios, zero_weights
-from ._stats import fmt, late, nanmedian, sustained
+from ._stats import late, nanmedian, sustained
 
 
 @rule("G001", "error", causes=("exploding-gradient", "lr-too-high", "bad-initialization"))

@@ -13,6 +13,7 @@ import numpy as np
 from ..events import Config, NonfiniteLoss, StateDictLoad
 from ..findings import Finding
 from ..losskinds import REGRESSION, chance_loss
+from ..numfmt import fmt
 from ..run import Run, Series
 from . import Rule, rule
 from ._signals import (
@@ -27,7 +28,7 @@ from ._signals import (
     vanishing_ratio,
     zero_weights,
 )
-from ._stats import bin_medians, finite_prefix, fmt, kendall_tau, late, nanmedian, rel_iqr, segment, sustained
+from ._stats import bin_medians, finite_prefix, kendall_tau, late, nanmedian, rel_iqr, segment, sustained
 
 MIN_POINTS = 20  # fewer finite loss points than this: no trend verdicts
 
@@ -354,7 +355,7 @@ def _far_above_chance(run: Run, r: Rule, s: Series) -> list[Finding]:
     if not level >= 100 * chance[0]:
         return []
     ev = {"level": level, "chance_level": chance[0], "ratio": level / chance[0]}
-    msg = (f"the loss sits at {fmt(level)}, {fmt(level / chance[0])}× the {chance[1]} = {chance[0]:.4g} a constant "
+    msg = (f"the loss sits at {fmt(level)}, {fmt(level / chance[0])}× the {chance[1]} = {fmt(chance[0])} a constant "
            "prediction gives: the model's outputs have blown up")
     return [r.finding(step=int(s.steps[0]), step_end=int(s.steps[-1]), message=msg, evidence=ev,
                       causes=_l002_causes(run))]
@@ -947,7 +948,7 @@ def saturated_loss(run: Run, r: Rule) -> list[Finding]:
                           "samples_at_clamp_median": float(np.median(np.round(k[on])))}
                     msg = (
                         f"per-sample losses clamped at {c:g} ({why}): {on.mean() * 100:.0f} % of the late batch losses are "
-                        f"exact multiples of {c:g}/{bs} = {c / bs:.4g} (median {int(ev['samples_at_clamp_median'])} of {bs} samples saturated)"
+                        f"exact multiples of {c:g}/{bs} = {fmt(c / bs)} (median {int(ev['samples_at_clamp_median'])} of {bs} samples saturated)"
                     )
                     first = int(s.steps[len(v) // 2])
                     return [r.finding(step=first, step_end=int(s.steps[-1]), message=msg, evidence=ev,

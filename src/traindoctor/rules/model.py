@@ -12,6 +12,7 @@ import re
 from ..events import Config, Crash, FrozenInit, InitScale, ModelGraph, Precision, StateDictLoad, finite
 from ..findings import Finding
 from ..losskinds import NAMES, REGRESSION
+from ..numfmt import fmt
 from ..run import Run
 from . import Rule, rule
 
@@ -194,12 +195,12 @@ def bad_init_scale(run: Run, r: Rule) -> list[Finding]:
         parts = []
         for ly, _how, ratio in bad[:3]:
             parts.append(f"`{ly.name}` ({ly.type} {ly.fan_in}→{ly.fan_out}, then {ly.activation}) has std "
-                         f"{ly.std:.3g}, {ratio:.2g}× the Kaiming std {ly.kaiming_std:.3g}")
+                         f"{fmt(ly.std)}, {ratio:.2g}× the Kaiming std {fmt(ly.kaiming_std)}")
         if len(bad) > 3:
             parts.append(f"{len(bad) - 3} more layer(s)")
         if drifting:
-            parts.append(f"the weight layers' output std goes from {stds[0]:.3g} to {stds[-1]:.3g} "
-                         f"({drift:.3g}×) over {len(stds)} layers")
+            parts.append(f"the weight layers' output std goes from {fmt(stds[0])} to {fmt(stds[-1])} "
+                         f"({fmt(drift)}×) over {len(stds)} layers")
         large = any(h == "large" for _, h, _ in bad) or (drift is not None and drift > 100)
         causes = [("bad-initialization", 0.75), ("exploding-gradient" if large else "vanishing-gradient", 0.25)]
         ev = {"layers": [{**ly.to_json(), "verdict": how} for ly, how, _ in bad], "output_std": stds, "drift": drift,
@@ -251,10 +252,10 @@ def reduced_precision_overflow(run: Run, r: Rule) -> list[Finding]:
         if nonfinite:
             reasons.append(f"module `{nonfinite[0]}` already outputs Inf/NaN in {low}")
         elif top and top.absmax is not None and top.absmax > limit / 4:
-            reasons.append(f"module `{top.name}` ({top.type}) outputs values up to {top.absmax:.3g}, "
-                           f"{top.absmax / limit * 100:.3g} % of the {low} maximum {limit:.6g}")
+            reasons.append(f"module `{top.name}` ({top.type}) outputs values up to {fmt(top.absmax)}, "
+                           f"{fmt(top.absmax / limit * 100)} % of the {low} maximum {limit:.6g}")
         if loss_v is not None and loss_v == loss_v and abs(loss_v) > limit / 4:
-            reasons.append(f"the loss ({p.loss_reduction} reduction) is {loss_v:.3g}, beyond a quarter of the "
+            reasons.append(f"the loss ({p.loss_reduction} reduction) is {fmt(loss_v)}, beyond a quarter of the "
                            f"{low} range")
         if reasons:
             ev = p.to_json()
@@ -311,7 +312,7 @@ def _floor_note(op: str, c: int | None) -> str:
     import math
 
     floor = math.log(1 + (c - 1) * math.exp(lo - hi))
-    return f"; the logits are squashed into [{lo:g}, {hi:g}], so the loss cannot fall below {floor:.3g} for {c} classes"
+    return f"; the logits are squashed into [{lo:g}, {hi:g}], so the loss cannot fall below {fmt(floor)} for {c} classes"
 
 
 @rule("M009", "error", causes=("wrong-output-activation",))
@@ -386,13 +387,13 @@ def output_activation_mismatch(run: Run, r: Rule) -> list[Finding]:
             elif kind in _REGRESSION and isinstance(tgt.get("min"), (int, float)):
                 lo, hi = tgt["min"], tgt.get("max", tgt["min"])
                 if op in ("relu", "relu6", "softplus") and lo < 0:
-                    reason = (f"{what} on the regression output feeds {loss}, but the targets go down to {lo:.3g}: "
+                    reason = (f"{what} on the regression output feeds {loss}, but the targets go down to {fmt(lo)}: "
                               "negative targets can never be predicted, and units pushed below 0 stop learning")
                 elif op in ("sigmoid", "hardsigmoid") and (lo < 0 or hi > 1):
-                    reason = (f"{what} bounds the regression output to [0, 1] but the targets span [{lo:.3g}, {hi:.3g}]: "
+                    reason = (f"{what} bounds the regression output to [0, 1] but the targets span [{fmt(lo)}, {fmt(hi)}]: "
                               "most targets can never be reached")
                 elif op in ("tanh", "hardtanh") and (lo < -1 or hi > 1):
-                    reason = (f"{what} bounds the regression output to [−1, 1] but the targets span [{lo:.3g}, {hi:.3g}]: "
+                    reason = (f"{what} bounds the regression output to [−1, 1] but the targets span [{fmt(lo)}, {fmt(hi)}]: "
                               "most targets can never be reached")
             if reason:
                 ev = {"loss": loss, "loss_kind": kind, "activation": op, "module": head.get("module"),

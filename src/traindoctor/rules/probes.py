@@ -13,12 +13,9 @@ import math
 
 from ..events import Config, DepthProbe, FitProbe, GradCheck, InputBaseline, LrRangeTest, finite
 from ..findings import Finding
+from ..numfmt import fmt
 from ..run import Run
 from . import Rule, rule
-
-
-def _f(x: object) -> str:
-    return f"{x:.3g}" if isinstance(x, (int, float)) else str(x)
 
 
 def _config_faults(run: Run) -> set[str]:
@@ -61,13 +58,13 @@ def cannot_overfit_tiny_batch(run: Run, r: Rule) -> list[Finding]:
     if not fails:
         return []
     d = fails[0]
-    tried = ", ".join(_f(t.lr) for t in d.tries or ())
+    tried = ", ".join(fmt(t.lr) for t in d.tries or ())
     steps = sum(t.steps or 0 for t in d.tries or ())
     what = "10 samples" if d.variant == "tiny_batch" else "one sample repeated"
     if d.variant == "tiny_batch" and d.samples:
         what = f"{d.samples} samples"
-    msg = (f"the model cannot fit {what}: loss {_f(d.initial_loss)} → best {_f(d.best_loss)} after {steps} steps "
-           f"of Adam (lr {tried}); a working pipeline gets below {_f(d.target)}")
+    msg = (f"the model cannot fit {what}: loss {fmt(d.initial_loss)} → best {fmt(d.best_loss)} after {steps} steps "
+           f"of Adam (lr {tried}); a working pipeline gets below {fmt(d.target)}")
     if len(fails) > 1:
         msg += "; one repeated sample cannot be fitted either"
     causes: dict[str, float] = {"code-bug": 0.6, "insufficient-capacity": 0.3}
@@ -120,8 +117,8 @@ def optimization_failure(run: Run, r: Rule) -> list[Finding]:
         scale = abs(init) if isinstance(init, (int, float)) and math.isfinite(init) else abs(fs)
         if isinstance(fd, (int, float)) and math.isfinite(fd) and not (fd > 1.1 * fs and fd - fs > 0.05 * scale):
             continue
-        msg = (f"the model reaches a training loss of {_f(fd)} after {d.steps} steps of {d.optimizer}, "
-               f"a shallower variant {_f(fs)} ({d.how}): optimisation, not capacity, is failing")
+        msg = (f"the model reaches a training loss of {fmt(fd)} after {d.steps} steps of {d.optimizer}, "
+               f"a shallower variant {fmt(fs)} ({d.how}): optimisation, not capacity, is failing")
         return [r.finding(step=None, step_end=None, message=msg, evidence=d.to_json(),
                           causes=[("optimization-difficulty", 0.7), ("vanishing-gradient", 0.3),
                                   ("bad-initialization", 0.2)])]
@@ -161,7 +158,7 @@ def gradient_check_failure(run: Run, r: Rule) -> list[Finding]:
             err = d.directional_rel_error
             msg = (f"custom autograd function {d.function} (called in `{d.module}`) fails gradcheck in "
                    f"float64: its backward disagrees with finite differences"
-                   + (f" (directional relative error {_f(err)})" if err is not None else ""))
+                   + (f" (directional relative error {fmt(err)})" if err is not None else ""))
             return [r.finding(step=None, step_end=None, message=msg, evidence=d.to_json(), causes=[("code-bug", 0.9)])]
     return []
 
@@ -204,8 +201,8 @@ def input_ignored(run: Run, r: Rule) -> list[Finding]:
         if real < 0.95 * zero:
             continue
         on = d.evaluated_on if d.evaluated_on is not None else "the samples"
-        msg = (f"after {d.steps} steps the loss on {on} is {_f(real)} with the "
-               f"real inputs and {_f(zero)} with every input zeroed: the model has learned nothing from its inputs "
+        msg = (f"after {d.steps} steps the loss on {on} is {fmt(real)} with the "
+               f"real inputs and {fmt(zero)} with every input zeroed: the model has learned nothing from its inputs "
                f"that carries over to other samples")
         return [r.finding(step=None, step_end=None, message=msg, evidence=d.to_json(),
                           causes=[("code-bug", 0.6), ("label-noise", 0.4)])]
@@ -249,14 +246,14 @@ def lr_outside_working_range(run: Run, r: Rule) -> list[Finding]:
         measured = d.to_json()
         ev = {k: measured.get(k) for k in ("user_lr", "suggested_lr", "min_loss_lr", "diverged_at_lr", "optimizer", "rule")}
         if (div is not None and lr >= div) or (lmin is not None and lr > 10 * lmin):
-            where = f"the loss diverged at {_f(div)}" if div is not None and lr >= div else \
-                f"the loss was lowest at {_f(lmin)} and rose beyond it"
-            msg = (f"learning rate {_f(lr)} is beyond the working range of an LR range test with {d.optimizer}: "
-                   f"{where}" + (f"; suggested {_f(sug)}" if sug is not None else ""))
+            where = f"the loss diverged at {fmt(div)}" if div is not None and lr >= div else \
+                f"the loss was lowest at {fmt(lmin)} and rose beyond it"
+            msg = (f"learning rate {fmt(lr)} is beyond the working range of an LR range test with {d.optimizer}: "
+                   f"{where}" + (f"; suggested {fmt(sug)}" if sug is not None else ""))
             return [r.finding(step=None, step_end=None, message=msg, evidence=ev, causes=[("lr-too-high", 0.8)],
                               severity="error")]
         if sug is not None and lr < sug / 1000:
-            msg = (f"learning rate {_f(lr)} is {sug / lr:.3g}× below the LR where the range test's loss falls fastest "
-                   f"({_f(sug)}, {d.optimizer}): training will crawl")
+            msg = (f"learning rate {fmt(lr)} is {fmt(sug / lr)}× below the LR where the range test's loss falls fastest "
+                   f"({fmt(sug)}, {d.optimizer}): training will crawl")
             return [r.finding(step=None, step_end=None, message=msg, evidence=ev, causes=[("lr-too-low", 0.7)])]
     return []

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from ..inspect.tensors import dtype_name
+from ..numfmt import fmt
 from ..run import Event
 
 
@@ -145,10 +146,10 @@ class StoreWriter:
                 continue
             self._val_note_done = True
             used = ("the val_loss logged with doctor.log(), which always comes first" if logged else
-                    f"{a:.4g}, from the loss function (a loss function's value comes before a printed one)")
+                    f"{fmt(a)}, from the loss function (a loss function's value comes before a printed one)")
             self.meta.setdefault("notes", []).append(
-                f"val_loss at step {st}: the evaluation's loss-function calls give {a:.4g} (mean per element) but the "
-                f"script printed {p:.4g}; used {used}")
+                f"val_loss at step {st}: the evaluation's loss-function calls give {fmt(a)} (mean per element) but the "
+                f"script printed {fmt(p)}; used {used}")
             return
 
     def _write_meta(self) -> None:

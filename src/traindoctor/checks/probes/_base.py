@@ -10,7 +10,6 @@ report line instead of hiding the probes after it.
 """
 from __future__ import annotations
 
-import math
 import sys
 import time
 import traceback
@@ -19,17 +18,12 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from ...errors import TrainDoctorError
+from ...numfmt import fmt
 
 if TYPE_CHECKING:
     from ...inspect.batches import Batch
     from ...inspect.state import Snapshot
     from ._experiments import Pipeline
-
-
-def fmt(x: Any) -> str:
-    if isinstance(x, float):
-        return f"{x:.3g}" if math.isfinite(x) else str(x)
-    return str(x)
 
 
 def one_line(s: str, n: int = 200) -> str:
@@ -121,8 +115,8 @@ class Budget:
             return 1.0, None
         share = max(0.0, left) * need / total if total > 0 else 0.0
         scale = share / need if need > 0 else 1.0
-        why = (f"one training step ≈ {self.step_s * 1e3:.3g} ms; at full length ≈ {need:.3g} s, "
-               f"{max(0.0, left):.3g} s of the {self.seconds:g} s budget left for this and {len(rest)} more")
+        why = (f"one training step ≈ {fmt(self.step_s * 1e3)} ms; at full length ≈ {fmt(need)} s, "
+               f"{fmt(max(0.0, left))} s of the {self.seconds:g} s budget left for this and {len(rest)} more")
         if scale < probe.min_scale:
             floor_rest = sum(p.min_scale * p.cost(ctx) for p in rest) * self.step_s
             if probe.min_scale * need + floor_rest <= left:

@@ -1,7 +1,8 @@
 """The shared body of ``overfit`` and ``repeat``: train on a tiny batch alone and see it fit."""
 from __future__ import annotations
 
-from ._base import Probe, ProbeContext, fmt
+from ...numfmt import fmt
+from ._base import Probe, ProbeContext
 
 
 class FitProbe(Probe):

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import math
 
-from ._base import Probe, ProbeContext, fmt
+from ...numfmt import fmt
+from ._base import Probe, ProbeContext
 
 
 class BisectProbe(Probe):

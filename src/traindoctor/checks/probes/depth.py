@@ -14,7 +14,8 @@ import copy
 import math
 
 from ...errors import TrainDoctorError
-from ._base import Probe, ProbeContext, fmt, one_line
+from ...numfmt import fmt
+from ._base import Probe, ProbeContext, one_line
 
 
 class DepthProbe(Probe):

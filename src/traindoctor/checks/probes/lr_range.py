@@ -9,7 +9,8 @@ a learning rate off by orders of magnitude (M006) is caught before the run.
 """
 from __future__ import annotations
 
-from ._base import Probe, ProbeContext, fmt
+from ...numfmt import fmt
+from ._base import Probe, ProbeContext
 
 
 class LRRangeProbe(Probe):

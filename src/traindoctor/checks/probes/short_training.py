@@ -16,7 +16,8 @@ import math
 from typing import Any
 
 from ...losskinds import BINARY
-from ._base import Probe, ProbeContext, fmt
+from ...numfmt import fmt
+from ._base import Probe, ProbeContext
 
 
 class ShortTrainingProbe(Probe):
