@@ -11,7 +11,8 @@ import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "src" / "traindoctor"
-JUDGING = ["run.py", "findings.py", "catalogue.py", "losskinds.py", "layerkinds.py", "calibration.py", "diagnosis.py", "rules", "causes"]
+JUDGING = ["run.py", "findings.py", "catalogue.py", "losskinds.py", "layerkinds.py", "numfmt.py", "events.py",
+           "calibration.py", "diagnosis.py", "rules", "causes"]
 TORCH_FREE = [*JUDGING, "logs", "report", "store.py", "errors.py", "explain.py", "docs.py", "cli.py"]
 SOURCES = ("watch", "checks", "inspect", "logs", "report", "cli", "store", "examples", "hessian")
 
