@@ -82,6 +82,11 @@ PAYLOADS: dict[str, dict] = {
                        "candidates": [{"id": 3, "label": 1, "loss": 5.0}], "learned": True},
     "lr_range_test": {"optimizer": "Adam", "suggested_lr": 0.003, "rule": "steepest", "min_loss_lr": 0.01,
                       "diverged_at_lr": 0.1, "user_lr": 1.0, "first_loss": None},
+    "treatment": {"code": "L001", "cause": "lr-too-high", "source": "diagnosis",
+                  "action": "lower the learning rate ×0.1", "changes": {"lr": [0.5, 0.05]}, "rolled_back_to": 0,
+                  "quarantined": [], "treatment": 1, "loss": "nan"},
+    "heal_stopped": {"code": "L001", "cause": "lr-too-high", "treatments": {"lr-too-high": 3},
+                     "rolled_back_to": 50, "message": "L001 at step 90: treated 3 times; healing stopped"},
 }
 
 

@@ -33,6 +33,16 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--no-store", action="store_true", help="keep the run in memory only")
     r.add_argument("--cadence", type=int, default=None, metavar="K",
                    help="sample per-layer statistics every K steps (default 50)")
+    r.add_argument("--heal", action="store_true",
+                   help="treat the run while it trains: on a NaN or a blow-up roll back to the last good state and "
+                   "lower the LR, clip or skip the poisoned batch; halve a stalled LR; stop an overfitting run at its "
+                   "best weights. Every treatment is in the report")
+    r.add_argument("--verify", action="store_true",
+                   help="heal, and prove each fix first: replay the steps since the last snapshot with each candidate "
+                   "fix for the leading cause (on the script's own model, restored bitwise after), apply the one that "
+                   "measurably helped, and report what each did")
+    r.add_argument("--verify-budget", type=float, default=None, metavar="FRACTION",
+                   help="time the replays may take, as a fraction of the run's time so far (default 0.1)")
     r.add_argument("script", help="the training script")
     r.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
 
@@ -121,7 +131,17 @@ def _cmd_run(a: argparse.Namespace) -> int:
 
         check_script(a.script)  # a mistyped script must not cost the old store
         claim_store_path(a.store, overwrite=a.overwrite)
-    res = watch_script(a.script, args, store="" if a.no_store else a.store, cadence=a.cadence)
+    policy = None
+    if a.verify_budget is not None:
+        if not (0 < a.verify_budget <= 10) or a.verify_budget != a.verify_budget:
+            raise TrainDoctorError(f"--verify-budget must be a fraction of the run's time in (0, 10], got {a.verify_budget}")
+        if not a.verify:
+            raise TrainDoctorError("--verify-budget sets the time of --verify's replays; give --verify too")
+        from .heal import HealPolicy
+
+        policy = HealPolicy(verify_budget=a.verify_budget)
+    res = watch_script(a.script, args, store="" if a.no_store else a.store, cadence=a.cadence, heal=a.heal,
+                       verify=a.verify, heal_policy=policy)
     render(res.diagnosis, file=sys.stderr, title="traindoctor run")
     if res.store_stopped is not None:
         step, why = res.store_stopped

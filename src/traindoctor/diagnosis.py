@@ -19,7 +19,7 @@ import numpy as np
 
 from .calibration import Model
 from .causes.facts import SQUASH_MODULES, Facts
-from .events import Crash, DoctorError, Exit, Interrupted, NotJudged
+from .events import Crash, DoctorError, Exit, HealStopped, Interrupted, NotJudged, Treatment
 from .findings import Finding, clean, severity_rank
 from .run import Run
 
@@ -36,9 +36,11 @@ class CauseScore:
     fixes: list[str]
     summary: str = ""
     support: dict[str, float] = field(default_factory=dict)  # code → strongest weight it gave this cause
+    # what replaying a fix for this cause showed (``heal/verify.py``): a line per fix tried
+    verification: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "id": self.id,
             "title": self.title,
             "confidence": round(self.confidence, 3),
@@ -48,6 +50,9 @@ class CauseScore:
             "summary": self.summary,
             "fixes": self.fixes,
         }
+        if self.verification:
+            out["verification"] = self.verification
+        return out
 
 
 @dataclass
@@ -75,6 +80,9 @@ class Diagnosis:
     # interrupted at step 5 (KeyboardInterrupt)", "the script exited with code 3 at step 9"); None when
     # it ran to its end
     ended: str | None = None
+    # what healing did (``treatment`` events, in order) and, when it gave up, why
+    treatments: list[Treatment] = field(default_factory=list)
+    heal_stopped: HealStopped | None = None
 
     @property
     def judged(self) -> bool:
@@ -112,8 +120,35 @@ class Diagnosis:
             "not_judged": [str(n) for n in self.not_judged],
             "not_judged_detail": [n.to_json() for n in self.not_judged],
             "notes": self.notes,
+            "treatments": [clean({"step": t.step, **t.to_json()}) for t in self.treatments],
+            "heal_stopped": clean({"step": self.heal_stopped.step, **self.heal_stopped.to_json()})
+            if self.heal_stopped is not None else None,
             "source": clean(self.source),
         }
+
+
+# a cause whose fixes were all replayed and none helped keeps this share of its confidence
+NOT_HELPED = 0.5
+
+
+def verified(causes: list[CauseScore], treatments: list[Treatment]) -> list[CauseScore]:
+    """The differential updated by its tested hypotheses: a fix verified on a replay (``--verify``)
+    is said next to its cause; a cause every one of whose tried fixes did not help keeps half its
+    confidence, and the causes are ranked again. Replays that did not reproduce the symptom say nothing."""
+    tried: dict[str, list[dict[str, Any]]] = {}
+    for t in treatments:
+        for v in (t.verified or {}).get("tried") or []:
+            if isinstance(v, dict) and isinstance(v.get("cause"), str):
+                tried.setdefault(v["cause"], []).append(v)
+    if not tried:
+        return causes
+    for c in causes:
+        vs = tried.get(c.id, [])
+        c.verification = [str(v.get("summary", "")) for v in vs if v.get("result") in ("verified", "did not help")]
+        results = {v.get("result") for v in vs}
+        if vs and results == {"did not help"}:
+            c.confidence *= NOT_HELPED
+    return sorted(causes, key=lambda c: -c.confidence)
 
 
 def rank_causes(findings: list[Finding], run: Run, facts: Facts | None = None,
@@ -263,6 +298,8 @@ def diagnose(run: Run) -> Diagnosis:
             tb = traceback.extract_tb(exc.__traceback__)[-1]
             internal.append(f"ranking causes failed ({type(exc).__name__}: {exc} at {tb.filename}:{tb.lineno})")
             causes, ruled = [], []
+    treatments = run.facts(Treatment)
+    causes = verified(causes, treatments)
     notes = list(run.meta.get("notes", []))
     notes += [f"internal error contained: {m}" for m in internal]
     for d in run.facts(DoctorError):
@@ -280,4 +317,6 @@ def diagnose(run: Run) -> Diagnosis:
         notes.append(ended)
     for c in crashes:
         ended = f"the script crashed at step {c.step}: {c.type}: {c.message}"
-    return Diagnosis(findings, causes, not_judged(run, facts), notes, source, ruled, ended)
+    stopped = run.facts(HealStopped)
+    return Diagnosis(findings, causes, not_judged(run, facts), notes, source, ruled, ended,
+                     treatments=treatments, heal_stopped=stopped[-1] if stopped else None)

@@ -172,6 +172,38 @@ class DoctorError(Fact):
     message: Any = None
 
 
+# ------------------------------------------------------------------------------------ healing
+@dataclass(frozen=True)
+class Treatment(Fact):
+    """What healing did at a step: the symptom, the cause it treated, the change and the roll-back."""
+
+    kind: ClassVar[str] = "treatment"
+    code: str | None = None
+    cause: str | None = None
+    source: str | None = None  # what named the cause (the diagnosis, the batch's inputs, …)
+    action: str | None = None
+    changes: Mapping[str, Any] | None = None  # what changed: {"lr": [old, new], …}
+    rolled_back_to: int | None = None
+    quarantined: tuple[int, ...] | None = None  # sample ids skipped for good
+    treatment: int | None = None  # how many times this cause has been treated, this one included
+    loss: Any = None
+    best_step: int | None = None
+    best_val_loss: float | None = None
+    verified: Mapping[str, Any] | None = None  # a replay's measured effect, when the fix was verified
+
+
+@dataclass(frozen=True)
+class HealStopped(Fact):
+    """Healing gave up: the symptom came back past the cap on treatments."""
+
+    kind: ClassVar[str] = "heal_stopped"
+    code: str | None = None
+    cause: str | None = None
+    treatments: Mapping[str, Any] | None = None
+    rolled_back_to: int | None = None
+    message: str | None = None
+
+
 # ------------------------------------------------------------------------------------ the loss
 @dataclass(frozen=True)
 class BadRows(Record):
@@ -733,4 +765,5 @@ class NotJudged(str):
 FACTS: dict[str, type[Fact]] = {c.kind: c for c in (
     Crash, Exit, Interrupted, DoctorError, NonfiniteLoss, Config, ModelGraph, InitScale, Precision, StateDictLoad,
     FrozenInit, NoGrad, StaleGrad, Hessian, DataProfile, DataNonfinite, LabelDomain, DataLeakage, InputShift,
-    EvalTrainMode, FitProbe, DepthProbe, GradCheck, InputBaseline, LabelOutliers, LrRangeTest)}
+    EvalTrainMode, FitProbe, DepthProbe, GradCheck, InputBaseline, LabelOutliers, LrRangeTest, Treatment,
+    HealStopped)}

@@ -742,7 +742,12 @@ def load_store(path: str | os.PathLike[str]) -> Run:
             # SQLite keeps a NaN, becomes NaN; steps are exact below 2**53
             flat = np.fromiter(itertools.chain.from_iterable(cur), dtype=np.float64)
             arr = flat.reshape(-1, 2)
-            run.series[name] = Series(arr[:, 0].astype(np.int64), arr[:, 1].copy())
+            steps = arr[:, 0].astype(np.int64)
+            if steps.size > 1 and np.any(np.diff(steps) < 0):
+                # a damaged index returns rows out of order despite ORDER BY: sort them here, stably
+                order = np.argsort(steps, kind="stable")
+                arr, steps = arr[order], steps[order]
+            run.series[name] = Series(steps, arr[:, 1].copy())
         for eid, step, kind, data in conn.execute("SELECT id, step, kind, data FROM events ORDER BY id"):
             try:
                 payload = json.loads(data) if data is not None else {}

@@ -200,3 +200,81 @@ def rolled_back(snapshot: Snapshot, seed: int = 0) -> Iterator[None]:
         yield
     finally:
         snapshot.restore_model()
+
+
+def _copy_value(v: Any, clone: bool = True) -> Any:
+    """A tensor detached (and cloned unless ``clone`` is off); anything else deep-copied."""
+    if isinstance(v, torch.Tensor):
+        return v.detach().clone() if clone else v.detach()
+    return copy.deepcopy(v)
+
+
+def _put_back(holder: dict[Any, Any], key: Any, saved: Any) -> None:
+    """``holder[key] = saved``, into the tensor already there when it fits (its users keep their reference)."""
+    cur = holder.get(key)
+    if (isinstance(cur, torch.Tensor) and isinstance(saved, torch.Tensor) and cur.shape == saved.shape
+            and cur.dtype == saved.dtype):
+        cur.copy_(saved)
+    else:
+        holder[key] = _copy_value(saved)
+
+
+def optimizer_params(opt: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """The optimizer's parameters in the order of its groups (the order its state_dict numbers them)."""
+    return [p for g in opt.param_groups for p in g["params"]]
+
+
+@dataclass
+class OptimizerState:
+    """One optimizer's per-parameter state and group settings, restorable in place.
+
+    Unlike ``load_state_dict`` (which builds new state tensors and new group dicts), ``restore()``
+    copies the values back into the tensors the optimizer holds and reassigns the settings on the
+    same group dicts, so anything that keeps a reference to them (a scheduler, the user) stays valid.
+    ``clone=False`` keeps references instead of copies: the caller saves them at once (to disk).
+    """
+
+    optimizer: torch.optim.Optimizer
+    groups: list[dict[str, Any]]
+    state: list[dict[str, Any] | None]  # per parameter, in group order; None: no state yet
+
+    @classmethod
+    def take(cls, optimizer: torch.optim.Optimizer, clone: bool = True) -> OptimizerState:
+        with torch.no_grad():
+            groups = [{k: _copy_value(v, clone) for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+            state = [
+                {k: _copy_value(v, clone) for k, v in optimizer.state[p].items()} if p in optimizer.state else None
+                for p in optimizer_params(optimizer)
+            ]
+        return cls(optimizer, groups, state)
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [v for d in [*self.groups, *(s for s in self.state if s)] for v in d.values() if isinstance(v, torch.Tensor)]
+
+    def restore(self) -> None:
+        opt = self.optimizer
+        with torch.no_grad():
+            for g, saved in zip(opt.param_groups, self.groups):
+                for k in [k for k in g if k != "params" and k not in saved]:
+                    del g[k]
+                for k, v in saved.items():
+                    _put_back(g, k, v)
+            for p, saved in zip(optimizer_params(opt), self.state):
+                if saved is None:
+                    opt.state.pop(p, None)
+                elif p not in opt.state:
+                    opt.state[p] = {k: _copy_value(v) for k, v in saved.items()}
+                else:
+                    cur = opt.state[p]
+                    for k in [k for k in cur if k not in saved]:
+                        del cur[k]
+                    for k, v in saved.items():
+                        _put_back(cur, k, v)
+
+    def identical(self) -> bool:
+        """Bitwise: every state tensor and group setting as saved."""
+        opt = self.optimizer
+        now = [opt.state[p] if p in opt.state else None for p in optimizer_params(opt)]
+        return same_state_dict(
+            [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups], self.groups
+        ) and same_state_dict(now, self.state)

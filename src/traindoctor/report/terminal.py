@@ -8,6 +8,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from ..diagnosis import Diagnosis
+from ..numfmt import fmt
 from .safe import safe_markup as esc
 
 STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
@@ -52,6 +53,7 @@ def render(diag: Diagnosis, file: IO[str] | None = None, *, title: str = "traind
                 body = [f"[dim]evidence:[/dim] {esc(', '.join(c.evidence))}"]
                 if i == 1 and c.summary:  # the chain of evidence in words for the leading cause
                     body.append(esc(c.summary))
+                body += [f"[dim]replayed:[/dim] {esc(line)}" for line in c.verification]
                 body.append("[dim]fix:[/dim]")
                 body += [f"  {j}. {esc(fx)}" for j, fx in enumerate(c.fixes[: 4 if i == 1 else 2], 1)]
                 con.print(Panel("\n".join(body), title=f"{i}. {esc(c.id)} — {esc(c.title, newlines=False)} ({c.confidence:.2f})",
@@ -63,10 +65,42 @@ def render(diag: Diagnosis, file: IO[str] | None = None, *, title: str = "traind
             # a cause the findings pointed at that this run's own facts contradict
             con.print(f"[dim]ruled out: {esc(r.id)} — {esc('; '.join(r.reasons))} (pointed at by "
                       f"{esc(', '.join(r.evidence))})[/dim]")
+    if diag.treatments or diag.heal_stopped is not None:
+        _treatments(con, diag)
     for n in diag.notes:
         con.print(f"[dim]note: {esc(n)}[/dim]")
     for n in diag.not_judged:
         con.print(f"[dim]not judged: {esc(n)}[/dim]")
+
+
+def _changes(changes: object) -> str:
+    """``lr 0.5 → 0.05, clip_grad_norm None → 2.1``: what a treatment changed, before → after."""
+    if not isinstance(changes, dict):
+        return ""
+    parts = []
+    for k, v in changes.items():
+        if isinstance(v, (list, tuple)) and len(v) == 2:
+            parts.append(f"{k} {fmt(v[0])} → {fmt(v[1])}")
+        else:
+            parts.append(f"{k} {fmt(v)}")
+    return ", ".join(parts)
+
+
+def _treatments(con: Console, diag: Diagnosis) -> None:
+    """What healing did, in order: a line per treatment, then why it stopped when it gave up."""
+    con.print()
+    con.print("[bold]Treatments applied[/bold]")
+    for t in diag.treatments:
+        back = f"; rolled back to step {t.rolled_back_to}" if t.rolled_back_to is not None else ""
+        changed = _changes(t.changes)
+        quarantined = f"; quarantined samples {', '.join(map(str, t.quarantined[:20]))}" if t.quarantined else ""
+        verified = ""
+        if t.verified:
+            verified = f" [dim]({esc(str(t.verified.get('summary', '')))})[/dim]" if t.verified.get("summary") else ""
+        con.print(f"  step {t.step}: {esc(t.code or '?')} → {esc(t.cause or '?')}: {esc(t.action or '')}"
+                  + (f" [dim]({esc(changed)})[/dim]" if changed else "") + esc(back + quarantined) + verified)
+    if diag.heal_stopped is not None:
+        con.print(f"[bold red]healing stopped[/bold red]: {esc(diag.heal_stopped.message or '')}")
 
 
 def render_explain(text: str, file: IO[str] | None = None) -> None:

@@ -19,22 +19,31 @@ contains its own failures; ``remove_listener`` puts every original back.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import os
 import sys
 import threading
+import weakref
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 
+from ..heal import Healer, HealPolicy
+from ..heal.verify import StepRecord, WindowRecorder, inputs_nonfinite
 from ..inspect.hooks import own_global_hooks
 from ..inspect.losses import WRAPPED_LOSSES
 from ..inspect.trace import ConstructionSites, user_site
+from .losscalls import loss_arguments
 from .monitor import Monitor
 
 _listeners: list[Monitor] = []
+_quiet = 0  # > 0 while the doctor itself trains (a verifying replay): the wrappers tell no listener
 _orig_backward: Any = None
 _orig_losses: dict[str, Any] = {}
 _inside_loss = threading.local()
@@ -52,8 +61,9 @@ def _wrap_loss(name: str, orig: Any) -> Any:
             out = orig(*args, **kwargs)
         finally:
             _inside_loss.on = False
-        for m in list(_listeners):
-            m.on_loss_call(name, orig, args, kwargs, out)
+        if not _quiet:
+            for m in list(_listeners):
+                m.on_loss_call(name, orig, args, kwargs, out)
         return out
 
     loss_fn.__traindoctor_wrapped__ = orig  # type: ignore[attr-defined]
@@ -85,7 +95,8 @@ def _wrap_scale(orig: Any) -> Any:
     def scale(self: Any, outputs: Any) -> Any:
         out = orig(self, outputs)
         try:
-            if isinstance(outputs, torch.Tensor) and isinstance(out, torch.Tensor) and out is not outputs:
+            if isinstance(outputs, torch.Tensor) and isinstance(out, torch.Tensor) and out is not outputs \
+                    and not _quiet:
                 for m in list(_listeners):
                     m.on_grad_scale(outputs, out, self)
         except Exception:  # noqa: BLE001 - never break the scaler
@@ -124,7 +135,7 @@ def _load_state_dict(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
 
 
 def _backward(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-    for m in _listeners:
+    for m in _listeners if not _quiet else ():
         if "backward" not in m._disabled:
             try:
                 m.on_backward(self)
@@ -193,6 +204,22 @@ def add_listener(monitor: Monitor) -> None:
     _listeners.append(monitor)
 
 
+@contextlib.contextmanager
+def quiet(monitor: Monitor) -> Iterator[None]:
+    """While the doctor itself trains the user's model (a verifying replay): no wrapper tells a
+    listener, the monitor's hooks do nothing, and nothing is recorded as the run's."""
+    global _quiet
+    _quiet += 1
+    monitor.quiet += 1
+    monitor._own += 1
+    try:
+        yield
+    finally:
+        _quiet -= 1
+        monitor.quiet -= 1
+        monitor._own -= 1
+
+
 def remove_listener(monitor: Monitor) -> None:
     if monitor in _listeners:
         _listeners.remove(monitor)
@@ -213,6 +240,11 @@ def remove_listener(monitor: Monitor) -> None:
         nn.Module.load_state_dict = _orig_load_state_dict  # type: ignore[method-assign]
 
 
+class StopTraining(BaseException):
+    """Raised into a healed script when healing says stop (it overfits, or its fault outlived the cap on
+    treatments); ``traindoctor run`` ends the script there, as Ctrl-C would, and reports."""
+
+
 class AutoWatch:
     """Finds the model(s) and optimizer(s) of an unmodified script and feeds a Monitor.
 
@@ -222,8 +254,23 @@ class AutoWatch:
     then removed, so later steps pay only for one pre-hook on each model.
     """
 
-    def __init__(self, monitor: Monitor) -> None:
+    def __init__(self, monitor: Monitor, *, heal: bool = False, verify: bool = False,
+                 heal_policy: HealPolicy | None = None) -> None:
         self.monitor = monitor
+        # healing (``traindoctor run --heal``): a Healer on the model and optimizer found at the first step;
+        # with ``verify`` each step is recorded (references) so a fix can be replayed before it is applied
+        self._heal = heal or verify
+        self._verify = verify
+        self._heal_policy = heal_policy
+        self.healer: Healer | None = None
+        self.recorder: WindowRecorder | None = None
+        # the last training output of an outermost module: (weak reference, module)
+        self._last_out: tuple[Any, nn.Module] | None = None
+        self._out_handle: Any = None
+        self._stop_raised = False
+        if verify:  # from the first step on: the first snapshot is taken before the first update
+            self.recorder = WindowRecorder(capacity=2 * (heal_policy or HealPolicy()).every + 1)
+            monitor.on_train_loss_call = self._capture
         self._depth = 0
         self._roots: list[nn.Module] = []
         self._loss_modules: list[str] = []
@@ -238,7 +285,7 @@ class AutoWatch:
         import torch.optim.optimizer as om
         self._opt_handles = [
             om.register_optimizer_step_pre_hook(monitor.contained("step-pre-hook", lambda o, a, k: self._opt_pre(o))),
-            om.register_optimizer_step_post_hook(monitor.contained("step-hook", lambda o, a, k: monitor.opt_post(o))),
+            om.register_optimizer_step_post_hook(lambda o, a, k: self._opt_post(o)),
         ]
         add_listener(monitor)
         # where each submodule is built, for findings that name a line (before the script runs)
@@ -266,11 +313,71 @@ class AutoWatch:
 
     def _g_post(self, module: nn.Module, args: Any, out: Any) -> None:
         self._depth = max(0, self._depth - 1)
+        if self._depth == 0 and self.recorder is not None:
+            self._note_output(module, args, out)
 
     def _opt_pre(self, opt: Any) -> None:
         if self._discovering:
             self._finish_discovery(opt)
         self.monitor.opt_pre(opt)
+
+    def _opt_post(self, opt: Any) -> None:
+        """The optimizer step is over: the monitor's bookkeeping, then healing judges the step."""
+        if self.monitor.quiet:
+            return
+        h = self.healer
+        treat = h is not None and h.alive and opt is h.optimizer
+        loss = self.monitor.pending_loss() if treat else None
+        step = self.monitor.step
+        self.monitor.contained("step-hook", self.monitor.opt_post)(opt)
+        if not treat or h is None:
+            return
+        if loss is not None:
+            model = h.model
+            inputs = self.monitor.last_inputs(model)
+            h.guarded(h.on_step, step, loss, inputs, self.monitor.batch_ids)
+        if h.should_stop and not self._stop_raised:
+            self._stop_raised = True
+            raise StopTraining(h.stopped["message"] if h.stopped else
+                               "the validation loss stopped improving: the best weights are restored")
+
+    def _start_healing(self, opt: Any) -> None:
+        """A Healer on the first model the optimizer updates, with the schedulers that drive it."""
+        if not self.monitor.models:
+            self.monitor.meta.setdefault("notes", []).append(
+                "healing is off: no model module was seen running forward before the first optimizer step")
+            return
+        scheds = [s for s in gc.get_referrers(opt) if isinstance(s, LRScheduler) and s.optimizer is opt]
+        policy = self._heal_policy or HealPolicy()
+        model = self.monitor.models[0]
+        if self._verify:
+            self._out_handle = model.register_forward_hook(self.monitor.contained("replay-capture", self._note_output))
+        h = Healer(self.monitor, model, opt, scheds, self.monitor.grad_scaler, policy, self.monitor.snapshot,
+                   recorder=self.recorder, quiet=lambda: quiet(self.monitor))
+        self.healer = h
+        self.monitor.on_val_loss = lambda step, v: h.guarded(h.on_val, step, v)
+        self.monitor.meta["heal"] = {"schedulers": [type(s).__name__ for s in scheds], "verify": self._verify}
+
+    def _note_output(self, module: nn.Module, args: Any, out: Any) -> None:
+        if module.training and torch.is_grad_enabled() and isinstance(out, torch.Tensor):
+            self._last_out = (weakref.ref(out), module)
+
+    def _capture(self, idx: int, orig: Any, args: tuple, kwargs: dict) -> None:
+        """A training loss call: the step is replayable when its loss is one call on the model's output."""
+        rec = self.recorder
+        if rec is None:
+            return
+        step = self.monitor.step
+        if idx > 0:  # a second term (an auxiliary loss): one call does not give this step's loss
+            rec.discard(step)
+            return
+        bound = loss_arguments(getattr(orig, "__name__", "loss"), orig, args, kwargs)
+        inp, target = bound.pop("input", None), bound.pop("target", None)
+        out = self._last_out[0]() if self._last_out is not None else None
+        inputs = self.monitor.last_inputs(self._last_out[1]) if self._last_out is not None else None
+        if out is None or inp is not out or inputs is None:
+            return  # the loss is computed on something made from the output (a slice, a reshape): not replayed
+        rec.add(StepRecord(step, inputs[0], inputs[1], orig, target, bound, inputs_nonfinite(inputs)))
 
     def _finish_discovery(self, opt: Any) -> None:
         self._discovering = False
@@ -296,8 +403,18 @@ class AutoWatch:
             # Nothing to replay for step 0 from here; later steps are captured.
         except Exception as exc:  # noqa: BLE001
             self.monitor.event("doctor_error", {"part": "discovery", "message": repr(exc)})
+        if self._heal:
+            self.monitor.contained("heal", self._start_healing)(opt)
 
     def close(self) -> None:
+        self.monitor.on_train_loss_call = None
+        if self._out_handle is not None:
+            self._out_handle.remove()
+            self._out_handle = None
+        h = self.healer
+        if h is not None:
+            self.monitor.on_val_loss = None
+            h.guarded(h.close)
         self.sites.remove()
         for h in self._mod_handles + self._opt_handles:
             h.remove()

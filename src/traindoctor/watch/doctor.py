@@ -14,9 +14,28 @@ or as a context manager, which reports at the end (and on a crash, then re-raise
 
     with traindoctor.Doctor(model, optimizer) as doctor:
         ...
+
+With ``heal=True`` the Doctor also treats the run (``traindoctor.heal``): it rolls back to the last good
+snapshot and lowers the LR, clips the gradients or skips a poisoned batch when the loss blows up, halves
+the LR when it stalls, and keeps the best-validation weights when the run overfits; every treatment is an
+event in the Run and in ``doctor.treatments``. Hand it the scheduler(s) and GradScaler so a rollback
+restores them too, and the batch's inputs so a poisoned batch's rows can be named:
+
+    doctor = traindoctor.Doctor(model, optimizer, heal=True, scheduler=sched)
+    for x, y in loader:
+        ...
+        optimizer.step()
+        doctor.step(loss, inputs=x)
+        if doctor.should_stop:
+            break
+
+Healing costs one read of the loss per step (a device sync on an accelerator), one fused gradient norm
+per step, and a copy of the model and optimizer state every ``heal_every`` healthy steps. Without
+``heal`` none of it exists: observe mode trains bit for bit as it would without the Doctor.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from typing import IO, Any
@@ -25,9 +44,11 @@ import torch
 from torch import nn
 
 from ..diagnosis import Diagnosis, diagnose
+from ..heal import Healer, HealPolicy
+from ..heal.verify import StepRecord, WindowRecorder, inputs_nonfinite
 from ..inspect.crash import crash_event_data
 from ..run import Run
-from .autohooks import add_listener, remove_listener
+from .autohooks import add_listener, quiet, remove_listener
 from .monitor import DEFAULT_CADENCE, Monitor
 
 
@@ -43,11 +64,32 @@ class Doctor:
         store: str | os.PathLike[str] | None = None,
         live: bool = True,
         report_file: IO[str] | None = None,
+        heal: bool | str = False,
+        scheduler: Any = None,
+        scaler: Any = None,
+        heal_every: int | None = None,
+        heal_policy: HealPolicy | None = None,
+        verify: bool = False,
+        loss_fn: Any = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"Doctor(model, ...) needs a torch.nn.Module, got {type(model).__name__}")
         if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"Doctor(..., optimizer) needs a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        if heal == "arch":
+            raise ValueError("heal='arch' (treatments that change the model) is reserved and not available yet; "
+                             "use heal=True")
+        if heal not in (True, False):
+            raise ValueError(f"heal must be True or False, got {heal!r}")
+        if verify and loss_fn is None:
+            raise ValueError("verify=True replays steps: give the loss function, Doctor(..., verify=True, loss_fn=...), "
+                             "and each step's targets, doctor.step(loss, inputs=x, targets=y)")
+        heal = heal or verify
+        if heal and optimizer is None:
+            raise ValueError("heal=True needs the optimizer: Doctor(model, optimizer, heal=True)")
+        policy = heal_policy or HealPolicy()
+        if heal_every is not None:
+            policy = dataclasses.replace(policy, every=heal_every)
         self._store = None
         if store is not None:
             from ..store import RunStore
@@ -73,10 +115,58 @@ class Doctor:
                 self.monitor.meta["lr"] = float(g["lr"])
         add_listener(self.monitor)
         self._run: Run | None = None
+        self._healer: Healer | None = None
+        self._recorder: WindowRecorder | None = None
+        self._loss_fn = loss_fn
+        if heal and optimizer is not None:
+            schedulers = list(scheduler) if isinstance(scheduler, (list, tuple)) else [] if scheduler is None else [scheduler]
+            # the monitor's Run, not the Doctor's: the optimizer's hooks must not keep the Doctor alive
+            self._recorder = WindowRecorder(capacity=2 * policy.every + 1) if verify else None
+            self._healer = Healer(self.monitor, model, optimizer, schedulers, scaler, policy, self.monitor.snapshot,
+                                  recorder=self._recorder, quiet=lambda: quiet(self.monitor))
 
-    def step(self, loss: torch.Tensor | float) -> None:
-        """Record the loss of the step just taken (call it after ``optimizer.step()``)."""
+    def step(self, loss: torch.Tensor | float, inputs: Any = None, ids: list[int] | None = None,
+             targets: Any = None) -> None:
+        """Record the loss of the step just taken (call it after ``optimizer.step()``).
+
+        With ``heal=True`` the step is judged and treated here. ``inputs`` (the batch's input tensor, or a
+        tuple or dict of tensors) lets a batch holding NaN/Inf be recognised and its rows named: by ``ids``
+        (the samples' ids, one per row) or by the loader's indices when a DataLoader is watched, else by
+        their positions in the batch. With ``verify=True``, ``inputs`` (the model's arguments: a tensor, a
+        tuple, or a dict of keyword arguments) and ``targets`` record the step so it can be replayed: the
+        model called on ``inputs``, then ``loss_fn(output, targets)``, as the step did.
+        """
+        rec = self._recorder
+        if rec is not None and inputs is not None and targets is not None:
+            args, kwargs = (inputs, {}) if isinstance(inputs, tuple) else ((), inputs) if isinstance(inputs, dict) \
+                else ((inputs,), {})
+            rec.add(StepRecord(self.monitor.step, args, kwargs, self._loss_fn, targets, {}, inputs_nonfinite(inputs)))
         self.monitor.on_loss(loss)
+        h = self._healer
+        if h is not None:
+            h.guarded(h.on_step, self.monitor.step - 1, loss, inputs, ids if ids is not None else self.monitor._batch_ids)
+
+    @property
+    def should_stop(self) -> bool:
+        """True once healing says the run should stop: it overfits, or its fault came back past the cap."""
+        return self._healer is not None and self._healer.should_stop
+
+    @property
+    def treatments(self) -> list[dict[str, Any]]:
+        """What healing did, in order (the data of each ``treatment`` event)."""
+        return list(self._healer.treatments) if self._healer is not None else []
+
+    @property
+    def quarantined(self) -> list[int]:
+        """Samples (ids, or batch positions) whose inputs held NaN/Inf, in the order they were met."""
+        return self._healer.quarantined if self._healer is not None else []
+
+    def restore_best(self) -> int | None:
+        """Put the best-validation weights (from ``doctor.log(val_loss=...)``) back into the model, in
+        place; returns the step they are from, None when none were kept. Needs ``heal=True``."""
+        if self._healer is None:
+            raise RuntimeError("restore_best() needs Doctor(..., heal=True): observe mode keeps no weights")
+        return self._healer.guarded(self._healer.restore_best)
 
     def log(self, step: int | None = None, **metrics: Any) -> None:
         """Record evaluation metrics (``val_loss=``, ``val_accuracy=``, ``accuracy=`` ...) at a step.
@@ -90,6 +180,8 @@ class Doctor:
             except (TypeError, ValueError) as exc:
                 raise TypeError(f"doctor.log({name}=...) needs a number, got {value!r}") from exc
             self.monitor.record(name, v, at)
+            if name == "val_loss" and self._healer is not None:
+                self._healer.guarded(self._healer.on_val, at, v)
 
     def probe_hessian(self, inputs: Any, targets: Any, loss_fn: Any, *, iters: int = 30) -> dict[str, float]:
         """Extreme Hessian eigenvalues at the current weights, recorded for G007 (saddle or minimum).
@@ -122,6 +214,8 @@ class Doctor:
     def close(self) -> Run:
         """Remove every hook, flush the store; the Doctor keeps its Run for reports."""
         if self._run is None:
+            if self._healer is not None:
+                self._healer.close()
             remove_listener(self.monitor)
             self._run = self.monitor.close()
         return self._run
@@ -139,5 +233,7 @@ class Doctor:
         try:
             if self._run is None:
                 remove_listener(self.monitor)
+                if self._healer is not None:
+                    self._healer.remove_hooks()
         except Exception:  # noqa: BLE001
             pass

@@ -48,10 +48,10 @@ class EvaluationCapture:
         total = sum(n for _, n in ev["loss"])
         step = max(0, self.step - 1)
         num = sum(s for s, _ in ev["loss"])
-        if isinstance(total, torch.Tensor):
-            self.record("val_loss@auto", num / total.to(torch.float64).clamp(min=1), step)
-        else:
-            self.record("val_loss@auto", num / max(total, 1), step)
+        val = num / total.to(torch.float64).clamp(min=1) if isinstance(total, torch.Tensor) else num / max(total, 1)
+        self.record("val_loss@auto", val, step)
+        if self.on_val_loss is not None:
+            self._guard("val-listener", self.on_val_loss, step, float(val))
         if ev["correct"]:
             seen = sum(n for _, n in ev["correct"])
             hits = sum(c for c, _ in ev["correct"])

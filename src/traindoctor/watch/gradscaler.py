@@ -24,6 +24,12 @@ class GradScalerTap:
         # GradScaler.scale(loss) outputs awaiting their backward(): (scaled ref, loss ref, loss value,
         # scaled grad_fn, scaler ref); dropped at the match or at the end of the step
         self._scaled: list[tuple[Any, Any, torch.Tensor, Any, Any]] = []
+        self._scaler_ref: Any = None  # a weak reference to the last GradScaler seen (healing restores it)
+
+    @property
+    def grad_scaler(self) -> Any:
+        """The GradScaler the script last scaled a loss with (None: none, or it is gone)."""
+        return self._scaler_ref() if self._scaler_ref is not None else None
 
     def on_grad_scale(self, loss: torch.Tensor, scaled: torch.Tensor, scaler: Any) -> None:
         """``GradScaler.scale(loss)`` returned ``scaled``: remember it until its ``backward()``."""
@@ -39,6 +45,7 @@ class GradScalerTap:
         # weak references to the tensors; the loss's value (one element, no graph); the scaled
         # output's graph node, to recognise ``(scaler.scale(loss) / k).backward()``
         entry = (weakref.ref(scaled), weakref.ref(loss), loss.detach(), scaled.grad_fn, weakref.ref(scaler))
+        self._scaler_ref = entry[4]
         self._scaled.append(entry)
         if len(self._scaled) > 4:
             del self._scaled[0]

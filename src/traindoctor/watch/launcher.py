@@ -20,12 +20,13 @@ from typing import IO, Any
 
 from ..diagnosis import Diagnosis, diagnose
 from ..errors import TrainDoctorError
+from ..heal import HealPolicy
 from ..inspect import script as _script
 from ..inspect.crash import crash_event_data
 from ..inspect.script import check_script, run_as_main
 from ..report.safe import safe
 from ..run import Run
-from .autohooks import AutoWatch
+from .autohooks import AutoWatch, StopTraining
 from .monitor import DEFAULT_CADENCE, Monitor
 
 _PRINTED = re.compile(
@@ -134,7 +135,15 @@ def watch_script(
     store: str | os.PathLike[str] | None = None,
     cadence: int = DEFAULT_CADENCE,
     err: IO[str] | None = None,
+    heal: bool = False,
+    verify: bool = False,
+    heal_policy: HealPolicy | None = None,
 ) -> WatchResult:
+    """Run ``script`` with ``args`` as ``python`` would, watched; with ``heal``, treated as it trains
+    (``traindoctor run --heal``): the Healer acts through the model, optimizer, schedulers and
+    GradScaler the script created, and stops the script (as Ctrl-C would) when healing says stop. With
+    ``verify`` (``--verify``) each treatment is first tried on a replay of the window since the last
+    snapshot, against the candidates for its cause, and the one that measurably helped is applied."""
     path = check_script(script)
     err = err or sys.stderr
     store_obj = None
@@ -152,7 +161,9 @@ def watch_script(
     monitor.meta.update({"source": str(path), "mode": "run"})
     if store_path:
         monitor.meta["store"] = store_path
-    watch = AutoWatch(monitor)
+    if heal or verify:
+        monitor.meta["heal"] = {}
+    watch = AutoWatch(monitor, heal=heal, verify=verify, heal_policy=heal_policy)
     old_argv, old_path0 = sys.argv[:], sys.path[0] if sys.path else None
     sys.argv = [os.fspath(script), *args]  # argv[0] as typed, as python leaves it
     script_dir = str(path.resolve().parent)
@@ -175,6 +186,10 @@ def watch_script(
             code = 1
         if code != 0:
             monitor.event("exit", {"code": code})
+    except StopTraining as exc:  # healing stopped the script: not a crash, and said once
+        print(safe(f"traindoctor: stopped the script: {exc}"), file=err, flush=True)
+        stopped = watch.healer.stopped if watch.healer is not None else None
+        code = 1 if stopped else 0  # gave up on a fault: the run failed; stopped early on overfitting: done
     except KeyboardInterrupt as exc:  # Ctrl-C: shown as python shows it, and the run reported as interrupted
         print_script_exception(exc)
         monitor.event("interrupted", {"type": type(exc).__name__})

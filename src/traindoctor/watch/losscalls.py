@@ -107,6 +107,8 @@ class LossCalls:
         if training:
             self._flush_eval()
             idx = self._terms_this_step
+            if self.on_train_loss_call is not None:
+                self._guard("replay-capture", self.on_train_loss_call, idx, orig, args, kwargs)
             if isinstance(target, torch.Tensor) and (self._profiling or self._trace_state == "active"):
                 m = self._profile_match
                 if m is None:

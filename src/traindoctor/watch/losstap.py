@@ -121,13 +121,20 @@ class LossTap:
             return v
         return t.reshape(())  # read by the writer thread; no device sync here
 
-    def _emit_loss(self) -> None:
-        acc, self._loss_acc = self._loss_acc, []
+    def pending_loss(self) -> Any:
+        """The loss of the step being built, before the optimizer step ends it: a float (CPU), a 0-d
+        tensor (accelerator, not read here), or None when no backward() has been seen this step."""
+        acc = self._loss_acc
         if not acc:
-            return
+            return None
         if len(acc) == 1:
-            self.record("loss", acc[0])
-        elif all(isinstance(a, float) for a in acc):
-            self.record("loss", sum(acc) / len(acc))
-        else:
-            self.record("loss", torch.stack([torch.as_tensor(a, dtype=torch.float64) for a in acc]).mean())
+            return acc[0]
+        if all(isinstance(a, float) for a in acc):
+            return sum(acc) / len(acc)
+        return torch.stack([torch.as_tensor(a, dtype=torch.float64) for a in acc]).mean()
+
+    def _emit_loss(self) -> None:
+        value = self.pending_loss()
+        self._loss_acc = []
+        if value is not None:
+            self.record("loss", value)

@@ -133,6 +133,11 @@ class Monitor(LossTap, GradScalerTap, GradSampler, StaleGrads, ActivationSampler
         self.sites: Any = None  # ConstructionSites, when the launcher installed them before the script ran
         self._precision_seen = False  # autocast at the model's first training forward
         self._own = 0  # > 0 while the doctor itself runs the model (replay, eval-mode gap)
+        self.quiet = 0  # > 0 while the doctor itself trains the model (a verifying replay): hooks do nothing
+        # called with (step, validation loss) when an evaluation's loss is known (healing listens)
+        self.on_val_loss: Callable[[int, float], None] | None = None
+        # called with (term index, loss function, args, kwargs) at each training loss call (verifying listens)
+        self.on_train_loss_call: Callable[[int, Callable[..., Any], tuple, dict], None] | None = None
         # each part declares its own state (the parts read one another's: it is one object)
         self._init_loss_tap()
         self._init_grad_scaler()
@@ -191,7 +196,7 @@ class Monitor(LossTap, GradScalerTap, GradSampler, StaleGrads, ActivationSampler
         """``fn`` as a hook torch calls on the training thread: a failure is contained (:meth:`contain`)
         and the hook does nothing from then on; it never raises into the script."""
         def hook(*args: Any, **kwargs: Any) -> Any:
-            if part in self._disabled:
+            if part in self._disabled or self.quiet:
                 return None
             try:
                 return fn(*args, **kwargs)
@@ -206,6 +211,15 @@ class Monitor(LossTap, GradScalerTap, GradSampler, StaleGrads, ActivationSampler
         with self._lock:
             self._events.append(ev)
             self._pending_events.append(ev)
+
+    def last_inputs(self, model: nn.Module) -> tuple[tuple, dict] | None:
+        """The (args, kwargs) of ``model``'s last training forward (references, not copies), or None."""
+        return self._last_inputs.get(id(model))
+
+    @property
+    def batch_ids(self) -> list[int] | None:
+        """The dataset indices of the batch being trained on, when a DataLoader gave them."""
+        return self._batch_ids
 
     def record(self, name: str, value: Any, step: int | None = None) -> None:
         """Queue a value (float, or tensor read later by the writer thread)."""

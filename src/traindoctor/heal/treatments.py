@@ -1,0 +1,155 @@
+"""The treatments: each names the cause it treats, changes one setting, and says what it changed.
+
+A treatment acts on the user's own optimizer and schedulers and on the healer's step controls (the
+gradient clip and the LR warm-up its optimizer hooks apply); ``apply`` returns what changed as
+``{setting: [before, after]}``, plain JSON for the run's ``treatment`` event. The rollback that comes
+before most of them is the healer's (``healer.py``): a treatment only changes what the next steps do.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+# the group keys that hold a learning rate: plain optimizers, then what schedulers add (OneCycleLR's
+# max_lr/min_lr, every scheduler's initial_lr) so that a schedule cannot undo an LR treatment
+LR_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")
+
+
+@dataclass
+class Controls:
+    """What the healer's optimizer hooks apply at every step, and the LR treatments so far."""
+
+    optimizer: torch.optim.Optimizer
+    schedulers: list[Any]
+    clip: float | None = None  # clip the global gradient norm at this value
+    warmup_total: int = 0  # a linear LR warm-up over this many steps ...
+    warmup_done: int = 0  # ... of which this many are taken
+    lr_scale: float = 1.0  # the product of the LR treatments given
+    healthy_norms: deque[float] = field(default_factory=lambda: deque(maxlen=100))  # recent healthy global grad norms
+    quarantined: list[int] = field(default_factory=list)  # sample ids (or batch positions) that held NaN/Inf
+
+    def lr(self) -> float:
+        v = self.optimizer.param_groups[0]["lr"]
+        return float(v)
+
+
+def scale_lr(optimizer: torch.optim.Optimizer, schedulers: list[Any], factor: float) -> None:
+    """Every group's LR (and the schedulers' base LRs) × ``factor``, in place."""
+    for g in optimizer.param_groups:
+        for k in LR_KEYS:
+            v = g.get(k)
+            if isinstance(v, torch.Tensor):
+                v.mul_(factor)
+            elif isinstance(v, (int, float)) and not isinstance(v, bool):
+                g[k] = v * factor
+    for s in schedulers:
+        for attr in ("base_lrs", "_last_lr", "min_lrs"):
+            vals = getattr(s, attr, None)
+            if isinstance(vals, list):
+                setattr(s, attr, [v * factor if isinstance(v, (int, float)) else v for v in vals])
+
+
+class Treatment(ABC):
+    """One treatment: the cause id it treats, the action in words, and ``apply`` (what changed)."""
+
+    cause: str
+    action: str
+
+    @abstractmethod
+    def apply(self, ctl: Controls) -> dict[str, Any]:
+        """Change the run's settings; return ``{setting: [before, after]}``."""
+
+
+@dataclass
+class LowerLR(Treatment):
+    """lr-too-high (×0.1 after a blow-up) or a stalled loss (×0.5): every group's LR, and the schedulers'
+    base LRs so that the schedule carries on from the lower level."""
+
+    cause: str = "lr-too-high"
+    factor: float = 0.1
+
+    @property
+    def action(self) -> str:  # type: ignore[override]
+        return f"learning rate ×{self.factor:g}"
+
+    def apply(self, ctl: Controls) -> dict[str, Any]:
+        before = ctl.lr()
+        scale_lr(ctl.optimizer, ctl.schedulers, self.factor)
+        ctl.lr_scale *= self.factor
+        return {"lr": [before, ctl.lr()]}
+
+
+@dataclass
+class WarmUp(Treatment):
+    """lr-too-high that came back after a lower LR: the LR ramps up linearly over the next ``steps``
+    steps (applied inside each optimizer step only, so a scheduler reads and writes the real LR)."""
+
+    steps: int = 100
+    cause: str = "lr-too-high"
+
+    @property
+    def action(self) -> str:  # type: ignore[override]
+        return f"linear LR warm-up over {self.steps} steps"
+
+    def apply(self, ctl: Controls) -> dict[str, Any]:
+        before = ctl.warmup_total - ctl.warmup_done
+        ctl.warmup_total, ctl.warmup_done = self.steps, 0
+        return {"warmup_steps": [before, self.steps]}
+
+
+@dataclass
+class ClipGradients(Treatment):
+    """exploding-gradient: the global gradient norm clipped at a high percentile of the recent healthy
+    ones (applied in an optimizer step pre-hook, removed when the Doctor closes)."""
+
+    percentile: float = 90.0
+    cause: str = "exploding-gradient"
+
+    @property
+    def action(self) -> str:  # type: ignore[override]
+        return f"clip the gradient norm at the {self.percentile:g}th percentile of recent healthy steps"
+
+    def apply(self, ctl: Controls) -> dict[str, Any]:
+        before = ctl.clip
+        at = float(np.percentile(ctl.healthy_norms, self.percentile))
+        ctl.clip = at if before is None else min(before, at)
+        return {"clip_grad_norm": [before, ctl.clip]}
+
+
+@dataclass
+class SkipBatch(Treatment):
+    """nonfinite-data: the batch's step is not kept (dropped before it applies, or rolled back) and the
+    rows that hold NaN/Inf are quarantined (listed by sample id when the ids are known)."""
+
+    sample_ids: list[int] = field(default_factory=list)
+    cause: str = "nonfinite-data"
+    action: str = "skip the batch and quarantine its non-finite samples"
+
+    def apply(self, ctl: Controls) -> dict[str, Any]:
+        before = len(ctl.quarantined)
+        ctl.quarantined += [i for i in self.sample_ids if i not in ctl.quarantined]
+        return {"quarantined": [before, len(ctl.quarantined)]}
+
+
+def nonfinite_rows(inputs: Any) -> list[int]:
+    """Rows (dim 0) of a batch that hold NaN/Inf in any of its floating-point tensors (a tensor, or a
+    tuple, list or dict of them)."""
+    if isinstance(inputs, torch.Tensor):
+        tensors = [inputs]
+    elif isinstance(inputs, dict):
+        tensors = [v for v in inputs.values() if isinstance(v, torch.Tensor)]
+    elif isinstance(inputs, (list, tuple)):
+        tensors = [v for v in inputs if isinstance(v, torch.Tensor)]
+    else:
+        return []
+    bad: set[int] = set()
+    for t in tensors:
+        if t.is_floating_point() and t.dim() > 0 and t.shape[0] > 0:
+            rows = ~torch.isfinite(t.detach().reshape(t.shape[0], -1)).all(dim=1)
+            bad.update(rows.nonzero().flatten().tolist())
+    return sorted(bad)

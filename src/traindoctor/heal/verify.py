@@ -1,0 +1,295 @@
+"""Proving a fix before prescribing it: replay a short window from a snapshot with the fix applied.
+
+A prescription nobody tried is a guess. Here the doctor tries it: the training steps since a snapshot
+(the batches recorded as references while the run went on) are trained again from that snapshot, once
+as they were (the control: does the symptom come back?) and once per candidate fix (LR ×0.1, clipping
+at the healthy gradient level, a warm-up, skipping the batches with non-finite inputs …), and each fix is
+judged by what the loss did: ``verified`` when the treated window stays finite and its loss falls while
+the control's blows up, ``did not help`` when it does not, ``not reproduced`` when the control itself
+was fine (then nothing can be verified from this window).
+
+The replay runs on the user's own model and optimizer — their custom layers, hooks and
+parametrisations behave as in training — between a save and a bitwise restore: the state now (model,
+optimizer, schedulers, GradScaler, RNGs) is taken, the snapshot's is put back, the window is trained,
+and the state now comes back bit for bit. The caller keeps the watcher quiet meanwhile (``quiet``), so
+nothing the replay does is recorded as the run's. Its cost is bounded by a time budget, and stated.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..inspect.tensors import tensors_of
+from ..numfmt import fmt
+from .snapshot import TrainingState
+
+MIN_STEPS = 20  # a window shorter than this is cycled: a fix needs some steps to show an effect
+
+
+@dataclass
+class StepRecord:
+    """One training step as it can be trained again: the model's inputs and the loss's other arguments
+    (references to the tensors the script used, not copies), and whether the inputs held NaN/Inf."""
+
+    step: int
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    loss_fn: Callable[..., Any]
+    target: Any
+    loss_kwargs: dict[str, Any]
+    nonfinite_inputs: bool = False
+
+    def loss(self, model: nn.Module) -> torch.Tensor:
+        return self.loss_fn(model(*self.args, **self.kwargs), self.target, **self.loss_kwargs)
+
+
+class WindowRecorder:
+    """The last replayable training steps: at most ``capacity`` of them and ``max_bytes`` of tensors
+    held (references keep the batches alive), dropped from the front as the run moves on."""
+
+    def __init__(self, capacity: int = 400, max_bytes: int = 256 * 2**20) -> None:
+        self.steps: deque[tuple[StepRecord, int]] = deque()
+        self.capacity, self.max_bytes, self.bytes = capacity, max_bytes, 0
+
+    def add(self, rec: StepRecord) -> None:
+        while self.steps and self.steps[-1][0].step >= rec.step:  # a rollback trains those steps again
+            self._drop(self.steps.pop())
+        size = sum(t.numel() * t.element_size() for t in tensors_of((rec.args, rec.kwargs, rec.target)))
+        self.steps.append((rec, size))
+        self.bytes += size
+        while self.steps and (len(self.steps) > self.capacity or self.bytes > self.max_bytes):
+            self._drop(self.steps.popleft())
+
+    def _drop(self, item: tuple[StepRecord, int]) -> None:
+        self.bytes -= item[1]
+
+    def discard(self, step: int) -> None:
+        """``step`` is not replayable after all (its loss had another term)."""
+        for item in [i for i in self.steps if i[0].step == step]:
+            self.steps.remove(item)
+            self._drop(item)
+
+    def since(self, step: int, until: int) -> list[StepRecord]:
+        """The recorded steps in [step, until], oldest first; empty unless every one of them is there."""
+        out = [r for r, _ in self.steps if step <= r.step <= until]
+        return out if out and out[0].step == step and len(out) == until - step + 1 else []
+
+
+def inputs_nonfinite(args: Any) -> bool:
+    """Whether any floating-point input holds NaN/Inf (one fused check)."""
+    ts = [t for t in tensors_of(args) if t.is_floating_point() and t.numel()]
+    return bool(ts) and not bool(torch.stack([torch.isfinite(t).all() for t in ts]).all())
+
+
+# ------------------------------------------------------------------------------------------ fixes
+@dataclass(frozen=True)
+class Fix:
+    """A candidate change for a cause, as the replay applies it: scale the LR, clip the gradient
+    norm, warm the LR up over the window, skip the batches whose inputs hold NaN/Inf."""
+
+    cause: str
+    name: str
+    lr_factor: float = 1.0
+    clip: float | None = None
+    warmup: bool = False
+    skip_nonfinite: bool = False
+
+
+def candidates(cause: str, healthy_norms: list[float]) -> list[Fix]:
+    """The fixes worth trying for ``cause``, in the order they are prescribed."""
+    out: list[Fix] = []
+    if cause == "lr-too-high":
+        out += [Fix(cause, "lower the learning rate ×0.1", lr_factor=0.1),
+                Fix(cause, "warm the learning rate up over the window", warmup=True)]
+    if cause in ("lr-too-high", "exploding-gradient") and healthy_norms:
+        level = sorted(healthy_norms)[int(0.9 * (len(healthy_norms) - 1))]
+        if math.isfinite(level) and level > 0:
+            out.append(Fix(cause, f"clip the gradient norm at {fmt(level)} (90th percentile of healthy steps)",
+                           clip=level))
+    if cause == "exploding-gradient":
+        out.append(Fix(cause, "lower the learning rate ×0.1", lr_factor=0.1))
+    if cause == "nonfinite-data":
+        out.append(Fix(cause, "skip the batches whose inputs hold NaN/Inf", skip_nonfinite=True))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ replay
+@dataclass
+class Replay:
+    """What the loss did over one replay of the window (``losses`` up to the first non-finite one)."""
+
+    losses: list[float] = field(default_factory=list)
+    finite: bool = True
+    steps: int = 0
+    seconds: float = 0.0
+
+    def level(self, end: bool) -> float:
+        """The mean of the first (or last) fifth of the losses: robust to one noisy batch."""
+        if not self.losses:
+            return math.nan
+        k = max(1, len(self.losses) // 5)
+        part = self.losses[-k:] if end else self.losses[:k]
+        return sum(part) / len(part)
+
+    @property
+    def blew_up(self) -> bool:
+        """Non-finite, or ending at ten times where it began (divergence without a NaN)."""
+        return not self.finite or (len(self.losses) >= 2 and self.level(True) > 10 * max(self.level(False), 1e-12))
+
+    def describe(self) -> str:
+        if not self.losses:
+            return "no step"
+        tail = "NaN/Inf" if not self.finite else fmt(self.level(True))
+        return f"{fmt(self.level(False))} → {tail}"
+
+
+def _window(records: list[StepRecord], minimum: int) -> list[StepRecord]:
+    if not records:
+        return []
+    out = list(records)
+    while len(out) < minimum:
+        out += records
+    return out
+
+
+def replay(state: TrainingState, records: list[StepRecord], fix: Fix | None, *, max_steps: int,
+           quiet: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext) -> Replay:
+    """Train ``records`` again from ``state`` (cycled to ``MIN_STEPS``, at most ``max_steps``) with
+    ``fix``, and put everything back as it was, bitwise. The model and optimizer are the snapshot's own."""
+    model, opt = state.model, state.optimizer
+    assert opt is not None, "a replay needs the optimizer"
+    now = TrainingState.take(-1, model, opt, state.schedulers, state.scaler)
+    params = [p for g in opt.param_groups for p in g["params"]]
+    grads = [None if p.grad is None else p.grad.detach().clone() for p in params]
+    was_training = model.training
+    out = Replay()
+    t0 = time.perf_counter()
+    try:
+        with quiet():
+            state.restore(rng=True)
+            base = [g["lr"] for g in opt.param_groups]
+            window = _window(records, MIN_STEPS)[:max_steps]
+            model.train()
+            for i, rec in enumerate(window):
+                if fix is not None and fix.skip_nonfinite and rec.nonfinite_inputs:
+                    continue
+                scale = fix.lr_factor if fix is not None else 1.0
+                if fix is not None and fix.warmup:
+                    scale *= (i + 1) / len(window)
+                for g, lr in zip(opt.param_groups, base):
+                    g["lr"] = lr * scale
+                opt.zero_grad(set_to_none=True)
+                with torch.enable_grad():
+                    loss = rec.loss(model)
+                    v = float(loss.detach())
+                    out.steps += 1
+                    if not math.isfinite(v):
+                        out.finite = False
+                        break
+                    out.losses.append(v)
+                    loss.backward()
+                if fix is not None and fix.clip is not None:
+                    torch.nn.utils.clip_grad_norm_(params, fix.clip)
+                opt.step()
+    finally:
+        out.seconds = time.perf_counter() - t0
+        now.restore(rng=True)
+        for p, g in zip(params, grads):  # the gradients as the script left them (it may accumulate)
+            p.grad = g
+        model.train(was_training)
+        now.drop()
+    return out
+
+
+@dataclass
+class Verdict:
+    """A fix's measured effect: ``result`` is ``verified``, ``did not help`` or ``not reproduced``."""
+
+    fix: Fix
+    result: str
+    control: Replay
+    treated: Replay
+
+    @property
+    def helped(self) -> bool:
+        return self.result == "verified"
+
+    def summary(self, first: int, last: int) -> str:
+        what = {"verified": "verified", "did not help": "tried, did not help",
+                "not reproduced": "not verified: the replay without it did not blow up"}[self.result]
+        n = max(self.treated.steps, self.control.steps)
+        cycled = f" ({n} steps: the window repeated)" if n > last - first + 1 else ""
+        return (f"{self.fix.name}: {what} — replaying steps {first}–{last}{cycled} from the snapshot at step {first}, "
+                f"the loss went {self.treated.describe()} with it and {self.control.describe()} without")
+
+    def to_json(self, first: int, last: int) -> dict[str, Any]:
+        return {"cause": self.fix.cause, "fix": self.fix.name, "result": self.result, "summary": self.summary(first, last),
+                "window": [first, last], "steps": self.treated.steps,
+                "control": [self.control.level(False), self.control.level(True) if self.control.finite else "nan"],
+                "treated": [self.treated.level(False), self.treated.level(True) if self.treated.finite else "nan"],
+                "seconds": round(self.control.seconds + self.treated.seconds, 4)}
+
+
+def judge(fix: Fix, control: Replay, treated: Replay) -> Verdict:
+    if not control.blew_up:
+        return Verdict(fix, "not reproduced", control, treated)
+    falls = treated.finite and not treated.blew_up and treated.level(True) < treated.level(False)
+    return Verdict(fix, "verified" if falls else "did not help", control, treated)
+
+
+@dataclass
+class Verification:
+    """Every candidate tried for one symptom, best first, with the cost."""
+
+    verdicts: list[Verdict]
+    first: int
+    last: int
+    seconds: float
+    skipped: list[str] = field(default_factory=list)  # fixes not tried for the budget
+
+    @property
+    def best(self) -> Verdict | None:
+        return self.verdicts[0] if self.verdicts else None
+
+    def to_json(self) -> dict[str, Any]:
+        """What a treatment event carries: the best fix's verdict, every one tried, the cost."""
+        best = self.best
+        return {"result": best.result if best else None,
+                "summary": best.summary(self.first, self.last) if best else "",
+                "tried": [v.to_json(self.first, self.last) for v in self.verdicts],
+                "skipped": self.skipped, "seconds": round(self.seconds, 4)}
+
+
+def verify(state: TrainingState, records: list[StepRecord], fixes: list[Fix], *, budget_s: float,
+           max_steps: int = 200,
+           quiet: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext) -> Verification:
+    """Replay the window without a fix (the control), then with each fix while the budget lasts; the
+    verdicts ranked by measured effect: verified first, then by the treated window's final loss."""
+    t0 = time.perf_counter()
+    first, last = (records[0].step, records[-1].step) if records else (state.step, state.step)
+    control = replay(state, records, None, max_steps=max_steps, quiet=quiet)
+    verdicts: list[Verdict] = []
+    skipped: list[str] = []
+    for fx in fixes:
+        spent = time.perf_counter() - t0
+        per = control.seconds if control.seconds > 0 else 0.0
+        if spent + per > budget_s and verdicts:
+            skipped.append(fx.name)
+            continue
+        verdicts.append(judge(fx, control, replay(state, records, fx, max_steps=max_steps, quiet=quiet)))
+    rank = {"verified": 0, "did not help": 1, "not reproduced": 2}
+
+    def key(v: Verdict) -> tuple[int, float]:
+        end = v.treated.level(True) if v.treated.finite and v.treated.losses else math.inf
+        return rank[v.result], end
+
+    verdicts.sort(key=key)
+    return Verification(verdicts, first, last, time.perf_counter() - t0, skipped)

@@ -1,0 +1,150 @@
+"""``traindoctor run --heal``: healing through the objects an unmodified script created.
+
+Real runs of the built-in examples: the LR-too-high script (SGD at lr 10 on the digits MLP) healed
+against its healthy twin (the same script at lr 0.1), and an overfitting script stopped at its best
+validation loss.
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+import textwrap
+
+import pytest
+import torch
+
+from traindoctor.cli import main
+from traindoctor.examples import script_path
+from traindoctor.report import render
+from traindoctor.watch.launcher import watch_script
+
+VAL_ACC = re.compile(r"val_acc ([0-9.]+|nan)")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _last_val_acc(out: str) -> float:
+    found = VAL_ACC.findall(out)
+    assert found, out[-2000:]
+    return float(found[-1])
+
+
+def _run(capsys, args: list[str], heal: bool):
+    res = watch_script(script_path("lr-too-high"), args, store="", heal=heal, err=io.StringIO())
+    return res, _last_val_acc(capsys.readouterr().out)
+
+
+def test_heal_turns_a_nan_run_into_its_healthy_twin(capsys):
+    sick, sick_acc = _run(capsys, [], heal=False)
+    twin, twin_acc = _run(capsys, ["--lr", "0.1"], heal=False)
+    healed, healed_acc = _run(capsys, [], heal=True)
+    assert sick_acc < 0.2 and twin_acc > 0.9  # the fault hurts; the twin is healthy
+    assert healed.exit_code == 0
+    assert healed_acc >= twin_acc - 0.03, (healed_acc, twin_acc)
+    t = healed.diagnosis.treatments
+    assert t and t[0].cause == "lr-too-high" and t[0].rolled_back_to is not None
+    lr_old, lr_new = t[0].changes["lr"]
+    assert lr_new == pytest.approx(lr_old * 0.1)
+    assert not sick.diagnosis.treatments  # observe mode treats nothing
+
+
+def test_cli_heal_reports_the_treatment_in_terminal_and_json(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "d.json"
+    code = main(["run", "--no-store", "--heal", "--json", str(out), str(script_path("lr-too-high")),
+                 "--epochs", "2"])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "Treatments applied" in err and "lr-too-high" in err
+    doc = json.loads(out.read_text())
+    assert doc["treatments"] and doc["treatments"][0]["cause"] == "lr-too-high"
+    assert isinstance(doc["treatments"][0]["step"], int)
+    assert doc["heal_stopped"] is None
+
+
+OVERFIT = textwrap.dedent('''
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    torch.manual_seed(0)
+    X = torch.randn(64, 20)
+    y = (X[:, 0] > 0).long()
+    y[:24] = 1 - y[:24]  # a third of the labels flipped: memorising them hurts validation
+    Xv = torch.randn(512, 20)
+    yv = (Xv[:, 0] > 0).long()
+    model = nn.Sequential(nn.Linear(20, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 2))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for epoch in range(200):
+        model.train()
+        for i in range(0, 64, 16):
+            opt.zero_grad()
+            F.cross_entropy(model(X[i:i + 16]), y[i:i + 16]).backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            v = F.cross_entropy(model(Xv), yv).item()
+        print(f"epoch {epoch} val_loss {v:.4f}")
+    print("finished all epochs")
+''')
+
+
+def test_heal_stops_an_overfitting_script_at_its_best_weights(tmp_path, capsys):
+    script = tmp_path / "overfit.py"
+    script.write_text(OVERFIT)
+    err = io.StringIO()
+    res = watch_script(script, [], store="", heal=True, err=err)
+    out = capsys.readouterr().out
+    assert res.exit_code == 0, err.getvalue()
+    assert "finished all epochs" not in out  # stopped early
+    assert "stopped the script" in err.getvalue()
+    vals = [float(v) for v in re.findall(r"val_loss ([0-9.]+)", out)]
+    kinds = [(t.code, t.source) for t in res.diagnosis.treatments]
+    assert ("V001", "restore_best") in kinds, kinds
+    best = res.diagnosis.treatments[-1].best_val_loss
+    assert best == pytest.approx(min(vals), rel=1e-3)
+    assert len(vals) < 200
+
+
+INCURABLE = textwrap.dedent('''
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    torch.manual_seed(0)
+    X, y = torch.randn(256, 8), torch.randint(0, 3, (256,))
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for step in range(300):
+        i = (step * 16) % 256
+        out = model(X[i:i + 16])
+        if step >= 60:
+            out = out * torch.log(torch.tensor(-1.0))  # a bug no learning rate can cure: NaN from here on
+        opt.zero_grad()
+        F.cross_entropy(out, y[i:i + 16]).backward()
+        opt.step()
+    print("finished all steps")
+''')
+
+
+def test_heal_gives_up_on_an_incurable_run_and_stops_it(tmp_path, capsys):
+    script = tmp_path / "incurable.py"
+    script.write_text(INCURABLE)
+    err = io.StringIO()
+    res = watch_script(script, [], store="", heal=True, err=err)
+    out = capsys.readouterr().out
+    assert res.exit_code == 1 and "finished all steps" not in out
+    d = res.diagnosis
+    assert d.heal_stopped is not None and "healing stopped" in (d.heal_stopped.message or "")
+    assert 1 <= len([t for t in d.treatments if t.code in ("L001", "L002")]) <= 3  # the cap, never a loop
+    assert "stopped the script" in err.getvalue()
+    buf = io.StringIO()
+    render(d, file=buf)
+    assert "healing stopped" in buf.getvalue() and "Treatments applied" in buf.getvalue()
