@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import dataclasses
 import os
 import shlex
 import sys
@@ -37,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="treat the run while it trains: on a NaN or a blow-up roll back to the last good state and "
                    "lower the LR, clip or skip the poisoned batch; halve a stalled LR; stop an overfitting run at its "
                    "best weights. Every treatment is in the report")
+    r.add_argument("--heal-arch", action="store_true", dest="heal_arch",
+                   help="heal, and also repair the model where a fault is in it: a ReLU module whose units died is "
+                   "replaced by a LeakyReLU, in place (also spelled --heal=arch)")
     r.add_argument("--verify", action="store_true",
                    help="heal, and prove each fix first: replay the steps since the last snapshot with each candidate "
                    "fix for the leading cause (on the script's own model, restored bitwise after), apply the one that "
@@ -140,8 +144,12 @@ def _cmd_run(a: argparse.Namespace) -> int:
         from .heal import HealPolicy
 
         policy = HealPolicy(verify_budget=a.verify_budget)
-    res = watch_script(a.script, args, store="" if a.no_store else a.store, cadence=a.cadence, heal=a.heal,
-                       verify=a.verify, heal_policy=policy)
+    if a.heal_arch:
+        from .heal import HealPolicy
+
+        policy = dataclasses.replace(policy or HealPolicy(), arch=True)
+    res = watch_script(a.script, args, store="" if a.no_store else a.store, cadence=a.cadence,
+                       heal=a.heal or a.heal_arch, verify=a.verify, heal_policy=policy)
     render(res.diagnosis, file=sys.stderr, title="traindoctor run")
     if res.store_stopped is not None:
         step, why = res.store_stopped
@@ -361,6 +369,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = _parser()
     args = list(sys.argv[1:] if argv is None else argv)
     args, script_args = _script_args(p, args)
+    if args and args[0] == "run":  # ``--heal=arch``, as the issue of healing spells it: the same as --heal-arch
+        args = [("--heal-arch" if t == "--heal=arch" else t) for t in args[:-1]] + args[-1:] if script_args is not None \
+            else [("--heal-arch" if t == "--heal=arch" else t) for t in args]
     a, extra = p.parse_known_args(args)
     if script_args is not None:
         a.args = script_args

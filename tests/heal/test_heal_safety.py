@@ -46,9 +46,7 @@ def test_the_healer_failing_does_not_stop_training_and_is_reported_once(monkeypa
 def test_bad_heal_options_are_refused_clearly():
     model = nn.Linear(4, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with pytest.raises(ValueError, match="reserved"):
-        traindoctor.Doctor(model, opt, heal="arch", report_file=io.StringIO())
-    with pytest.raises(ValueError, match="True or False"):
+    with pytest.raises(ValueError, match="True, False or 'arch'"):
         traindoctor.Doctor(model, opt, heal="yes", report_file=io.StringIO())
     with pytest.raises(ValueError, match="needs the optimizer"):
         traindoctor.Doctor(model, heal=True, report_file=io.StringIO())

@@ -75,6 +75,10 @@ class HealPolicy:
     stall_factor: float = 0.5
     patience: int = 3  # validation evaluations not better than the best before overfitting is called
     verify_budget: float = 0.1  # --verify: replays may take this fraction of the run's time so far
+    arch: bool = False  # --heal=arch: repairs that change the model (dead ReLUs → LeakyReLU)
+    dead_bar: float = 0.5  # a ReLU module with this fraction of dead units ...
+    dead_samples: int = 3  # ... on this many sampled steps in a row is replaced (A001's bar, sustained)
+    leaky_slope: float = 0.01
 
     def __post_init__(self) -> None:
         if self.every < 1:
@@ -124,6 +128,8 @@ class Healer:
         self._best: TrainingState | None = None
         self._since_best = 0
         self.overfitting = False
+        self._dead_runs: dict[str, int] = {}  # ReLU module → consecutive sampled steps at or above the bar
+        self._replaced: set[str] = set()
         self._handles = [optimizer.register_step_pre_hook(self._hook(self._pre_step)),
                          optimizer.register_step_post_hook(self._hook(self._post_step))]
         # BatchNorm running statistics, copied before each training forward: a poisoned batch writes NaN
@@ -447,6 +453,40 @@ class Healer:
         self.monitor.on_critical(f"traindoctor: {msg}")
 
     # validation --------------------------------------------------------------------------------
+
+    # architecture repairs (--heal=arch) ------------------------------------------------------------
+
+    def on_activation(self, step: int, kind: str, name: str, value: Any) -> None:
+        """A sampled step's activation statistic: a ReLU module dead for ``dead_samples`` samples in a row
+        is replaced by a LeakyReLU, in place, so its units get a gradient again (once per module)."""
+        if not (self.policy.arch and self.active) or kind != "dead_frac" or name in self._replaced:
+            return
+        v = float(value)
+        self._dead_runs[name] = self._dead_runs.get(name, 0) + 1 if v >= self.policy.dead_bar else 0
+        if self._dead_runs[name] < self.policy.dead_samples:
+            return
+        parent_name, _, attr = name.rpartition(".")
+        try:
+            parent = self.model.get_submodule(parent_name) if parent_name else self.model
+        except AttributeError:  # a module of another model (a GAN's second network): not this healer's
+            self._replaced.add(name)
+            return
+        old = getattr(parent, attr, None)
+        if type(old) not in (nn.ReLU, nn.ReLU6):  # a LeakyReLU, ELU … already passes negative inputs
+            self._replaced.add(name)
+            return
+        new = nn.LeakyReLU(self.policy.leaky_slope, inplace=bool(getattr(old, "inplace", False)))
+        new.train(old.training)
+        setattr(parent, attr, new)
+        self._replaced.add(name)
+        data = {"step": step, "code": "A001", "cause": "dying-relu",
+                "source": f"evidence: {v:.0%} of `{name}`'s units dead on {self._dead_runs[name]} sampled steps",
+                "action": f"replace `{name}` ({type(old).__name__}) with LeakyReLU({self.policy.leaky_slope:g})",
+                "changes": {f"module {name}": [type(old).__name__, f"LeakyReLU({self.policy.leaky_slope:g})"]},
+                "rolled_back_to": None, "quarantined": [], "treatment": 1}
+        self.treatments.append(data)
+        self.monitor.event("treatment", data, step=step)
+        self.monitor.on_critical(f"traindoctor: healing A001 at step {step} as dying-relu — {data['action']}")
 
     def on_val(self, step: int, val_loss: float) -> None:
         """A validation loss at ``step``: keep the best weights; call overfitting after ``patience``."""

@@ -118,7 +118,10 @@ class ActivationSampler:
                 with torch.no_grad():
                     o = out.detach().reshape(out.shape[0], -1)
                     if relu:
-                        self.record(f"dead_frac/{name}", 1.0 - (o > 0).any(dim=0).to(torch.float32).mean(), step)
+                        dead = 1.0 - (o > 0).any(dim=0).to(torch.float32).mean()
+                        self.record(f"dead_frac/{name}", dead, step)
+                        if self.on_activation is not None:
+                            self._guard("activation-listener", self.on_activation, step, "dead_frac", name, dead)
                         self.record(f"act_absmax/{name}", o.abs().max().to(torch.float64), step)
                     elif sigmoid_like:
                         self.record(f"saturated_frac/{name}", ((o < 0.01) | (o > 0.99)).to(torch.float32).mean(), step)

@@ -356,7 +356,10 @@ class AutoWatch:
                    recorder=self.recorder, quiet=lambda: quiet(self.monitor))
         self.healer = h
         self.monitor.on_val_loss = lambda step, v: h.guarded(h.on_val, step, v)
-        self.monitor.meta["heal"] = {"schedulers": [type(s).__name__ for s in scheds], "verify": self._verify}
+        if policy.arch:
+            self.monitor.on_activation = lambda step, kind, name, v: h.guarded(h.on_activation, step, kind, name, v)
+        self.monitor.meta["heal"] = {"schedulers": [type(s).__name__ for s in scheds], "verify": self._verify,
+                                     "arch": policy.arch}
 
     def _note_output(self, module: nn.Module, args: Any, out: Any) -> None:
         if module.training and torch.is_grad_enabled() and isinstance(out, torch.Tensor):
@@ -414,6 +417,7 @@ class AutoWatch:
         h = self.healer
         if h is not None:
             self.monitor.on_val_loss = None
+            self.monitor.on_activation = None
             h.guarded(h.close)
         self.sites.remove()
         for h in self._mod_handles + self._opt_handles:

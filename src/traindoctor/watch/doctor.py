@@ -76,11 +76,9 @@ class Doctor:
             raise TypeError(f"Doctor(model, ...) needs a torch.nn.Module, got {type(model).__name__}")
         if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"Doctor(..., optimizer) needs a torch.optim.Optimizer, got {type(optimizer).__name__}")
-        if heal == "arch":
-            raise ValueError("heal='arch' (treatments that change the model) is reserved and not available yet; "
-                             "use heal=True")
-        if heal not in (True, False):
-            raise ValueError(f"heal must be True or False, got {heal!r}")
+        if heal not in (True, False, "arch"):
+            raise ValueError(f"heal must be True, False or 'arch' (also repair the model: dead ReLUs → LeakyReLU), "
+                             f"got {heal!r}")
         if verify and loss_fn is None:
             raise ValueError("verify=True replays steps: give the loss function, Doctor(..., verify=True, loss_fn=...), "
                              "and each step's targets, doctor.step(loss, inputs=x, targets=y)")
@@ -88,6 +86,8 @@ class Doctor:
         if heal and optimizer is None:
             raise ValueError("heal=True needs the optimizer: Doctor(model, optimizer, heal=True)")
         policy = heal_policy or HealPolicy()
+        if heal == "arch":
+            policy = dataclasses.replace(policy, arch=True)
         if heal_every is not None:
             policy = dataclasses.replace(policy, every=heal_every)
         self._store = None
@@ -124,6 +124,9 @@ class Doctor:
             self._recorder = WindowRecorder(capacity=2 * policy.every + 1) if verify else None
             self._healer = Healer(self.monitor, model, optimizer, schedulers, scaler, policy, self.monitor.snapshot,
                                   recorder=self._recorder, quiet=lambda: quiet(self.monitor))
+            if policy.arch:
+                h = self._healer
+                self.monitor.on_activation = lambda step, kind, name, v: h.guarded(h.on_activation, step, kind, name, v)
 
     def step(self, loss: torch.Tensor | float, inputs: Any = None, ids: list[int] | None = None,
              targets: Any = None) -> None:

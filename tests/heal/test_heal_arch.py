@@ -1,0 +1,121 @@
+"""``heal="arch"`` / ``--heal=arch``: a ReLU whose units died is replaced by a LeakyReLU on the live
+model, and the run recovers toward its healthy twin (the same MLP without the dead-making bias)."""
+from __future__ import annotations
+
+import io
+import re
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
+from torch import nn
+
+from traindoctor import Doctor
+from traindoctor.cli import main
+from traindoctor.watch.launcher import watch_script
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _data():
+    X, y = load_digits(return_X_y=True)
+    Xtr, Xv, ytr, yv = train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
+    sc = StandardScaler().fit(Xtr)
+    f = lambda a: torch.tensor(sc.transform(a), dtype=torch.float32)  # noqa: E731
+    return f(Xtr), torch.tensor(ytr), f(Xv), torch.tensor(yv)
+
+
+def _train(dead: bool, heal) -> tuple[float, Doctor | None, nn.Module]:
+    torch.manual_seed(0)
+    Xtr, ytr, Xv, yv = _data()
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    if dead:
+        with torch.no_grad():
+            model[0].bias.fill_(-8.0)  # every hidden unit below zero for every input: dead from the start
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    doctor = Doctor(model, opt, heal=heal, live=False) if heal else None
+    g = torch.Generator().manual_seed(0)
+    for _epoch in range(12):
+        for idx in torch.randperm(len(Xtr), generator=g).split(32):
+            opt.zero_grad()
+            loss = F.cross_entropy(model(Xtr[idx]), ytr[idx])
+            loss.backward()
+            opt.step()
+            if doctor is not None:
+                doctor.step(loss)
+    with torch.no_grad():
+        acc = float((model(Xv).argmax(1) == yv).float().mean())
+    if doctor is not None:
+        doctor.close()
+    return acc, doctor, model
+
+
+def test_dead_relus_are_replaced_and_the_run_recovers_toward_its_twin():
+    twin_acc, _, _ = _train(dead=False, heal=False)
+    sick_acc, _, _ = _train(dead=True, heal=False)
+    healed_acc, doctor, model = _train(dead=True, heal="arch")
+    assert twin_acc > 0.9 and sick_acc < 0.3  # the fault hurts
+    assert isinstance(model[1], nn.LeakyReLU)
+    t = [x for x in doctor.treatments if x["code"] == "A001"]
+    assert len(t) == 1 and t[0]["cause"] == "dying-relu" and "LeakyReLU" in t[0]["action"]
+    assert healed_acc >= twin_acc - 0.05, (healed_acc, twin_acc)
+
+
+def test_plain_heal_does_not_change_the_model():
+    _, doctor, model = _train(dead=True, heal=True)
+    assert type(model[1]) is nn.ReLU and not [x for x in doctor.treatments if x["code"] == "A001"]
+
+
+def test_doctor_refuses_an_unknown_heal_mode():
+    m = nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="arch"):
+        Doctor(m, torch.optim.SGD(m.parameters(), lr=0.1), heal="everything")
+
+
+DEAD = textwrap.dedent('''
+    import torch
+    import torch.nn.functional as F
+    from sklearn.datasets import load_digits
+    from sklearn.preprocessing import StandardScaler
+    from torch import nn
+
+    torch.manual_seed(0)
+    X, y = load_digits(return_X_y=True)
+    X = torch.tensor(StandardScaler().fit_transform(X), dtype=torch.float32)
+    y = torch.tensor(y)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    with torch.no_grad():
+        model[0].bias.fill_(-8.0)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for epoch in range(8):
+        for i in range(0, len(X), 32):
+            opt.zero_grad()
+            F.cross_entropy(model(X[i:i + 32]), y[i:i + 32]).backward()
+            opt.step()
+    with torch.no_grad():
+        print("train_acc", float((model(X).argmax(1) == y).float().mean()))
+''')
+
+
+def test_run_heal_equals_arch_repairs_the_script_model(tmp_path, capsys, monkeypatch):
+    script = tmp_path / "dead.py"
+    script.write_text(DEAD)
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--no-store", "--heal=arch", str(script)]) == 0
+    cap = capsys.readouterr()
+    acc = float(re.search(r"train_acc ([0-9.]+)", cap.out).group(1))
+    assert acc > 0.8, cap.out
+    assert "LeakyReLU" in cap.err and "Treatments applied" in cap.err
+    res = watch_script(script, [], store="", heal=True, err=io.StringIO())  # plain --heal: no repair, stays dead
+    acc_plain = float(re.search(r"train_acc ([0-9.]+)", capsys.readouterr().out).group(1))
+    assert acc_plain < 0.3 and not [t for t in res.diagnosis.treatments if t.code == "A001"]
