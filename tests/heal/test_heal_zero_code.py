@@ -148,3 +148,43 @@ def test_heal_gives_up_on_an_incurable_run_and_stops_it(tmp_path, capsys):
     buf = io.StringIO()
     render(d, file=buf)
     assert "healing stopped" in buf.getvalue() and "Treatments applied" in buf.getvalue()
+
+
+FP16 = textwrap.dedent('''
+    import sys
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    AUTOCAST = sys.argv[1] == "fp16"
+    torch.manual_seed(0)
+    X = torch.randn(1024, 16) * 30
+    y = (X[:, 0] + X[:, 1] > 0).long()
+    model = nn.Sequential(nn.Linear(16, 256), nn.LayerNorm(256), nn.ReLU(), nn.Linear(256, 2))
+    with torch.no_grad():
+        model[0].weight.mul_(1000)  # pre-activations near 1e5: past float16's 65504, fine in float32
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for epoch in range(3):
+        for i in range(0, 1024, 32):
+            with torch.autocast("cpu", dtype=torch.float16, enabled=AUTOCAST):
+                out = model(X[i:i + 32])
+            loss = F.cross_entropy(out.float(), y[i:i + 32])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16, enabled=AUTOCAST):
+        print("train_acc", float((model(X).argmax(1) == y).float().mean()))
+''')
+
+
+def test_heal_runs_a_float16_overflow_in_float32(tmp_path, capsys):
+    script = tmp_path / "fp16.py"
+    script.write_text(FP16)
+    acc = {}
+    for mode, heal in (("fp32", False), ("fp16", False), ("fp16", True)):
+        res = watch_script(script, [mode], store="", heal=heal, err=io.StringIO())
+        acc[mode, heal] = float(re.search(r"train_acc ([0-9.]+)", capsys.readouterr().out).group(1))
+    assert acc["fp32", False] > 0.9 and acc["fp16", False] < 0.6  # the overflow hurts; float32 is the twin
+    t = res.diagnosis.treatments
+    assert t and t[0].cause == "precision-overflow" and t[0].changes == {"forward_dtype": ["autocast", "float32"]}
+    assert acc["fp16", True] >= acc["fp32", False] - 0.03, acc

@@ -49,13 +49,23 @@ from torch import nn
 from ..diagnosis import diagnose
 from ..run import Run
 from .snapshot import DEFAULT_MEMORY_LIMIT, SnapshotStore, TrainingState, model_tensors
-from .treatments import ClipGradients, Controls, LowerLR, SkipBatch, Treatment, WarmUp, nonfinite_rows, scale_lr
+from .treatments import (
+    ClipGradients,
+    Controls,
+    Float32Forward,
+    LowerLR,
+    SkipBatch,
+    Treatment,
+    WarmUp,
+    nonfinite_rows,
+    scale_lr,
+)
 from .verify import Fix, Verification, WindowRecorder, candidates, verify
 
 # a loss pinned here is a probability that underflowed float32 (−ln FLT_MIN, −ln of the subnormal minimum)
 SATURATED = (87.3365, 103.2789)
 # what a blow-up of the loss or the gradients can be treated as
-BLOWUP_CAUSES = ("lr-too-high", "exploding-gradient", "nonfinite-data")
+BLOWUP_CAUSES = ("lr-too-high", "exploding-gradient", "nonfinite-data", "precision-overflow")
 
 
 @dataclass
@@ -301,12 +311,17 @@ class Healer:
 
     def _leading_cause(self, code: str, inputs_known: bool) -> tuple[str, str]:
         """The cause to treat and where that came from (the diagnosis, or the run's own evidence)."""
+        if self._float16() and not self._losses_rose():
+            # tried first, as it is the cheapest to rule out: a float16 forward that broke without the loss
+            # climbing first; if it comes back in float32, the diagnosis names the next cause
+            return "precision-overflow", "evidence: autocast float16, and the loss did not rise before it broke"
         try:
             causes = [c.id for c in diagnose(self._run_record()).causes]
         except Exception:  # noqa: BLE001 - a diagnosis that cannot run leaves the evidence
             causes = []
         for c in causes:
-            if c in BLOWUP_CAUSES and not (c == "nonfinite-data" and inputs_known):
+            if c in BLOWUP_CAUSES and not (c == "nonfinite-data" and inputs_known) \
+                    and not (c == "precision-overflow" and not self._float16()):  # treatable only under autocast
                 return c, "diagnosis"
         if code in ("G001", "G003"):
             return "exploding-gradient", "evidence: the gradient norm blew up"
@@ -317,6 +332,16 @@ class Healer:
             if grew and flat:
                 return "exploding-gradient", "evidence: the gradient norm grew while the loss did not"
         return "lr-too-high", "evidence: finite inputs, the loss blew up"
+
+    def _float16(self) -> bool:
+        """The model's forward runs under autocast float16 (and no float32 treatment is in force yet)."""
+        prec = self.monitor.meta.get("precision")
+        return isinstance(prec, dict) and prec.get("autocast") == "float16" and not self.ctl.handles
+
+    def _losses_rose(self) -> bool:
+        """The last healthy losses climbed (a divergence building), rather than a sudden break."""
+        ls = list(self._losses)
+        return len(ls) >= 4 and statistics.median(ls[-3:]) > 1.5 * statistics.median(ls[:-3])
 
     def _on_symptom(self, step: int, code: str, value: float, norm: float | None, inputs: Any,
                     ids: list[int] | None, dropped: bool) -> None:
@@ -345,7 +370,9 @@ class Healer:
             self._give_up(step, code, cause, f"it came back after {n - 1} treatments for {cause}")
             return
         ts: list[Treatment]
-        if cause == "exploding-gradient" and len(self.ctl.healthy_norms) >= 5:
+        if cause == "precision-overflow" and self._float16():
+            ts = [Float32Forward(self.model)]
+        elif cause == "exploding-gradient" and len(self.ctl.healthy_norms) >= 5:
             ts = [ClipGradients(self.policy.clip_percentile)]
         else:
             ts = [LowerLR(cause, self.policy.lr_factor)]
@@ -527,9 +554,9 @@ class Healer:
         return self._best.step
 
     def remove_hooks(self) -> None:
-        for h in self._handles:
+        for h in self._handles + self.ctl.handles:
             h.remove()
-        self._handles = []
+        self._handles, self.ctl.handles = [], []
 
     def close(self) -> None:
         """At the end: the best weights back if the run overfitted, hooks off, snapshots freed. Runs

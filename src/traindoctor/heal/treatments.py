@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 # the group keys that hold a learning rate: plain optimizers, then what schedulers add (OneCycleLR's
 # max_lr/min_lr, every scheduler's initial_lr) so that a schedule cannot undo an LR treatment
@@ -32,6 +33,7 @@ class Controls:
     lr_scale: float = 1.0  # the product of the LR treatments given
     healthy_norms: deque[float] = field(default_factory=lambda: deque(maxlen=100))  # recent healthy global grad norms
     quarantined: list[int] = field(default_factory=list)  # sample ids (or batch positions) that held NaN/Inf
+    handles: list[Any] = field(default_factory=list)  # hooks a treatment put on the model (removed at close)
 
     def lr(self) -> float:
         v = self.optimizer.param_groups[0]["lr"]
@@ -119,6 +121,33 @@ class ClipGradients(Treatment):
         at = float(np.percentile(ctl.healthy_norms, self.percentile))
         ctl.clip = at if before is None else min(before, at)
         return {"clip_grad_norm": [before, ctl.clip]}
+
+
+@dataclass
+class Float32Forward(Treatment):
+    """precision-overflow: the model's forward runs with autocast off (float32) from here on, through a
+    forward pre-hook that leaves autocast and a forward hook that restores it (removed at close)."""
+
+    model: nn.Module
+    cause: str = "precision-overflow"
+    action: str = "run the model's forward in float32 (autocast off inside it)"
+
+    def apply(self, ctl: Controls) -> dict[str, Any]:
+        contexts: list[Any] = []
+
+        def enter(module: nn.Module, args: Any) -> None:
+            dev = next((p.device.type for p in module.parameters()), "cpu")
+            ctx = torch.autocast(dev, enabled=False)
+            ctx.__enter__()
+            contexts.append(ctx)
+
+        def leave(module: nn.Module, args: Any, out: Any) -> None:
+            if contexts:
+                contexts.pop().__exit__(None, None, None)
+
+        ctl.handles += [self.model.register_forward_pre_hook(enter),
+                        self.model.register_forward_hook(leave, always_call=True)]
+        return {"forward_dtype": ["autocast", "float32"]}
 
 
 @dataclass
