@@ -49,7 +49,7 @@ def test_cli_verify_shows_the_replay_in_the_report_and_json(tmp_path, capsys, mo
     code = main(["run", "--no-store", "--verify", "--verify-budget", "0.5", "--json", str(out),
                  str(script_path("lr-too-high")), "--epochs", "1"])
     err = capsys.readouterr().err
-    assert code == 0 and "replayed:" in err and "Treatments applied" in err
+    assert code == 0 and "replayed:" in err and "Treatments applied" in err and "verification:" in err
     doc = json.loads(out.read_text())
     assert doc["treatments"][0]["verified"]["result"] == "verified"
     assert any(c.get("verification") for c in doc["causes"])

@@ -99,6 +99,11 @@ def _treatments(con: Console, diag: Diagnosis) -> None:
             verified = f" [dim]({esc(str(t.verified.get('summary', '')))})[/dim]" if t.verified.get("summary") else ""
         con.print(f"  step {t.step}: {esc(t.code or '?')} → {esc(t.cause or '?')}: {esc(t.action or '')}"
                   + (f" [dim]({esc(changed)})[/dim]" if changed else "") + esc(back + quarantined) + verified)
+    replays = [t.verified for t in diag.treatments if t.verified]
+    if replays:
+        secs = sum(float(v.get("seconds") or 0.0) for v in replays)
+        tried = sum(len(v.get("tried") or []) for v in replays)
+        con.print(f"  [dim]verification: {tried} fix(es) replayed in {fmt(secs)} s in all[/dim]")
     if diag.heal_stopped is not None:
         con.print(f"[bold red]healing stopped[/bold red]: {esc(diag.heal_stopped.message or '')}")
 
