@@ -18,7 +18,7 @@ is nonfinite-data; otherwise the project's diagnosis of the Run recorded so far 
 symptom fires) and its highest-ranked treatable cause is taken; without one, a gradient symptom, or a
 gradient norm that grew while the loss did not, is exploding-gradient, and anything else lr-too-high.
 
-It never loops: each cause is treated ``max_treatments`` times at most (nonfinite-data: that many
+It never loops: each cause is treated ``max_treatments`` times at most (nonfinite-data: ``max_skips``
 poisoned batches in a row); past that the run is rolled back to its last good state once more, healing
 stops, ``should_stop`` is set and a ``heal_stopped`` event says why.
 
@@ -75,6 +75,7 @@ class HealPolicy:
     every: int = 50  # a last-known-good snapshot every this many healthy steps
     memory_limit: int = DEFAULT_MEMORY_LIMIT  # bytes: a larger snapshot goes to a private temp dir
     max_treatments: int = 3  # per cause; past it healing stops and should_stop is set
+    max_skips: int = 10  # poisoned batches in a row before healing stops (skipping one loses nothing)
     lr_factor: float = 0.1  # lr-too-high
     warmup_steps: int = 100  # when lr-too-high comes back after a lower LR
     clip_percentile: float = 90.0  # exploding-gradient
@@ -83,7 +84,9 @@ class HealPolicy:
     stall_window: int = 200  # steps without progress that make a stall (L006)
     stall_every: int = 200  # at most one LR halving per this many steps
     stall_factor: float = 0.5
-    patience: int = 3  # validation evaluations not better than the best before overfitting is called
+    patience: int = 5  # validation evaluations rising in a row, above the best, before overfitting is called
+    overfit_margin: float = 0.1  # ... each at least this far (relative) above the best validation loss
+    freeze_on_overfit: bool = False  # zero-code: keep the best weights and drop later updates, not stop
     verify_budget: float = 0.1  # --verify: replays may take this fraction of the run's time so far
     arch: bool = False  # --heal=arch: repairs that change the model (dead ReLUs → LeakyReLU)
     dead_bar: float = 0.5  # a ReLU module with this fraction of dead units ...
@@ -137,9 +140,15 @@ class Healer:
         self._best_val = math.inf
         self._best: TrainingState | None = None
         self._since_best = 0
+        self._prev_val = math.inf
+        self._train_at_best = math.nan
+        self.frozen = False  # past overfitting in zero-code mode: the best weights kept, updates dropped
         self.overfitting = False
+        self._said: dict[str, int] = {}  # live lines said per cause
+        self._bad_rows: list[int] = []  # rows of a poisoned batch seen at a backward since the last step
         self._dead_runs: dict[str, int] = {}  # ReLU module → consecutive sampled steps at or above the bar
         self._replaced: set[str] = set()
+        self._pending_swaps: list[tuple[int, str, float]] = []
         self._handles = [optimizer.register_step_pre_hook(self._hook(self._pre_step)),
                          optimizer.register_step_post_hook(self._hook(self._post_step))]
         # BatchNorm running statistics, copied before each training forward: a poisoned batch writes NaN
@@ -186,6 +195,15 @@ class Healer:
     # the optimizer step ------------------------------------------------------------------------
 
     def _pre_step(self, opt: torch.optim.Optimizer) -> None:
+        swaps, self._pending_swaps = self._pending_swaps, []
+        for step, name, v in swaps:
+            self._swap_dead(step, name, v)
+        if self.frozen and self._best is not None:  # past overfitting: no update, and the best state kept
+            for g in opt.param_groups:
+                for p in g["params"]:
+                    p.grad = None
+            self._best.restore(rng=False)  # the forward since wrote BatchNorm statistics: the best's come back
+            return
         if not self.store.kept:  # the state training starts from (after any checkpoint the user loaded)
             self.store.take(self.monitor.step, self.ctl.lr_scale)
         params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
@@ -248,6 +266,13 @@ class Healer:
             self._healthy_step(step, value, norm)
         else:
             self._on_symptom(step, code, value, norm, inputs, ids, dropped)
+        self._bad_rows = []
+
+    def note_bad_rows(self, rows: list[int]) -> None:
+        """A backward since the last step saw a non-finite loss on a batch with these NaN/Inf rows (ids):
+        under a GradScaler that step's update is skipped, and the step the healer judges next is a later
+        batch's, so the poisoned one is remembered here."""
+        self._bad_rows = list(rows)
 
     def _symptom(self, value: float, norm: float | None) -> str | None:
         if not math.isfinite(value):
@@ -346,22 +371,23 @@ class Healer:
     def _on_symptom(self, step: int, code: str, value: float, norm: float | None, inputs: Any,
                     ids: list[int] | None, dropped: bool) -> None:
         rows = nonfinite_rows(inputs) if inputs is not None else []
-        if rows:
+        named = ([ids[r] for r in rows if r < len(ids)] if ids is not None else rows) if rows else self._bad_rows
+        if named:
             cause, source = "nonfinite-data", "evidence: the input batch holds NaN/Inf"
         else:
             cause, source = self._leading_cause(code, inputs is not None)
         if cause == "nonfinite-data":
             self._skip_run = self._skip_run + 1 if self._last_skip == step - 1 else 1
             self._last_skip = step
-            if self._skip_run > self.policy.max_treatments:
+            if self._skip_run > self.policy.max_skips:
                 self._give_up(step, code, cause, f"{self._skip_run} batches in a row held NaN/Inf")
                 return
-            named = [ids[r] for r in rows if r < len(ids)] if ids is not None else rows
-            # an update dropped before it applied leaves only the BatchNorm statistics the forward wrote
-            # to undo (from their copy); anything else non-finite brings the last good state back
+            # an update dropped before it applied (by this healer, or by a GradScaler that skipped the step)
+            # leaves at most the BatchNorm statistics the forward wrote to undo (from their copy); only a
+            # model that is still non-finite after that needs the last good state back
             if dropped and self._bn_live and not self._model_finite():
                 torch._foreach_copy_(self._bn_live, self._bn_saved)
-            back = None if dropped and self._model_finite() else self.store.newest()
+            back = None if self._model_finite() else self.store.newest()
             self._treat(step, code, cause, source, [SkipBatch(sample_ids=named)], back, rng=False,
                         value=value, quarantined=named, count=self._skip_run)
             return
@@ -463,7 +489,11 @@ class Healer:
         self.treatments.append(data)
         self.monitor.event("treatment", data, step=step)
         where = f"; rolled back to step {back.step}" if back is not None else ""
-        self.monitor.on_critical(f"traindoctor: healing {code} at step {step} as {cause} — {data['action']}{where}")
+        said = self._said[cause] = self._said.get(cause, 0) + 1
+        if said <= 3:  # a loader full of poisoned samples would say it at every batch: the report lists them all
+            more = "; further ones are treated without a line here" if said == 3 and cause == "nonfinite-data" else ""
+            self.monitor.on_critical(f"traindoctor: healing {code} at step {step} as {cause} — {data['action']}{where}"
+                                     f"{more}")
         if verified is not None and verified.get("summary"):
             self.monitor.on_critical(f"traindoctor: {verified['summary']}")
 
@@ -492,20 +522,22 @@ class Healer:
         self._dead_runs[name] = self._dead_runs.get(name, 0) + 1 if v >= self.policy.dead_bar else 0
         if self._dead_runs[name] < self.policy.dead_samples:
             return
+        self._replaced.add(name)
+        self._pending_swaps.append((step, name, v))  # done at the optimizer step: never inside a forward
+
+    def _swap_dead(self, step: int, name: str, v: float) -> None:
+        """``name``, a ReLU module dead on the last samples, replaced by a LeakyReLU on the live model."""
         parent_name, _, attr = name.rpartition(".")
         try:
             parent = self.model.get_submodule(parent_name) if parent_name else self.model
         except AttributeError:  # a module of another model (a GAN's second network): not this healer's
-            self._replaced.add(name)
             return
         old = getattr(parent, attr, None)
         if type(old) not in (nn.ReLU, nn.ReLU6):  # a LeakyReLU, ELU … already passes negative inputs
-            self._replaced.add(name)
             return
         new = nn.LeakyReLU(self.policy.leaky_slope, inplace=bool(getattr(old, "inplace", False)))
         new.train(old.training)
         setattr(parent, attr, new)
-        self._replaced.add(name)
         data = {"step": step, "code": "A001", "cause": "dying-relu",
                 "source": f"evidence: {v:.0%} of `{name}`'s units dead on {self._dead_runs[name]} sampled steps",
                 "action": f"replace `{name}` ({type(old).__name__}) with LeakyReLU({self.policy.leaky_slope:g})",
@@ -523,10 +555,23 @@ class Healer:
             if self._best is not None:
                 self._best.drop()
             self._best_val, self._best, self._since_best = val_loss, self.store.take_model(step), 0
+            self._prev_val = val_loss
+            self._train_at_best = statistics.median(self._losses) if self._losses else math.nan
             return
-        self._since_best += 1
+        # overfitting is the validation loss climbing away from its best while training still improves:
+        # an evaluation counts when it is past the margin above the best, not below the one before it
+        # (a noisy or recovering validation loss resets the count), and the training loss is below its
+        # level at the best
+        prev, self._prev_val = self._prev_val, val_loss
+        rising = val_loss > self._best_val * (1 + self.policy.overfit_margin) and val_loss >= 0.99 * prev
+        train_now = statistics.median(self._losses) if self._losses else math.nan
+        training_improves = not (train_now >= self._train_at_best)  # unknown (NaN) counts as improving
+        self._since_best = self._since_best + 1 if rising and training_improves else 0
         if self._since_best >= self.policy.patience and not self.overfitting:
             self.overfitting = True
+            if self.policy.freeze_on_overfit:
+                self._freeze(step)
+                return
             self.should_stop = True
             data = {"step": step, "code": "V001", "cause": "overfitting", "source": "evidence: validation loss",
                     "action": "stop; keep the weights of the best validation loss",
@@ -539,6 +584,24 @@ class Healer:
                                      f"not beaten {self._best_val:.4g} (step {data['best_step']}) for "
                                      f"{self._since_best} evaluations: stop; doctor.restore_best() brings those "
                                      f"weights back")
+
+    def _freeze(self, step: int) -> None:
+        """Zero-code overfitting: the script cannot be asked to stop without losing what it does after its
+        loop (its evaluation, its saving), so the best weights go back now and every later update is
+        dropped: the script runs to its end on the best-validation model."""
+        if self._best is None:
+            return
+        self.frozen = True  # the weights come back at the next optimizer step: never between a forward and its backward
+        data = {"step": step, "code": "V001", "cause": "overfitting", "source": "evidence: validation loss",
+                "action": "keep the weights of the best validation loss; later updates are dropped, so the "
+                          "script's own evaluation and saving see them",
+                "changes": {"updates": ["applied", "dropped"]}, "rolled_back_to": self._best.step,
+                "quarantined": [], "treatment": 1, "best_step": self._best.step, "best_val_loss": self._best_val}
+        self.treatments.append(data)
+        self.monitor.event("treatment", data, step=step)
+        self.monitor.on_critical(f"traindoctor: V001 overfitting at step {step} — the validation loss climbed "
+                                 f"away from {self._best_val:.4g} (step {self._best.step}): its weights come back "
+                                 f"and later updates are dropped")
 
     def restore_best(self) -> int | None:
         """Put the best-validation weights back into the model; the step they are from (None: none kept)."""
@@ -561,7 +624,7 @@ class Healer:
     def close(self) -> None:
         """At the end: the best weights back if the run overfitted, hooks off, snapshots freed. Runs
         even after the healer failed, so that nothing of it stays on the optimizer or on disk."""
-        if self.alive and self.overfitting:  # the run overfitted: it ends with its best weights
+        if self.alive and self.overfitting and not self.frozen:  # the run overfitted: it ends with its best weights
             self.guarded(self.restore_best)
         try:
             self.remove_hooks()

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..inspect.tensors import tensors_of
+
 # the group keys that hold a learning rate: plain optimizers, then what schedulers add (OneCycleLR's
 # max_lr/min_lr, every scheduler's initial_lr) so that a schedule cannot undo an LR treatment
 LR_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")
@@ -166,18 +168,10 @@ class SkipBatch(Treatment):
 
 
 def nonfinite_rows(inputs: Any) -> list[int]:
-    """Rows (dim 0) of a batch that hold NaN/Inf in any of its floating-point tensors (a tensor, or a
-    tuple, list or dict of them)."""
-    if isinstance(inputs, torch.Tensor):
-        tensors = [inputs]
-    elif isinstance(inputs, dict):
-        tensors = [v for v in inputs.values() if isinstance(v, torch.Tensor)]
-    elif isinstance(inputs, (list, tuple)):
-        tensors = [v for v in inputs if isinstance(v, torch.Tensor)]
-    else:
-        return []
+    """Rows (dim 0) of a batch that hold NaN/Inf in any of its floating-point tensors (a tensor, or
+    tuples, lists and dicts of them, nested: a forward's ``(args, kwargs)`` too)."""
     bad: set[int] = set()
-    for t in tensors:
+    for t in tensors_of(inputs):
         if t.is_floating_point() and t.dim() > 0 and t.shape[0] > 0:
             rows = ~torch.isfinite(t.detach().reshape(t.shape[0], -1)).all(dim=1)
             bad.update(rows.nonzero().flatten().tolist())

@@ -90,7 +90,16 @@ def _treatments(con: Console, diag: Diagnosis) -> None:
     """What healing did, in order: a line per treatment, then why it stopped when it gave up."""
     con.print()
     con.print("[bold]Treatments applied[/bold]")
+    skips = [t for t in diag.treatments if t.cause == "nonfinite-data"]
+    if len(skips) > 3:  # one line for the poisoned batches skipped, with every sample quarantined
+        ids = sorted({i for t in skips for i in (t.quarantined or ())},
+                     key=lambda i: (0, i, "") if isinstance(i, int) else (1, 0, str(i)))
+        steps = ", ".join(str(t.step) for t in skips[:8]) + (", …" if len(skips) > 8 else "")
+        con.print(f"  steps {esc(steps)}: {len(skips)} batches holding NaN/Inf skipped (nonfinite-data); "
+                  f"quarantined samples {esc(', '.join(map(str, ids[:30])))}" + (" …" if len(ids) > 30 else ""))
     for t in diag.treatments:
+        if len(skips) > 3 and t.cause == "nonfinite-data":
+            continue
         back = f"; rolled back to step {t.rolled_back_to}" if t.rolled_back_to is not None else ""
         changed = _changes(t.changes)
         quarantined = f"; quarantined samples {', '.join(map(str, t.quarantined[:20]))}" if t.quarantined else ""

@@ -20,6 +20,7 @@ contains its own failures; ``remove_listener`` puts every original back.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import gc
 import os
@@ -35,6 +36,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
 from ..heal import Healer, HealPolicy
+from ..heal.treatments import nonfinite_rows
 from ..heal.verify import StepRecord, WindowRecorder, inputs_nonfinite
 from ..inspect.hooks import own_global_hooks
 from ..inspect.losses import WRAPPED_LOSSES
@@ -283,6 +285,7 @@ class AutoWatch:
         ]
         own_global_hooks(self._mod_handles, True)
         import torch.optim.optimizer as om
+        self._contained_post = monitor.contained("step-hook", monitor.opt_post)
         self._opt_handles = [
             om.register_optimizer_step_pre_hook(monitor.contained("step-pre-hook", lambda o, a, k: self._opt_pre(o))),
             om.register_optimizer_step_post_hook(lambda o, a, k: self._opt_post(o)),
@@ -329,17 +332,16 @@ class AutoWatch:
         treat = h is not None and h.alive and opt is h.optimizer
         loss = self.monitor.pending_loss() if treat else None
         step = self.monitor.step
-        self.monitor.contained("step-hook", self.monitor.opt_post)(opt)
+        self._contained_post(opt)
         if not treat or h is None:
             return
         if loss is not None:
             model = h.model
             inputs = self.monitor.last_inputs(model)
             h.guarded(h.on_step, step, loss, inputs, self.monitor.batch_ids)
-        if h.should_stop and not self._stop_raised:
+        if h.stopped and not self._stop_raised:  # healing gave up: stop burning compute
             self._stop_raised = True
-            raise StopTraining(h.stopped["message"] if h.stopped else
-                               "the validation loss stopped improving: the best weights are restored")
+            raise StopTraining(h.stopped["message"])
 
     def _start_healing(self, opt: Any) -> None:
         """A Healer on the first model the optimizer updates, with the schedulers that drive it."""
@@ -348,7 +350,8 @@ class AutoWatch:
                 "healing is off: no model module was seen running forward before the first optimizer step")
             return
         scheds = [s for s in gc.get_referrers(opt) if isinstance(s, LRScheduler) and s.optimizer is opt]
-        policy = self._heal_policy or HealPolicy()
+        # a script cannot be stopped without losing what it does after its loop: overfitting freezes instead
+        policy = dataclasses.replace(self._heal_policy or HealPolicy(), freeze_on_overfit=True)
         model = self.monitor.models[0]
         if self._verify:
             self._out_handle = model.register_forward_hook(self.monitor.contained("replay-capture", self._note_output))
@@ -356,10 +359,18 @@ class AutoWatch:
                    recorder=self.recorder, quiet=lambda: quiet(self.monitor))
         self.healer = h
         self.monitor.on_val_loss = lambda step, v: h.guarded(h.on_val, step, v)
+        self.monitor.on_nonfinite_loss = lambda step: h.guarded(self._poisoned, h)
         if policy.arch:
             self.monitor.on_activation = lambda step, kind, name, v: h.guarded(h.on_activation, step, kind, name, v)
         self.monitor.meta["heal"] = {"schedulers": [type(s).__name__ for s in scheds], "verify": self._verify,
                                      "arch": policy.arch}
+
+    def _poisoned(self, h: Healer) -> None:
+        """A non-finite loss at a backward: the rows of the model's inputs that hold NaN/Inf, by sample id."""
+        rows = nonfinite_rows(self.monitor.last_inputs(h.model))
+        if rows:
+            ids = self.monitor.batch_ids
+            h.note_bad_rows([ids[r] for r in rows if r < len(ids)] if ids is not None else rows)
 
     def _note_output(self, module: nn.Module, args: Any, out: Any) -> None:
         if module.training and torch.is_grad_enabled() and isinstance(out, torch.Tensor):
@@ -418,6 +429,7 @@ class AutoWatch:
         if h is not None:
             self.monitor.on_val_loss = None
             self.monitor.on_activation = None
+            self.monitor.on_nonfinite_loss = None
             h.guarded(h.close)
         self.sites.remove()
         for h in self._mod_handles + self._opt_handles:

@@ -186,10 +186,9 @@ def watch_script(
             code = 1
         if code != 0:
             monitor.event("exit", {"code": code})
-    except StopTraining as exc:  # healing stopped the script: not a crash, and said once
+    except StopTraining as exc:  # healing gave up on a fault: the run stops here, said once, and failed
         print(safe(f"traindoctor: stopped the script: {exc}"), file=err, flush=True)
-        stopped = watch.healer.stopped if watch.healer is not None else None
-        code = 1 if stopped else 0  # gave up on a fault: the run failed; stopped early on overfitting: done
+        code = 1
     except KeyboardInterrupt as exc:  # Ctrl-C: shown as python shows it, and the run reported as interrupted
         print_script_exception(exc)
         monitor.event("interrupted", {"type": type(exc).__name__})

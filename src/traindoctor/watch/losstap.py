@@ -118,6 +118,8 @@ class LossTap:
             v = float(t)
             if not math.isfinite(v):
                 self._nonfinite_loss(v, graph if graph is not None else loss, dtype_name(t.dtype))
+                if self.on_nonfinite_loss is not None:
+                    self._guard("nonfinite-listener", self.on_nonfinite_loss, self.step)
             return v
         return t.reshape(())  # read by the writer thread; no device sync here
 
