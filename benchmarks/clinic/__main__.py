@@ -7,6 +7,7 @@
     python -m benchmarks.clinic show ID                                  # one run: spec, script, diagnosis
     python -m benchmarks.clinic list                                     # the population, one line a run
     python -m benchmarks.clinic calibrate                                # fit calibration.json on the dev half
+    python -m benchmarks.clinic repair --seed 4 --per-op 20              # heal vs baselines on repairable faults
 
 Run from the repository root (the clinic imports ``traindoctor`` from the installed package).
 """
@@ -64,6 +65,15 @@ def main(argv: list[str] | None = None) -> int:
         if name == "score":
             p.add_argument("--markdown", type=Path, help="write every table here")
             p.add_argument("--json", type=Path, help="write every case here")
+    p = sub.add_parser("repair", help="heal the repairable faulty runs; compare with the baselines")
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    p.add_argument("--repair-cache", type=Path, default=None, help="default: benchmarks/clinic/.runs/repair")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--force", action="store_true", help="rerun the heal and baseline runs even if cached")
+    p.add_argument("--no-twin-heal", action="store_true", help="skip --heal on the healthy twins")
+    p.add_argument("--markdown", type=Path, help="write the tables here")
+    p.add_argument("--json", type=Path, help="write every run's row here")
+    _population_args(p)
     p = sub.add_parser("show")
     p.add_argument("id")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
@@ -82,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
 
             print(json.dumps(rediagnose(d), indent=1, default=str)[:20000])
         return 0
+    if args.cmd == "repair":
+        return _repair(specs, args)
     specs = _select(specs, args)
     if args.cmd == "list":
         for s in specs:
@@ -127,6 +139,28 @@ def main(argv: list[str] | None = None) -> int:
                                           "task": c.spec.task, "fault": c.spec.fault,
                                           "verdicts": {k: v.__dict__ for k, v in c.verdicts.items()}}
                                          for c in cases], indent=1))
+    return 0
+
+
+def _repair(specs: list[Spec], args: argparse.Namespace) -> int:
+    import time
+
+    from .repair import REPAIR_CACHE, oddities, repair, rows_json, tables
+
+    t0 = time.time()
+    rows, twin_heal = repair(specs, cache=args.cache, repair_cache=args.repair_cache or REPAIR_CACHE,
+                             workers=args.workers, force=args.force, twin_heal=not args.no_twin_heal)
+    text = tables(rows, twin_heal)
+    odd = oddities(rows)
+    print(text)
+    print(f"\n{len(odd)} heal runs worth a look (worse, crashed, gave up, errors in stderr):", file=sys.stderr)
+    for line in odd:
+        print("  " + line, file=sys.stderr)
+    print(f"repair: {time.time() - t0:.0f} s", file=sys.stderr)
+    if args.markdown:
+        args.markdown.write_text(text + "\n")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows_json(rows), "oddities": odd}, indent=1, default=str))
     return 0
 
 

@@ -11,6 +11,13 @@ and a plain CSV log. Fault knobs change exactly the lines a real mistake would c
 The scripts never import traindoctor. They write ``log.csv`` (Lightning-style sparse rows:
 ``step,epoch,loss,lr,val_loss,val_acc``) and ``outcome.json`` (final metrics) into the working
 directory.
+
+Two knobs no fault operator sets add the fixes a user would reach for, for the repair benchmark
+(``repair.py``; off by default, so every other script is unchanged): ``baseline_nan_plateau``
+(Keras' TerminateOnNaN as a PyTorch user writes it: stop training at the first non-finite loss, before
+its backward; plus ``ReduceLROnPlateau`` on the validation loss, unless the script already has one)
+and ``baseline_clip`` (Lightning's ``gradient_clip_val``: ``clip_grad_norm_`` of all parameters at
+that norm before every optimizer step, in place of the script's own clip).
 """
 from __future__ import annotations
 
@@ -361,7 +368,12 @@ def train_step(spec: Spec, kind: str) -> str:
                   f"    loss = {call}"]
     else:
         lines += ["out = model(xb)", f"loss = {call}"]
-    clip = hpk(spec, "clip")
+    if spec.k("baseline_nan_plateau"):  # TerminateOnNaN
+        lines += ["if not math.isfinite(loss.item()):",
+                  "    print(f'step {step}: invalid loss {loss.item()}, terminating training')",
+                  "    stop_training = True",
+                  "    break"]
+    clip = spec.k("baseline_clip") or hpk(spec, "clip")
     if prec == "fp16_scaler":
         lines.append("scaler.scale(loss).backward()")
         if clip:
@@ -464,6 +476,9 @@ def loop(spec: Spec, kind: str, extra_step: str = "") -> str:
     lines = [optimizer(spec)]
     if s_setup:
         lines.append(s_setup)
+    plateau = bool(spec.k("baseline_nan_plateau")) and "ReduceLROnPlateau" not in s_setup
+    if plateau:
+        lines.append("plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.1, patience=2)")
     if prec == "fp16_scaler":
         lines.append("scaler = torch.amp.GradScaler('cpu')")
     lines.append(f"EPOCHS = {epochs(spec)}")
@@ -493,11 +508,15 @@ def loop(spec: Spec, kind: str, extra_step: str = "") -> str:
         {pr}""")
     if s_epoch:
         epoch_end += "\n" + s_epoch
+    if plateau:
+        epoch_end += "\nplateau.step(val_loss)"
+    if spec.k("baseline_nan_plateau"):
+        epoch_end += "\nif stop_training:\n    break"
     if manual:
         inner = head + "\n" + _i(body, 4)
     else:
         inner = head + "\n" + _i(body, 4)
-    lines.append(textwrap.dedent("""\
+    lines.append(("stop_training = False\n" if spec.k("baseline_nan_plateau") else "") + textwrap.dedent("""\
         step = 0
         final = {}
         for epoch in range(EPOCHS):

@@ -19,14 +19,6 @@ from traindoctor.cli import main
 from traindoctor.watch.launcher import watch_script
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _data():
     X, y = load_digits(return_X_y=True)
     Xtr, Xv, ytr, yv = train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)

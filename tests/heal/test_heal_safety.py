@@ -72,8 +72,29 @@ def test_exploding_gradients_are_clipped_at_the_healthy_percentile():
         doctor.step(loss, inputs=x[idx])
     doctor.close()
     (t,) = doctor.treatments
-    assert t["code"] == "G001" and t["cause"] == "exploding-gradient" and t["step"] == 60
+    # the spike at step 60 is judged by what it did: the loss at step 61 (after its update) shows the harm
+    assert t["code"] == "G001" and t["cause"] == "exploding-gradient" and t["step"] == 61
     assert t["rolled_back_to"] == 50
     before, clip = t["changes"]["clip_grad_norm"]
     assert before is None and 0 < clip < 10
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_a_gradient_spike_that_does_not_hurt_is_not_treated():
+    """Adam's update is scale-free: one step's gradients 10 000× larger leave the loss where it was, so
+    the spike is a hazard that did not hurt this run, and healing leaves it alone."""
+    x, y = digits()
+    model = mlp(seed=0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    doctor = quiet_doctor(model, opt, heal=True)
+    loss_fn = nn.CrossEntropyLoss()
+    g = torch.Generator().manual_seed(0)
+    for step in range(80):
+        idx = torch.randint(0, len(x), (64,), generator=g)
+        opt.zero_grad()
+        loss = loss_fn(model(x[idx]), y[idx])
+        (loss * (1e4 if step == 60 else 1.0)).backward()
+        opt.step()
+        doctor.step(loss, inputs=x[idx])
+    doctor.close()
+    assert doctor.treatments == []

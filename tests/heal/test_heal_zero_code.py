@@ -12,7 +12,6 @@ import re
 import textwrap
 
 import pytest
-import torch
 
 from traindoctor.cli import main
 from traindoctor.examples import script_path
@@ -21,13 +20,6 @@ from traindoctor.watch.launcher import watch_script
 
 VAL_ACC = re.compile(r"val_acc ([0-9.]+|nan)")
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _last_val_acc(out: str) -> float:

@@ -21,14 +21,6 @@ from traindoctor.heal.snapshot import TrainingState
 from traindoctor.heal.verify import Fix, StepRecord, WindowRecorder, candidates, inputs_nonfinite, verify
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _digits():
     X, y = load_digits(return_X_y=True)
     X = StandardScaler().fit_transform(X)

@@ -18,14 +18,6 @@ from traindoctor.examples import script_path
 from traindoctor.watch.launcher import watch_script
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_run_verify_proves_the_lr_fix_and_applies_it(capsys):
     err = io.StringIO()
     res = watch_script(script_path("lr-too-high"), ["--epochs", "2"], store="", verify=True, err=err)

@@ -145,6 +145,7 @@ class Healer:
         self.frozen = False  # past overfitting in zero-code mode: the best weights kept, updates dropped
         self.overfitting = False
         self._said: dict[str, int] = {}  # live lines said per cause
+        self._spiked = False  # the last step's gradient norm spiked (G001 if the loss now shows harm)
         self._bad_rows: list[int] = []  # rows of a poisoned batch seen at a backward since the last step
         self._dead_runs: dict[str, int] = {}  # ReLU module → consecutive sampled steps at or above the bar
         self._replaced: set[str] = set()
@@ -262,10 +263,16 @@ class Healer:
         value, norm = self._read(loss)
         dropped, self._dropped = self._dropped, False
         code = self._symptom(value, norm)
-        if code is None:
+        spiked, self._spiked = self._spiked, False
+        if code is None and spiked and self._losses and value > 1.5 * max(self._losses):
+            code = "G001"  # the last step's gradient spike hurt: the loss rose past every recent one
+        if code == "spike":
+            self._spiked = True  # a gradient spike alone is a hazard: treated only if the loss shows harm
+        elif code is None:
             self._healthy_step(step, value, norm)
         else:
-            self._on_symptom(step, code, value, norm, inputs, ids, dropped)
+            self._on_symptom(step, "G001" if spiked and code == "L002" else code, value, norm, inputs, ids,
+                             dropped)
         self._bad_rows = []
 
     def note_bad_rows(self, rows: list[int]) -> None:
@@ -288,7 +295,7 @@ class Healer:
                 return "G003"
             if (self.ctl.clip is None and len(self.ctl.healthy_norms) >= 20
                     and norm > self.policy.explode_ratio * statistics.median(self.ctl.healthy_norms)):
-                return "G001"
+                return "spike"  # judged at the next step, by what it did to the loss
         return None
 
     def _healthy_step(self, step: int, value: float, norm: float | None) -> None:
