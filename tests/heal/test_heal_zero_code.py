@@ -234,3 +234,19 @@ def test_heal_skips_poisoned_batches_under_a_grad_scaler(tmp_path, capsys):
     assert skips and {i for t in skips for i in t.quarantined} <= {7, 300, 901}
     assert not [t for t in res.diagnosis.treatments if t.cause in ("lr-too-high", "precision-overflow")]
     assert acc >= twin_acc - 0.03, (acc, twin_acc)
+
+
+def test_verify_replays_a_float16_step_in_its_own_precision_and_proves_float32(tmp_path, capsys):
+    """The loss computed on the model's output inside autocast (replayable): the replay runs in float16
+    as the step did, reproduces the NaN, and the float32 forward is verified."""
+    script = tmp_path / "fp16.py"
+    direct = FP16.replace("out = model(X[i:i + 32])", "loss = F.cross_entropy(model(X[i:i + 32]), y[i:i + 32])")
+    direct = direct.replace("        loss = F.cross_entropy(out.float(), y[i:i + 32])\n", "")
+    assert direct != FP16
+    script.write_text(direct)
+    res = watch_script(script, ["fp16"], store="", verify=True, err=io.StringIO())
+    acc = float(re.search(r"train_acc ([0-9.]+)", capsys.readouterr().out).group(1))
+    t = res.diagnosis.treatments[0]
+    assert t.verified is not None and t.verified["result"] == "verified", t.verified
+    assert "float32" in t.verified["summary"] and t.cause == "precision-overflow"
+    assert acc > 0.9

@@ -432,7 +432,8 @@ class Healer:
         records = self.recorder.since(back.step, step)
         if not records:
             return None
-        others = [c for c in ("lr-too-high", "exploding-gradient") if c != cause]
+        others = [c for c in ("lr-too-high", "exploding-gradient", "precision-overflow") if c != cause
+                  and (c != "precision-overflow" or self._float16())]
         fixes, seen = [], set()
         for c in [cause, *others]:
             for fx in candidates(c, list(self.ctl.healthy_norms)):
@@ -457,6 +458,8 @@ class Healer:
             ts.append(WarmUp(self.policy.warmup_steps, fix.cause))
         if fix.clip is not None:
             ts.append(ClipGradients(self.policy.clip_percentile, fix.cause))
+        if fix.float32:
+            ts.append(Float32Forward(self.model))
         return ts
 
     def _model_finite(self) -> bool:

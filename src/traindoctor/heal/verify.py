@@ -46,9 +46,23 @@ class StepRecord:
     target: Any
     loss_kwargs: dict[str, Any]
     nonfinite_inputs: bool = False
+    autocast: tuple[str, torch.dtype] | None = None  # (device type, dtype) when the step ran under autocast
 
-    def loss(self, model: nn.Module) -> torch.Tensor:
-        return self.loss_fn(model(*self.args, **self.kwargs), self.target, **self.loss_kwargs)
+    def loss(self, model: nn.Module, float32: bool = False) -> torch.Tensor:
+        """The step's loss again, in the precision the step ran in (``float32``: with autocast off)."""
+        ctx = torch.autocast(self.autocast[0], dtype=self.autocast[1]) if self.autocast and not float32 \
+            else contextlib.nullcontext()
+        with ctx:
+            return self.loss_fn(model(*self.args, **self.kwargs), self.target, **self.loss_kwargs)
+
+
+def autocast_of(model: nn.Module) -> tuple[str, torch.dtype] | None:
+    """The autocast in force now for ``model``'s device, or None."""
+    dev = next((p.device.type for p in model.parameters()), "cpu")
+    try:
+        return (dev, torch.get_autocast_dtype(dev)) if torch.is_autocast_enabled(dev) else None
+    except (TypeError, RuntimeError):  # a device type autocast does not know
+        return None
 
 
 class WindowRecorder:
@@ -101,6 +115,7 @@ class Fix:
     clip: float | None = None
     warmup: bool = False
     skip_nonfinite: bool = False
+    float32: bool = False  # the forward with autocast off
 
 
 def candidates(cause: str, healthy_norms: list[float]) -> list[Fix]:
@@ -118,6 +133,8 @@ def candidates(cause: str, healthy_norms: list[float]) -> list[Fix]:
         out.append(Fix(cause, "lower the learning rate ×0.1", lr_factor=0.1))
     if cause == "nonfinite-data":
         out.append(Fix(cause, "skip the batches whose inputs hold NaN/Inf", skip_nonfinite=True))
+    if cause == "precision-overflow":
+        out.append(Fix(cause, "run the model's forward in float32 (autocast off inside it)", float32=True))
     return out
 
 
@@ -188,7 +205,7 @@ def replay(state: TrainingState, records: list[StepRecord], fix: Fix | None, *, 
                     g["lr"] = lr * scale
                 opt.zero_grad(set_to_none=True)
                 with torch.enable_grad():
-                    loss = rec.loss(model)
+                    loss = rec.loss(model, float32=fix is not None and fix.float32)
                     v = float(loss.detach())
                     out.steps += 1
                     if not math.isfinite(v):

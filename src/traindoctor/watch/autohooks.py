@@ -37,7 +37,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from ..heal import Healer, HealPolicy
 from ..heal.treatments import nonfinite_rows
-from ..heal.verify import StepRecord, WindowRecorder, inputs_nonfinite
+from ..heal.verify import StepRecord, WindowRecorder, autocast_of, inputs_nonfinite
 from ..inspect.hooks import own_global_hooks
 from ..inspect.losses import WRAPPED_LOSSES
 from ..inspect.trace import ConstructionSites, user_site
@@ -391,7 +391,9 @@ class AutoWatch:
         inputs = self.monitor.last_inputs(self._last_out[1]) if self._last_out is not None else None
         if out is None or inp is not out or inputs is None:
             return  # the loss is computed on something made from the output (a slice, a reshape): not replayed
-        rec.add(StepRecord(step, inputs[0], inputs[1], orig, target, bound, inputs_nonfinite(inputs)))
+        model = self._last_out[1] if self._last_out is not None else None
+        amp = autocast_of(model) if model is not None else None
+        rec.add(StepRecord(step, inputs[0], inputs[1], orig, target, bound, inputs_nonfinite(inputs), amp))
 
     def _finish_discovery(self, opt: Any) -> None:
         self._discovering = False

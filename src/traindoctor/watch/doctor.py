@@ -45,7 +45,7 @@ from torch import nn
 
 from ..diagnosis import Diagnosis, diagnose
 from ..heal import Healer, HealPolicy
-from ..heal.verify import StepRecord, WindowRecorder, inputs_nonfinite
+from ..heal.verify import StepRecord, WindowRecorder, autocast_of, inputs_nonfinite
 from ..inspect.crash import crash_event_data
 from ..run import Run
 from .autohooks import add_listener, quiet, remove_listener
@@ -143,7 +143,8 @@ class Doctor:
         if rec is not None and inputs is not None and targets is not None:
             args, kwargs = (inputs, {}) if isinstance(inputs, tuple) else ((), inputs) if isinstance(inputs, dict) \
                 else ((inputs,), {})
-            rec.add(StepRecord(self.monitor.step, args, kwargs, self._loss_fn, targets, {}, inputs_nonfinite(inputs)))
+            rec.add(StepRecord(self.monitor.step, args, kwargs, self._loss_fn, targets, {}, inputs_nonfinite(inputs),
+                               autocast_of(self.monitor.models[0])))
         self.monitor.on_loss(loss)
         h = self._healer
         if h is not None:
