@@ -19,8 +19,9 @@ symptom fires) and its highest-ranked treatable cause is taken; without one, a g
 gradient norm that grew while the loss did not, is exploding-gradient, and anything else lr-too-high.
 
 It never loops: each cause is treated ``max_treatments`` times at most (nonfinite-data: ``max_skips``
-poisoned batches in a row); past that the run is rolled back to its last good state once more, healing
-stops, ``should_stop`` is set and a ``heal_stopped`` event says why.
+poisoned batches in a row); a cause whose treatments did not hold hands over to the next blow-up cause
+the run's facts allow (lr-too-high, exploding-gradient); past them all the run is rolled back to its
+last good state once more, healing stops, ``should_stop`` is set and a ``heal_stopped`` event says why.
 
 Cost, per step with ``heal=True``: the loss is read once as a number (a device sync on an accelerator),
 and an optimizer pre-hook takes the global gradient norm with one fused ``torch._foreach_norm`` (on the
@@ -398,10 +399,18 @@ class Healer:
             self._treat(step, code, cause, source, [SkipBatch(sample_ids=named)], back, rng=False,
                         value=value, quarantined=named, count=self._skip_run)
             return
+        if self._counts.get(cause, 0) >= self.policy.max_treatments:
+            # this hypothesis is spent: the next blow-up cause the run's facts allow is tried before giving up
+            nxt = next((c for c in ("lr-too-high", "exploding-gradient")
+                        if c != cause and self._counts.get(c, 0) < self.policy.max_treatments
+                        and (c != "exploding-gradient" or len(self.ctl.healthy_norms) >= 5)), None)
+            if nxt is None:
+                spent = ", ".join(f"{c} ×{k}" for c, k in self._counts.items())
+                self._give_up(step, code, cause, f"it came back after every treatment tried ({spent})")
+                return
+            source = f"{cause} treated {self._counts[cause]} times without holding: the next cause tried"
+            cause = nxt
         n = self._counts[cause] = self._counts.get(cause, 0) + 1
-        if n > self.policy.max_treatments:
-            self._give_up(step, code, cause, f"it came back after {n - 1} treatments for {cause}")
-            return
         ts: list[Treatment]
         if cause == "precision-overflow" and self._float16():
             ts = [Float32Forward(self.model)]
