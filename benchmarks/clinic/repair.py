@@ -32,20 +32,14 @@ code's hash (``watch/`` and ``checks/``; for ``heal`` also ``heal/``) and the mo
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
-import io
 import json
 import math
 import multiprocessing as mp
-import os
-import shutil
-import signal
 import statistics
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,15 +47,14 @@ from typing import Any
 from .faults import OPERATORS
 from .render import render
 from .runner import (
-    ASSETS,
     DEFAULT_CACHE,
-    RUN_TIMEOUT,
     TASK_NEEDS_ASSETS,
     _init_worker,
     _src,
     make_assets,
     measure_version,
     run_all,
+    run_one,
     script_sha,
 )
 from .spec import Spec
@@ -101,50 +94,12 @@ def mode_version(mode: str) -> str:
 
 
 def run_one_mode(spec_json: dict[str, Any], mode: str, run_dir: str, version: str) -> dict[str, Any]:
-    """``runner.run_one`` with healing on (``heal``) or a baseline's script (observe mode)."""
-    from traindoctor.watch.launcher import watch_script
-
-    spec = Spec.from_json(spec_json)
-    d = Path(run_dir)
-    if d.exists():
-        shutil.rmtree(d)
-    d.mkdir(parents=True)
-    text = render(spec)
-    (d / "script.py").write_text(text)
-    for asset in ("backbone.pt",):
-        if (ASSETS / asset).exists():
-            shutil.copy(ASSETS / asset, d / asset)
-    old_cwd = os.getcwd()
-    err = io.StringIO()
-    t0 = time.perf_counter()
-    record: dict[str, Any] = {"id": spec.id, "mode": mode, "spec": spec.to_json(), "script_sha": script_sha(text),
-                              "measure_version": version}
-    try:
-        os.chdir(d)
-        with open(d / "stdout.txt", "w") as out, contextlib.redirect_stdout(out):
-            signal.alarm(RUN_TIMEOUT)
-            try:
-                res = watch_script(d / "script.py", [], store=d / "run.db", err=err, heal=mode == "heal",
-                                   verify=mode == "verify")
-            finally:
-                signal.alarm(0)
-        record["exit_code"] = res.exit_code
-        record["live"] = res.diagnosis.to_json()
-    except BaseException as exc:  # noqa: BLE001 - a broken run is a result
-        record["exit_code"] = -1
-        record["runner_error"] = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        record["runner_traceback"] = traceback.format_exc()[-4000:]
-    finally:
-        os.chdir(old_cwd)
-    record["seconds"] = round(time.perf_counter() - t0, 3)
-    record["stderr"] = err.getvalue()[-20000:]
-    if (d / "outcome.json").exists():
-        try:
-            record["outcome"] = json.loads((d / "outcome.json").read_text())
-        except ValueError:
-            record["outcome"] = None
-    record["log_val"] = logged_val(d)
-    (d / "result.json").write_text(json.dumps(record, indent=1, default=str))
+    """``runner.run_one`` with healing on (``heal``, ``verify``) or a baseline's script (observe mode),
+    and the run's logged evaluations (for the best-weights metric)."""
+    record = run_one(spec_json, run_dir, version, heal=mode == "heal", verify=mode == "verify")
+    record["mode"] = mode
+    record["log_val"] = logged_val(Path(run_dir))
+    (Path(run_dir) / "result.json").write_text(json.dumps(record, indent=1, default=str))
     return record
 
 

@@ -98,8 +98,10 @@ def _init_worker() -> None:
     signal.signal(signal.SIGALRM, _alarm)
 
 
-def run_one(spec_json: dict[str, Any], run_dir: str, version: str) -> dict[str, Any]:
-    """Execute one spec in this process (a pool worker); returns its result record."""
+def run_one(spec_json: dict[str, Any], run_dir: str, version: str, *, heal: bool = False,
+            verify: bool = False) -> dict[str, Any]:
+    """Execute one spec in this process (a pool worker); returns its result record. ``heal``/``verify``:
+    under ``traindoctor run --heal``/``--verify`` (the repair benchmark)."""
     from traindoctor.watch.launcher import watch_script
 
     spec = Spec.from_json(spec_json)
@@ -123,7 +125,7 @@ def run_one(spec_json: dict[str, Any], run_dir: str, version: str) -> dict[str, 
         with open(out_path, "w") as out, contextlib.redirect_stdout(out):
             signal.alarm(RUN_TIMEOUT)
             try:
-                res = watch_script(d / "script.py", [], store=d / "run.db", err=err)
+                res = watch_script(d / "script.py", [], store=d / "run.db", err=err, heal=heal, verify=verify)
             finally:
                 signal.alarm(0)
         record["exit_code"] = res.exit_code
