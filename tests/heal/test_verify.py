@@ -180,3 +180,29 @@ def test_the_window_recorder_is_bounded_and_follows_rollbacks():
     assert [r.step for r, _ in rec.steps] == [3, 4]
     rec.discard(4)
     assert [r.step for r, _ in rec.steps] == [3] and rec.bytes == 4000 + 80
+
+
+def test_a_replay_follows_the_lr_each_step_used():
+    """A schedule that spikes the LR mid-window: the replay uses each step's recorded LR, so the
+    control blows up as the run did, although the snapshot's LR is a safe one."""
+    torch.manual_seed(0)
+    X, y = _digits()
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    snap = TrainingState.take(0, model, opt)
+    recs = []
+    for step in range(12):
+        lr = 0.05 if step < 4 else 20.0  # the schedule's spike
+        for g in opt.param_groups:
+            g["lr"] = lr
+        xb, yb = X[step * 32:(step + 1) * 32], y[step * 32:(step + 1) * 32]
+        recs.append(StepRecord(step, (xb,), {}, F.cross_entropy, yb, {}, lrs=(lr,)))
+        opt.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+    v = verify(snap, recs, candidates("lr-too-high", []), budget_s=30.0)
+    by = {x.fix.name: x for x in v.verdicts}
+    assert by["lower the learning rate ×0.1"].control.blew_up  # reproduced, with the spike
+    without = verify(snap, [StepRecord(r.step, r.args, {}, F.cross_entropy, r.target, {}) for r in recs],
+                     candidates("lr-too-high", []), budget_s=30.0)
+    assert {x.result for x in without.verdicts} == {"not reproduced"}  # at the snapshot's LR: no spike

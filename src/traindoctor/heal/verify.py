@@ -47,6 +47,7 @@ class StepRecord:
     loss_kwargs: dict[str, Any]
     nonfinite_inputs: bool = False
     autocast: tuple[str, torch.dtype] | None = None  # (device type, dtype) when the step ran under autocast
+    lrs: tuple[float, ...] | None = None  # each group's learning rate at this step (a schedule replayed as it ran)
 
     def loss(self, model: nn.Module, float32: bool = False) -> torch.Tensor:
         """The step's loss again, in the precision the step ran in (``float32``: with autocast off)."""
@@ -95,6 +96,15 @@ class WindowRecorder:
         """The recorded steps in [step, until], oldest first; empty unless every one of them is there."""
         out = [r for r, _ in self.steps if step <= r.step <= until]
         return out if out and out[0].step == step and len(out) == until - step + 1 else []
+
+
+def group_lrs(optimizer: torch.optim.Optimizer | None) -> tuple[float, ...] | None:
+    """The learning rate of each parameter group now (plain numbers), or None."""
+    if optimizer is None:
+        return None
+    lrs = [g.get("lr") for g in optimizer.param_groups]
+    return tuple(float(x) for x in lrs) if all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                               for x in lrs) else None
 
 
 def inputs_nonfinite(args: Any) -> bool:
@@ -158,8 +168,14 @@ class Replay:
 
     @property
     def blew_up(self) -> bool:
-        """Non-finite, or ending at ten times where it began (divergence without a NaN)."""
-        return not self.finite or (len(self.losses) >= 2 and self.level(True) > 10 * max(self.level(False), 1e-12))
+        """Non-finite, or a loss ten times the window's first at any step (a jump, as L002 reads one) or
+        at its end (a divergence without a NaN)."""
+        if not self.finite:
+            return True
+        if len(self.losses) < 2:
+            return False
+        first = max(self.losses[0], 1e-12)
+        return max(self.losses) > 10 * first or self.level(True) > 10 * max(self.level(False), 1e-12)
 
     def describe(self) -> str:
         if not self.losses:
@@ -201,7 +217,7 @@ def replay(state: TrainingState, records: list[StepRecord], fix: Fix | None, *, 
                 scale = fix.lr_factor if fix is not None else 1.0
                 if fix is not None and fix.warmup:
                     scale *= (i + 1) / len(window)
-                for g, lr in zip(opt.param_groups, base):
+                for g, lr in zip(opt.param_groups, rec.lrs if rec.lrs and len(rec.lrs) == len(base) else base):
                     g["lr"] = lr * scale
                 opt.zero_grad(set_to_none=True)
                 with torch.enable_grad():

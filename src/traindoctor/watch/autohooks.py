@@ -37,7 +37,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from ..heal import Healer, HealPolicy
 from ..heal.treatments import nonfinite_rows
-from ..heal.verify import StepRecord, WindowRecorder, autocast_of, inputs_nonfinite
+from ..heal.verify import StepRecord, WindowRecorder, autocast_of, group_lrs, inputs_nonfinite
 from ..inspect.hooks import own_global_hooks
 from ..inspect.losses import WRAPPED_LOSSES
 from ..inspect.trace import ConstructionSites, user_site
@@ -393,7 +393,8 @@ class AutoWatch:
             return  # the loss is computed on something made from the output (a slice, a reshape): not replayed
         model = self._last_out[1] if self._last_out is not None else None
         amp = autocast_of(model) if model is not None else None
-        rec.add(StepRecord(step, inputs[0], inputs[1], orig, target, bound, inputs_nonfinite(inputs), amp))
+        lrs = group_lrs(self.healer.optimizer) if self.healer is not None else None
+        rec.add(StepRecord(step, inputs[0], inputs[1], orig, target, bound, inputs_nonfinite(inputs), amp, lrs))
 
     def _finish_discovery(self, opt: Any) -> None:
         self._discovering = False

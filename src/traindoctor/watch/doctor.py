@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import weakref
 from typing import IO, Any
 
 import torch
@@ -45,7 +46,7 @@ from torch import nn
 
 from ..diagnosis import Diagnosis, diagnose
 from ..heal import Healer, HealPolicy
-from ..heal.verify import StepRecord, WindowRecorder, autocast_of, inputs_nonfinite
+from ..heal.verify import StepRecord, WindowRecorder, autocast_of, group_lrs, inputs_nonfinite
 from ..inspect.crash import crash_event_data
 from ..run import Run
 from .autohooks import add_listener, quiet, remove_listener
@@ -117,11 +118,22 @@ class Doctor:
         self._run: Run | None = None
         self._healer: Healer | None = None
         self._recorder: WindowRecorder | None = None
+        self._step_lrs: tuple[float, ...] | None = None
+        self._lr_hook: Any = None
         self._loss_fn = loss_fn
         if heal and optimizer is not None:
             schedulers = list(scheduler) if isinstance(scheduler, (list, tuple)) else [] if scheduler is None else [scheduler]
             # the monitor's Run, not the Doctor's: the optimizer's hooks must not keep the Doctor alive
             self._recorder = WindowRecorder(capacity=2 * policy.every + 1) if verify else None
+            if verify:  # the LR each step used, read as it starts (a schedule replayed as it ran)
+                me = weakref.ref(self)  # the optimizer's hook must not keep the Doctor alive
+
+                def note_lrs(o: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+                    doc = me()
+                    if doc is not None:
+                        doc._step_lrs = group_lrs(o)
+
+                self._lr_hook = optimizer.register_step_pre_hook(note_lrs)
             self._healer = Healer(self.monitor, model, optimizer, schedulers, scaler, policy, self.monitor.snapshot,
                                   recorder=self._recorder, quiet=lambda: quiet(self.monitor))
             if policy.arch:
@@ -144,7 +156,7 @@ class Doctor:
             args, kwargs = (inputs, {}) if isinstance(inputs, tuple) else ((), inputs) if isinstance(inputs, dict) \
                 else ((inputs,), {})
             rec.add(StepRecord(self.monitor.step, args, kwargs, self._loss_fn, targets, {}, inputs_nonfinite(inputs),
-                               autocast_of(self.monitor.models[0])))
+                               autocast_of(self.monitor.models[0]), self._step_lrs))
         self.monitor.on_loss(loss)
         h = self._healer
         if h is not None:
@@ -220,6 +232,9 @@ class Doctor:
         if self._run is None:
             if self._healer is not None:
                 self._healer.close()
+            if self._lr_hook is not None:
+                self._lr_hook.remove()
+                self._lr_hook = None
             remove_listener(self.monitor)
             self._run = self.monitor.close()
         return self._run
