@@ -243,8 +243,9 @@ def remove_listener(monitor: Monitor) -> None:
 
 
 class StopTraining(BaseException):
-    """Raised into a healed script when healing says stop (it overfits, or its fault outlived the cap on
-    treatments); ``traindoctor run`` ends the script there, as Ctrl-C would, and reports."""
+    """Raised into a healed script when healing gave up (its fault outlived every treatment tried);
+    ``traindoctor run`` ends the script there, as Ctrl-C would, and reports. Overfitting never raises it:
+    the best weights are kept and later updates dropped, so the script runs to its end."""
 
 
 class AutoWatch:
@@ -329,16 +330,13 @@ class AutoWatch:
         if self.monitor.quiet:
             return
         h = self.healer
-        treat = h is not None and h.alive and opt is h.optimizer
-        loss = self.monitor.pending_loss() if treat else None
-        step = self.monitor.step
-        self._contained_post(opt)
-        if not treat or h is None:
+        if h is None or not h.alive or opt is not h.optimizer:
+            self._contained_post(opt)
             return
+        loss, step = h.guarded(self.monitor.pending_loss), self.monitor.step  # a failure turns healing off, never the run
+        self._contained_post(opt)
         if loss is not None:
-            model = h.model
-            inputs = self.monitor.last_inputs(model)
-            h.guarded(h.on_step, step, loss, inputs, self.monitor.batch_ids)
+            h.guarded(h.on_step, step, loss, self.monitor.last_inputs(h.model), self.monitor.batch_ids)
         if h.stopped and not self._stop_raised:  # healing gave up: stop burning compute
             self._stop_raised = True
             raise StopTraining(h.stopped["message"])
