@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from .population import draw, split
+from .repair import MODES
 from .runner import DEFAULT_CACHE, run_all
 from .spec import Spec
 
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--force", action="store_true", help="rerun the heal and baseline runs even if cached")
     p.add_argument("--no-twin-heal", action="store_true", help="skip --heal on the healthy twins")
+    p.add_argument("--modes", default=",".join(MODES), help="the ways each faulty run is run (default: all)")
     p.add_argument("--markdown", type=Path, help="write the tables here")
     p.add_argument("--json", type=Path, help="write every run's row here")
     _population_args(p)
@@ -149,7 +151,8 @@ def _repair(specs: list[Spec], args: argparse.Namespace) -> int:
 
     t0 = time.time()
     rows, twin_heal = repair(specs, cache=args.cache, repair_cache=args.repair_cache or REPAIR_CACHE,
-                             workers=args.workers, force=args.force, twin_heal=not args.no_twin_heal)
+                             workers=args.workers, force=args.force, twin_heal=not args.no_twin_heal,
+                             modes=tuple(args.modes.split(",")))
     text = tables(rows, twin_heal)
     odd = oddities(rows)
     print(text)

@@ -352,8 +352,10 @@ def _m(rec: dict[str, Any] | None) -> str:
 
 
 def repair(specs: list[Spec], cache: Path = DEFAULT_CACHE, repair_cache: Path = REPAIR_CACHE, workers: int = 2,
-           force: bool = False, twin_heal: bool = True) -> tuple[list[Row], dict[str, dict[str, Any]]]:
-    """Run the population's repairable faulty runs every way; the rows and the healed twins."""
+           force: bool = False, twin_heal: bool = True,
+           modes: tuple[str, ...] = MODES) -> tuple[list[Row], dict[str, dict[str, Any]]]:
+    """Run the population's repairable faulty runs every way (or the ``modes`` asked for); the rows and
+    the healed twins."""
     from .score import fault_status, healthy_status
 
     ops = set(repair_ops())
@@ -367,7 +369,7 @@ def repair(specs: list[Spec], cache: Path = DEFAULT_CACHE, repair_cache: Path = 
         twin = results.get(s.base) or {}
         status, why = fault_status(s, results.get(s.id), twin or None, hs.get(s.base, ("", ""))[0])
         rows.append(Row(s, status, why, twin, {"observed": results.get(s.id) or {}}))
-    pairs = [(r.spec, m) for r in rows if r.status in ("effective", "ineffective") for m in MODES]
+    pairs = [(r.spec, m) for r in rows if r.status in ("effective", "ineffective") for m in modes]
     twins = {r.spec.base: r.spec for r in rows if r.status == "effective"}
     by_id = {s.id: s for s in keep}
     if twin_heal:

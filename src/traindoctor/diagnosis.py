@@ -285,11 +285,40 @@ def not_judged(run: Run, facts: Facts | None = None) -> list[NotJudged]:
     return out
 
 
+# how strongly a symptom the healer treated points at the cause it treated: as a rule's catastrophic
+# evidence when a replay verified the fix, as a rule's usual weight when it rests on the healer's reading
+HEALED_VERIFIED, HEALED = 0.85, 0.6
+
+
+def healed(findings: list[Finding], treatments: list[Treatment]) -> list[Finding]:
+    """Symptoms the healer treated before they could show in the record (a roll-back undoes what the
+    rules would have read), as findings: the first treatment of each code no rule found, pointing at the
+    cause it treated. A run healed at its first steps still names its disease."""
+    from .rules import all_rules
+
+    rules = all_rules()
+    have = {f.code for f in findings}
+    out: list[Finding] = []
+    for t in treatments:
+        if not t.code or t.code in have or t.code not in rules or not t.cause or t.source == "restore_best":
+            continue
+        have.add(t.code)
+        ok = (t.verified or {}).get("result") == "verified"
+        src = (t.source or "").removeprefix("evidence: ")
+        msg = f"treated at step {t.step} ({t.action})" + (f": {src}" if src and src != "diagnosis" else "")
+        out.append(Finding(t.code, rules[t.code].name, "warning", t.step, t.step, msg,
+                           {"treatment_step": t.step, "healed": True, "verified": ok},
+                           [(t.cause, HEALED_VERIFIED if ok else HEALED)]))
+    return out
+
+
 def diagnose(run: Run) -> Diagnosis:
     from .rules._signals import per_element
 
     run = per_element(run)
     findings, internal = evaluate(run)
+    treatments = run.facts(Treatment)
+    findings += healed(findings, treatments)
     facts = Facts(run, findings)
     with np.errstate(all="ignore"):  # fixes computed from extreme values (1e308 norms) overflow harmlessly
         try:
@@ -298,7 +327,6 @@ def diagnose(run: Run) -> Diagnosis:
             tb = traceback.extract_tb(exc.__traceback__)[-1]
             internal.append(f"ranking causes failed ({type(exc).__name__}: {exc} at {tb.filename}:{tb.lineno})")
             causes, ruled = [], []
-    treatments = run.facts(Treatment)
     causes = verified(causes, treatments)
     notes = list(run.meta.get("notes", []))
     notes += [f"internal error contained: {m}" for m in internal]

@@ -43,7 +43,8 @@ def test_heal_turns_a_nan_run_into_its_healthy_twin(capsys):
     t = healed.diagnosis.treatments
     assert t and t[0].cause == "lr-too-high" and t[0].rolled_back_to is not None
     lr_old, lr_new = t[0].changes["lr"]
-    assert lr_new == pytest.approx(lr_old * 0.1)
+    # ×0.1 after a blow-up (L002), or the dose the measured update/weight ratio asks for (G004: ×0.1–×0.01)
+    assert lr_old * 0.01 - 1e-9 <= lr_new <= lr_old * 0.1 + 1e-9
     assert not sick.diagnosis.treatments  # observe mode treats nothing
 
 

@@ -4,11 +4,17 @@ Watching tells the user what went wrong after the compute is spent; the healer a
 symptom appears, with the same evidence a diagnosis would use, and records every act in the Run so the
 report shows what was done and why:
 
-* a non-finite loss (L001), a loss ten times the highest of the last healthy ones (L002), a loss pinned
-  at float32's log clamp (L008), a non-finite or exploding gradient (G003, G001): roll back to the last
-  good snapshot and treat the leading cause: lr-too-high (LR ×0.1; when it comes back, also a linear
-  warm-up), exploding-gradient (clip the gradient norm at the 90th percentile of recent healthy steps),
-  nonfinite-data (skip the batch, quarantine its rows);
+* a non-finite loss (L001), a loss ten times the highest of the last healthy ones or ten times the loss
+  before any update (L002), a loss pinned at float32's log clamp for three steps (L008), a non-finite or
+  exploding gradient (G003, G001): roll back to the last good snapshot and treat the leading cause:
+  lr-too-high (LR ×0.1; when it comes back, also a linear warm-up; when the schedule raised the LR ten
+  times or more just before, the LR held at its level before the raise instead), exploding-gradient (clip
+  the gradient norm at the 90th percentile of recent healthy steps), nonfinite-data (skip the batch,
+  quarantine its rows; a GradScaler gets its scale back, so poisoned batches cannot halve it to nothing);
+* updates the size of the weights (G004's evidence on the healer's own samples of ‖Δw‖/‖w‖, dense in
+  the first steps): roll back to before them, LR × the dose the measured ratio asks for;
+* a schedule that raised the LR ten times or more, with the loss rising after it (L003): roll back to
+  before the raise and hold the LR at its level before it (the schedule carries on under the cap);
 * a stalled loss (L006, the rule's test on chunk medians): LR ×0.5, at most every ``stall_every`` steps;
 * overfitting (V001: ``val_loss`` not better than its best for ``patience`` evaluations): keep the
   best-validation weights, set ``should_stop``, restore them on ``restore_best()`` or at close.
@@ -51,6 +57,7 @@ from ..diagnosis import diagnose
 from ..run import Run
 from .snapshot import DEFAULT_MEMORY_LIMIT, SnapshotStore, TrainingState, model_tensors
 from .treatments import (
+    CapLR,
     ClipGradients,
     Controls,
     Float32Forward,
@@ -59,12 +66,16 @@ from .treatments import (
     Treatment,
     WarmUp,
     nonfinite_rows,
+    sample_ids,
     scale_lr,
 )
 from .verify import Fix, Verification, WindowRecorder, candidates, verify
 
 # a loss pinned here is a probability that underflowed float32 (−ln FLT_MIN, −ln of the subnormal minimum)
 SATURATED = (87.3365, 103.2789)
+# optimizer state that marks a per-weight adaptive step (Adam/AdamW/NAdam/RAdam, RMSprop, Adagrad,
+# Adadelta, Adamax): its first step is ±lr everywhere, whatever the gradient
+ADAPTIVE = ("exp_avg_sq", "square_avg", "sum", "acc_delta", "exp_inf")
 # what a blow-up of the loss or the gradients can be treated as
 BLOWUP_CAUSES = ("lr-too-high", "exploding-gradient", "nonfinite-data", "precision-overflow")
 
@@ -93,6 +104,22 @@ class HealPolicy:
     dead_bar: float = 0.5  # a ReLU module with this fraction of dead units ...
     dead_samples: int = 3  # ... on this many sampled steps in a row is replaced (A001's bar, sustained)
     leaky_slope: float = 0.01
+    # updates the size of the weights (G004's evidence, measured by the healer on its own samples): the
+    # update/weight ratio ‖Δw‖/‖w‖ (median over weight matrices) every ``ratio_every_early`` updates for
+    # the first ``ratio_early``, then every ``ratio_every``; G004's bars: ≥ 0.5 on two samples, or > 3e-2
+    # on the last three samples past the early phase (not G004's first-step bar: an adaptive optimizer's
+    # first step moves small weights by several times their norm in runs that train well)
+    ratio_early: int = 50
+    ratio_every_early: int = 5
+    ratio_every: int = 25
+    ratio_big: float = 0.5
+    ratio_high: float = 3e-2
+    ratio_target: float = 1e-2  # the LR is scaled by target / measured ratio (between ×0.1 and ×0.01)
+    # the schedule raised the LR (≥ ``rise`` × within the last ``rise_window`` steps) and the loss rose with
+    # it (the median since the raise ≥ ``rise_harm`` × the median before): hold the LR at its level before
+    rise: float = 10.0
+    rise_window: int = 200
+    rise_harm: float = 2.0
 
     def __post_init__(self) -> None:
         if self.every < 1:
@@ -133,7 +160,9 @@ class Healer:
         self._healthy = 0
         self._suspect: TrainingState | None = None  # the snapshot last rolled back to
         self._skip_run, self._last_skip = 0, -2
-        self._warm_lrs: list[Any] | None = None
+        self._warm_lrs: list[Any] | None = None  # the groups' LRs, put back after a step that changed them
+        self._lr_hist: deque[tuple[int, float]] = deque(maxlen=self.policy.rise_window)  # (step, first group's LR)
+        self._loss_hist: deque[tuple[int, float]] = deque(maxlen=self.policy.rise_window)  # (step, healthy loss)
         self._chunk: list[float] = []
         self._medians: list[float] = []
         self._start: float | None = None
@@ -151,6 +180,14 @@ class Healer:
         self._dead_runs: dict[str, int] = {}  # ReLU module → consecutive sampled steps at or above the bar
         self._replaced: set[str] = set()
         self._pending_swaps: list[tuple[int, str, float]] = []
+        self._pinned = 0  # steps in a row with the loss at a float32 log clamp
+        self._scale_ok: torch.Tensor | None = None  # the GradScaler's scale at the last healthy step
+        self._start_loss: float | None = None  # the first healthy loss: a loss ten times it diverged (L002)
+        self._updates = 0  # optimizer updates since the start or the last update-size treatment
+        self._ratio_params: list[torch.Tensor] | None = None  # the weight matrices whose ratio is measured
+        self._ratio_before: tuple[list[torch.Tensor], list[torch.Tensor], int, bool] | None = None
+        self._ratios: list[tuple[int, float]] = []  # (step, median ratio) since the last treatment
+        self._big_updates: tuple[int, float, str] | None = None  # (from step, ratio, why): treated at on_step
         self._handles = [optimizer.register_step_pre_hook(self._hook(self._pre_step)),
                          optimizer.register_step_post_hook(self._hook(self._post_step))]
         # BatchNorm running statistics, copied before each training forward: a poisoned batch writes NaN
@@ -207,6 +244,7 @@ class Healer:
             self._best.restore(rng=False)  # the forward since wrote BatchNorm statistics: the best's come back
             return
         if not self.store.kept:  # the state training starts from (after any checkpoint the user loaded)
+            self._reset_poisoned_batchnorm()
             self.store.take(self.monitor.step, self.ctl.lr_scale)
         params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
         grads = [p.grad for p in params if not p.grad.is_sparse]
@@ -226,22 +264,103 @@ class Healer:
         if self.ctl.clip is not None:
             coef = (self.ctl.clip / (total + 1e-6)).clamp(max=1.0).float()
             torch._foreach_mul_(grads, coef)
+        lr0 = opt.param_groups[0].get("lr")
+        if isinstance(lr0, (int, float)) and not isinstance(lr0, bool):
+            self._lr_hist.append((self.monitor.step, float(lr0)))
+        f = 1.0
         if self.ctl.warmup_done < self.ctl.warmup_total:
             f = (self.ctl.warmup_done + 1) / self.ctl.warmup_total
             self.ctl.warmup_done += 1
+        cap = self.ctl.lr_cap
+        if cap is not None and isinstance(lr0, (int, float)) and lr0 * f > cap:
+            f = cap / lr0
+        if f != 1.0:  # acts inside the step only: the schedulers read and write the real LR
             self._warm_lrs = [g["lr"] for g in opt.param_groups]
             for g in opt.param_groups:
                 g["lr"] = g["lr"] * f
+        if self.active and self._ratio_due():
+            if self._ratio_params is None:  # weight matrices that do not start at zero (G004's selection)
+                mats = [p for p in params if p.dim() >= 2 and not p.grad.is_sparse]
+                norms = [float(n) for n in torch._foreach_norm([p.detach() for p in mats])] if mats else []
+                self._ratio_params = [p for p, n in zip(mats, norms) if n > 0 and math.isfinite(n)]
+            ws = [p for p in self._ratio_params if p.grad is not None]
+            if ws:
+                with torch.no_grad():
+                    before = torch._foreach_mul([w.detach() for w in ws], 1.0)
+                self._ratio_before = (ws, before, self.monitor.step, self._updates == 0 and not opt.state)
+
+    def _grad_scale(self) -> torch.Tensor | None:
+        scaler = self.store.scaler
+        scale = getattr(scaler, "_scale", None) if scaler is not None else None
+        return scale if isinstance(scale, torch.Tensor) else None
+
+    def _restore_scale(self) -> None:
+        """A GradScaler halves its scale at every step it skips: a loader that keeps serving the same
+        poisoned samples would halve it towards zero (no gradient left), so a skipped poisoned batch
+        gives back the scale of the last healthy step."""
+        scale, ok = self._grad_scale(), self._scale_ok
+        if scale is not None and ok is not None and ok.shape == scale.shape:
+            with torch.no_grad():
+                scale.copy_(torch.maximum(scale, ok.to(scale.device)))
+
+    def _reset_poisoned_batchnorm(self) -> None:
+        """Zero-code healing starts at the first optimizer step, after the first forward: a poisoned first
+        batch has already written NaN into BatchNorm's running statistics. Those modules get BatchNorm's
+        initial statistics back (``reset_running_stats``), so the first snapshot, and every roll-back to
+        it, starts clean."""
+        for m in self.model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats \
+                    and not all(bool(torch.isfinite(t).all()) for t in (m.running_mean, m.running_var) if t is not None):
+                m.reset_running_stats()
+        if self._bn_live:
+            torch._foreach_copy_(self._bn_saved, self._bn_live)
 
     def _before_forward(self, module: nn.Module) -> None:
         if module.training and torch.is_grad_enabled() and not self._replaying:
             torch._foreach_copy_(self._bn_saved, self._bn_live)
 
     def _post_step(self, opt: torch.optim.Optimizer) -> None:
-        if self._warm_lrs is not None:  # the warm-up acts inside the step only: schedulers see the real LR
+        if self._warm_lrs is not None:  # a warm-up or a cap acts inside the step only: schedulers see the real LR
             for g, lr in zip(opt.param_groups, self._warm_lrs):
                 g["lr"] = lr
             self._warm_lrs = None
+        self._updates += 1
+        measured, self._ratio_before = self._ratio_before, None
+        if measured is not None and not self._dropped:
+            ws, before, step, fresh = measured
+            with torch.no_grad():
+                upd = torch.stack(torch._foreach_norm(torch._foreach_sub([w.detach() for w in ws], before)))
+                wn = torch.stack(torch._foreach_norm(before))
+                ratio = float((upd.float() / wn.float()).median())
+            # only an adaptive optimizer's first step is special (it moves every weight by about lr)
+            self._note_ratio(step, ratio, fresh and any(k in st for st in opt.state.values() for k in ADAPTIVE))
+
+    def _ratio_due(self) -> bool:
+        """Every one of the first five updates (a bad LR wrecks the weights in the first steps, and units
+        that die stop moving), then every ``ratio_every_early`` to ``ratio_early``, then every ``ratio_every``."""
+        n, p = self._updates, self.policy
+        return n < 5 or n % (p.ratio_every_early if n < p.ratio_early else p.ratio_every) == 0
+
+    def _note_ratio(self, step: int, ratio: float, fresh: bool) -> None:
+        """A measured update/weight ratio: updates the size of the weights are G004's evidence that the LR
+        is too high (judged at the end of the step, with the loss)."""
+        if not math.isfinite(ratio) or fresh:
+            # a non-finite update is the loss's and the gradients' symptom, treated there; the first update
+            # from a fresh optimizer is not judged (an adaptive one's moves every weight by about lr)
+            return
+        self._ratios.append((step, ratio))
+        p = self.policy
+        big = [(s, r) for s, r in self._ratios if r >= p.ratio_big]
+        if len(big) >= 2:
+            self._big_updates = (big[0][0], statistics.median(r for _, r in big),
+                                 f"{len(big)} sampled updates moved the weights by ≥ {p.ratio_big:g} of their norm "
+                                 f"(up to {max(r for _, r in big):.3g})")
+        elif self._updates > p.ratio_early and len(self._ratios) >= 3 \
+                and all(r > p.ratio_high for _, r in self._ratios[-3:]):
+            last = self._ratios[-3:]
+            self._big_updates = (last[0][0], statistics.median(r for _, r in last),
+                                 f"the last 3 sampled updates moved the weights by > {p.ratio_high:g} of their norm "
+                                 f"(median {statistics.median(r for _, r in last):.3g}; a healthy step ≈ 1e-3)")
 
     # each step ---------------------------------------------------------------------------------
 
@@ -259,19 +378,29 @@ class Healer:
 
     def on_step(self, step: int, loss: torch.Tensor | float, inputs: Any, ids: list[int] | None) -> None:
         """The step ``step`` is finished (its update applied or dropped): judge it, treat it."""
-        if not self.active:
+        if not self.active or self.frozen:  # frozen: the best weights stay, no update applies
             return
         value, norm = self._read(loss)
         dropped, self._dropped = self._dropped, False
+        if self._start_loss is None and math.isfinite(value) and value > 0:
+            self._start_loss = value  # the loss before any update: what a diverged one is ten times
         code = self._symptom(value, norm)
         spiked, self._spiked = self._spiked, False
-        if code is None and spiked and self._losses and value > 1.5 * max(self._losses):
-            code = "G001"  # the last step's gradient spike hurt: the loss rose past every recent one
+        if code is None and spiked and self._losses and value > 1.5 * max(self._losses) \
+                and (self._start_loss is None or value >= 0.5 * self._start_loss):
+            # the last step's gradient spike hurt: the loss rose past every recent one (and back to half
+            # its start: near convergence both a spike and a jump are mini-batch noise)
+            code = "G001"
         if code == "spike":
             self._spiked = True  # a gradient spike alone is a hazard: treated only if the loss shows harm
         elif code is None:
-            self._healthy_step(step, value, norm)
+            big, self._big_updates = self._big_updates, None
+            if big is not None:
+                self._on_big_updates(step, value, *big)
+            else:
+                self._healthy_step(step, value, norm)
         else:
+            self._big_updates = None
             self._on_symptom(step, "G001" if spiked and code == "L002" else code, value, norm, inputs, ids,
                              dropped)
         self._bad_rows = []
@@ -285,11 +414,18 @@ class Healer:
     def _symptom(self, value: float, norm: float | None) -> str | None:
         if not math.isfinite(value):
             return "L001"
+        start = self._start_loss
         if self._losses:  # from the first step on: a blow-up can come at the second
             ref = max(self._losses)  # the worst recent batch: a noisy one is not a divergence
-            if ref > 0 and value > self.policy.diverge_ratio * ref:
+            # ... nor a tiny loss near convergence jumping on mini-batch noise (L002's own guard: it must
+            # climb back to half the starting loss)
+            if ref > 0 and value > self.policy.diverge_ratio * ref and (start is None or value >= 0.5 * start):
                 return "L002"
-        if any(abs(value - c) <= 1e-4 * c for c in SATURATED):
+        if start is not None and value > self.policy.diverge_ratio * start:
+            return "L002"  # a climb too gradual for the recent reference: ten times the loss before any update
+        # L008's own evidence: three steps in a row at a clamp (a loss passing through the value is not pinned)
+        self._pinned = self._pinned + 1 if any(abs(value - c) <= 5e-4 * c for c in SATURATED) else 0
+        if self._pinned >= 3:
             return "L008"
         if norm is not None:
             if not math.isfinite(norm):
@@ -301,6 +437,21 @@ class Healer:
 
     def _healthy_step(self, step: int, value: float, norm: float | None) -> None:
         self._losses.append(value)
+        scale = self._grad_scale()
+        if scale is not None:
+            self._scale_ok = scale.detach().clone()
+        self._loss_hist.append((step, value))
+        raised = self._lr_raised()
+        if raised is not None and self._counts.get("lr-too-high", 0) < self.policy.max_treatments:
+            since, before, factor = raised
+            prior = [v for s, v in self._loss_hist if s < since][-20:]
+            after = [v for s, v in self._loss_hist if s >= since][-10:]
+            if len(prior) >= 5 and len(after) >= 5 \
+                    and statistics.median(after) >= self.policy.rise_harm * statistics.median(prior) > 0:
+                self._treat_raise(step, "L003", value, raised,
+                                  f"evidence: the LR rose {factor:.3g}× from step {since} and the loss with it "
+                                  f"({statistics.median(prior):.4g} → {statistics.median(after):.4g})")
+                return
         if norm is not None:
             self.ctl.healthy_norms.append(norm)
         self._skip_run = 0
@@ -379,7 +530,7 @@ class Healer:
     def _on_symptom(self, step: int, code: str, value: float, norm: float | None, inputs: Any,
                     ids: list[int] | None, dropped: bool) -> None:
         rows = nonfinite_rows(inputs) if inputs is not None else []
-        named = ([ids[r] for r in rows if r < len(ids)] if ids is not None else rows) if rows else self._bad_rows
+        named = sample_ids(rows, ids, inputs) if rows else self._bad_rows
         if named:
             cause, source = "nonfinite-data", "evidence: the input batch holds NaN/Inf"
         else:
@@ -398,6 +549,7 @@ class Healer:
             back = None if self._model_finite() else self.store.newest()
             self._treat(step, code, cause, source, [SkipBatch(sample_ids=named)], back, rng=False,
                         value=value, quarantined=named, count=self._skip_run)
+            self._restore_scale()
             return
         if self._counts.get(cause, 0) >= self.policy.max_treatments:
             # this hypothesis is spent: the next blow-up cause the run's facts allow is tried before giving up
@@ -417,13 +569,25 @@ class Healer:
         elif cause == "exploding-gradient" and len(self.ctl.healthy_norms) >= 5:
             ts = [ClipGradients(self.policy.clip_percentile)]
         else:
+            raised = self._lr_raised() if cause == "lr-too-high" else None
+            if raised is not None:  # the schedule raised the LR just before: its level before comes back
+                self._counts[cause] -= 1
+                self._treat_raise(step, code, value, raised, f"{source}; the LR rose {raised[2]:.3g}× from step "
+                                                             f"{raised[0]}")
+                return
             ts = [LowerLR(cause, self.policy.lr_factor)]
             if n > 1:
                 ts.append(WarmUp(self.policy.warmup_steps, cause))
-        back = self.store.target(self._suspect)
+        self._treat_verified(step, code, cause, source, ts, self.store.target(self._suspect), value, n)
+
+    def _treat_verified(self, step: int, code: str, cause: str, source: str, ts: list[Treatment],
+                        back: TrainingState | None, value: float, n: int, symptom: str = "blow-up",
+                        first: list[Fix] | None = None) -> None:
+        """Treat with ``ts``; with ``--verify``, the candidates (``first``, then the cause's and the other
+        blow-up causes') are replayed from ``back`` first and the one that measurably helped is applied."""
         verified = None
         if self.recorder is not None and back is not None:
-            verification = self._verify(step, cause, back)
+            verification = self._verify(step, cause, back, symptom, first or [])
             if verification is not None:
                 verified = verification.to_json()
                 best = verification.best
@@ -433,7 +597,52 @@ class Healer:
         self._treat(step, code, cause, source, ts, back, value=value, count=n, verified=verified)
         self._suspect = back
 
-    def _verify(self, step: int, cause: str, back: TrainingState) -> Verification | None:
+    def _lr_raised(self) -> tuple[int, float, float] | None:
+        """The schedule raised the LR ``rise``× or more within the window: (the first step at the raised
+        level, the LR before it, by how much), for the latest such raise; None otherwise (or when a cap
+        already holds it)."""
+        if not self._lr_hist:
+            return None
+        now = self._lr_hist[-1][1]
+        if not now > 0 or (self.ctl.lr_cap is not None and self.ctl.lr_cap < now):
+            return None  # a cap already holds it
+        hist = list(self._lr_hist)
+        for i in range(len(hist) - 1, 0, -1):
+            if hist[i - 1][1] * self.policy.rise <= now:
+                return hist[i][0], hist[i - 1][1], now / hist[i - 1][1]
+        return None
+
+    def _treat_raise(self, step: int, code: str, value: float, raised: tuple[int, float, float], source: str) -> None:
+        """lr-too-high right after the schedule raised the LR: back to the last state before the raise,
+        and the LR held at its level before it (the schedule carries on below the cap)."""
+        since, before, factor = raised
+        n = self._counts["lr-too-high"] = self._counts.get("lr-too-high", 0) + 1
+        back = next((s for s in reversed(self.store.kept) if s.step <= since), None)
+        cap = CapLR(cap=before, raised=factor)
+        self._treat_verified(step, code, "lr-too-high", source, [cap], back, value, n,
+                             symptom="rise" if code == "L003" else "blow-up",
+                             first=[Fix("lr-too-high", cap.action, lr_cap=before)])
+
+    def _on_big_updates(self, step: int, value: float, since: int, ratio: float, why: str) -> None:
+        """Updates the size of the weights (G004): back to the last state before them, and the LR scaled
+        by the dose the measured ratio asks for (``ratio_target / ratio``, between ×0.01 and ×0.1). Not a
+        blow-up: when the LR treatments are spent, nothing more is done here (the diagnosis reports it)."""
+        self._ratios, self._updates = [], 0
+        cause = "lr-too-high"
+        n = self._counts.get(cause, 0)
+        if n >= self.policy.max_treatments:
+            self._healthy_step(step, value, None)
+            return
+        n = self._counts[cause] = n + 1
+        factor = min(0.1, max(0.01, self.policy.ratio_target / ratio))
+        factor = float(f"{factor:.2g}")
+        back = next((s for s in reversed(self.store.kept) if s.step <= since), None)
+        lower = LowerLR(cause, factor)
+        self._treat_verified(step, "G004", cause, f"evidence: {why}", [lower], back, value, n, symptom="updates",
+                             first=[Fix(cause, f"lower the {lower.action}", lr_factor=factor)])
+
+    def _verify(self, step: int, cause: str, back: TrainingState, symptom: str = "blow-up",
+                first: list[Fix] | None = None) -> Verification | None:
         """Replay the steps since ``back`` with the candidates for this cause and the other blow-up
         cause, within the budget (a fraction of the run's time so far); None when the window is not
         recorded (a loss that is not one call on the model's output, or a window past the recorder's limit)."""
@@ -443,7 +652,8 @@ class Healer:
             return None
         others = [c for c in ("lr-too-high", "exploding-gradient", "precision-overflow") if c != cause
                   and (c != "precision-overflow" or self._float16())]
-        fixes, seen = [], set()
+        fixes: list[Fix] = list(first or [])
+        seen = {fx.name for fx in fixes}
         for c in [cause, *others]:
             for fx in candidates(c, list(self.ctl.healthy_norms)):
                 if fx.name not in seen:
@@ -452,7 +662,7 @@ class Healer:
         budget = self.policy.verify_budget * (time.perf_counter() - self._born) - self.verify_seconds
         self._replaying = True
         try:
-            v = verify(back, records, fixes, budget_s=max(0.0, budget), quiet=self._quiet)
+            v = verify(back, records, fixes, budget_s=max(0.0, budget), quiet=self._quiet, symptom=symptom)
         finally:
             self._replaying = False
         self.verify_seconds += v.seconds
@@ -469,6 +679,9 @@ class Healer:
             ts.append(ClipGradients(self.policy.clip_percentile, fix.cause))
         if fix.float32:
             ts.append(Float32Forward(self.model))
+        if fix.lr_cap is not None:
+            raised = self._lr_hist[-1][1] / fix.lr_cap if self._lr_hist and fix.lr_cap > 0 else 1.0
+            ts.append(CapLR(cap=fix.lr_cap, raised=raised, cause=fix.cause))
         return ts
 
     def _model_finite(self) -> bool:
@@ -481,6 +694,7 @@ class Healer:
         """Back to ``snap``, keeping the LR treatments given since it was taken."""
         snap.restore(rng=rng)
         self.store.keep_until(snap)
+        self._ratios, self._updates = [], 0  # a new trajectory: its update sizes are judged afresh
         if self.ctl.lr_scale != snap.lr_scale:
             scale_lr(self.optimizer, self.ctl.schedulers, self.ctl.lr_scale / snap.lr_scale)
         self._losses.clear()

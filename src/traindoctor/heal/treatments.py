@@ -33,6 +33,7 @@ class Controls:
     warmup_total: int = 0  # a linear LR warm-up over this many steps ...
     warmup_done: int = 0  # ... of which this many are taken
     lr_scale: float = 1.0  # the product of the LR treatments given
+    lr_cap: float | None = None  # the first group's LR is held at or below this inside each step (the others in proportion)
     healthy_norms: deque[float] = field(default_factory=lambda: deque(maxlen=100))  # recent healthy global grad norms
     quarantined: list[int] = field(default_factory=list)  # sample ids (or batch positions) that held NaN/Inf
     handles: list[Any] = field(default_factory=list)  # hooks a treatment put on the model (removed at close)
@@ -79,13 +80,35 @@ class LowerLR(Treatment):
 
     @property
     def action(self) -> str:  # type: ignore[override]
-        return f"learning rate ×{self.factor:g}"
+        return f"learning rate ×{self.factor:.2g}"
 
     def apply(self, ctl: Controls) -> dict[str, Any]:
         before = ctl.lr()
         scale_lr(ctl.optimizer, ctl.schedulers, self.factor)
         ctl.lr_scale *= self.factor
+        if ctl.lr_cap is not None:
+            ctl.lr_cap *= self.factor
         return {"lr": [before, ctl.lr()]}
+
+
+@dataclass
+class CapLR(Treatment):
+    """lr-too-high after the schedule raised the LR: the LR held at its level before the raise. Applied
+    inside each optimizer step only (the schedule reads and writes its own LR and carries on; when it
+    comes back under the cap, the cap no longer acts)."""
+
+    cap: float = 0.0
+    raised: float = 1.0  # by how much the schedule had raised it
+    cause: str = "lr-too-high"
+
+    @property
+    def action(self) -> str:  # type: ignore[override]
+        return f"hold the learning rate at or below {self.cap:.3g} (its level before the schedule raised it {self.raised:.3g}×)"
+
+    def apply(self, ctl: Controls) -> dict[str, Any]:
+        before = ctl.lr_cap
+        ctl.lr_cap = self.cap if before is None else min(before, self.cap)
+        return {"lr_cap": [before, ctl.lr_cap]}
 
 
 @dataclass
@@ -176,3 +199,16 @@ def nonfinite_rows(inputs: Any) -> list[int]:
             rows = ~torch.isfinite(t.detach().reshape(t.shape[0], -1)).all(dim=1)
             bad.update(rows.nonzero().flatten().tolist())
     return sorted(bad)
+
+
+def batch_rows(inputs: Any) -> int | None:
+    """The batch's row count (dim 0 of its first tensor), None without one."""
+    return next((int(t.shape[0]) for t in tensors_of(inputs) if t.dim() > 0), None)
+
+
+def sample_ids(rows: list[int], ids: list[int] | None, inputs: Any) -> list[int]:
+    """The batch rows ``rows`` named by the loader's sample ids when ``ids`` belong to this batch (as many
+    as its rows: ids left from another loader, an evaluation's, say, do not), else by their positions."""
+    if ids is not None and len(ids) == batch_rows(inputs):
+        return [ids[r] for r in rows]
+    return list(rows)

@@ -126,6 +126,7 @@ class Fix:
     warmup: bool = False
     skip_nonfinite: bool = False
     float32: bool = False  # the forward with autocast off
+    lr_cap: float | None = None  # the first group's LR held at or below this (the others in proportion)
 
 
 def candidates(cause: str, healthy_norms: list[float]) -> list[Fix]:
@@ -155,6 +156,7 @@ class Replay:
 
     losses: list[float] = field(default_factory=list)
     finite: bool = True
+    ratios: list[float] = field(default_factory=list)  # per step, median ‖Δw‖/‖w‖ over weight matrices (when measured)
     steps: int = 0
     seconds: float = 0.0
 
@@ -194,9 +196,11 @@ def _window(records: list[StepRecord], minimum: int) -> list[StepRecord]:
 
 
 def replay(state: TrainingState, records: list[StepRecord], fix: Fix | None, *, max_steps: int,
-           quiet: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext) -> Replay:
+           quiet: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+           measure_updates: bool = False) -> Replay:
     """Train ``records`` again from ``state`` (cycled to ``MIN_STEPS``, at most ``max_steps``) with
-    ``fix``, and put everything back as it was, bitwise. The model and optimizer are the snapshot's own."""
+    ``fix``, and put everything back as it was, bitwise. The model and optimizer are the snapshot's own.
+    ``measure_updates``: each step's update/weight ratio too (a copy of the weight matrices a step)."""
     model, opt = state.model, state.optimizer
     assert opt is not None, "a replay needs the optimizer"
     now = TrainingState.take(-1, model, opt, state.schedulers, state.scaler)
@@ -217,7 +221,10 @@ def replay(state: TrainingState, records: list[StepRecord], fix: Fix | None, *, 
                 scale = fix.lr_factor if fix is not None else 1.0
                 if fix is not None and fix.warmup:
                     scale *= (i + 1) / len(window)
-                for g, lr in zip(opt.param_groups, rec.lrs if rec.lrs and len(rec.lrs) == len(base) else base):
+                lrs = rec.lrs if rec.lrs and len(rec.lrs) == len(base) else base
+                if fix is not None and fix.lr_cap is not None and lrs and lrs[0] * scale > fix.lr_cap:
+                    scale = fix.lr_cap / lrs[0]
+                for g, lr in zip(opt.param_groups, lrs):
                     g["lr"] = lr * scale
                 opt.zero_grad(set_to_none=True)
                 with torch.enable_grad():
@@ -231,7 +238,16 @@ def replay(state: TrainingState, records: list[StepRecord], fix: Fix | None, *, 
                     loss.backward()
                 if fix is not None and fix.clip is not None:
                     torch.nn.utils.clip_grad_norm_(params, fix.clip)
+                mats = [p for p in params if p.dim() >= 2 and p.grad is not None] if measure_updates else []
+                before = torch._foreach_mul([p.detach() for p in mats], 1.0) if mats else []
                 opt.step()
+                if mats:
+                    with torch.no_grad():
+                        upd = torch.stack(torch._foreach_norm(torch._foreach_sub([p.detach() for p in mats], before)))
+                        wn = torch.stack(torch._foreach_norm(before))
+                        keep = wn > 0
+                        if bool(keep.any()):
+                            out.ratios.append(float((upd[keep].float() / wn[keep].float()).median()))
     finally:
         out.seconds = time.perf_counter() - t0
         now.restore(rng=True)
@@ -242,6 +258,28 @@ def replay(state: TrainingState, records: list[StepRecord], fix: Fix | None, *, 
     return out
 
 
+# what a replay must show of the symptom: a blow-up of the loss (L001/L002/L008/G001/G003), a loss that
+# rose after the schedule raised the LR (L003), updates the size of the weights (G004)
+SYMPTOMS = ("blow-up", "rise", "updates")
+BIG_UPDATE = 0.5  # G004's bar: an update of half the weights' own norm
+RISE = 2.0  # the healer's bar for a loss that rose with a raised LR
+
+
+def big_updates(r: Replay) -> int:
+    """Steps of the replay (past its first: an adaptive optimizer's first step from a fresh state is
+    about lr everywhere) whose update moved the weights by half their norm or more."""
+    return sum(x >= BIG_UPDATE for x in r.ratios[1:])
+
+
+def reproduced(control: Replay, symptom: str) -> bool:
+    if symptom == "updates":
+        return big_updates(control) >= 2
+    if symptom == "rise":
+        return control.blew_up or (control.finite and len(control.losses) >= 2
+                                   and control.level(True) >= RISE * max(control.level(False), 1e-12))
+    return control.blew_up
+
+
 @dataclass
 class Verdict:
     """A fix's measured effect: ``result`` is ``verified``, ``did not help`` or ``not reproduced``."""
@@ -250,32 +288,47 @@ class Verdict:
     result: str
     control: Replay
     treated: Replay
+    symptom: str = "blow-up"
 
     @property
     def helped(self) -> bool:
         return self.result == "verified"
 
     def summary(self, first: int, last: int) -> str:
+        absent = {"blow-up": "did not blow up", "rise": "did not see the loss rise",
+                  "updates": "did not move the weights by half their size"}[self.symptom]
         what = {"verified": "verified", "did not help": "tried, did not help",
-                "not reproduced": "not verified: the replay without it did not blow up"}[self.result]
+                "not reproduced": f"not verified: the replay without it {absent}"}[self.result]
         n = max(self.treated.steps, self.control.steps)
         cycled = f" ({n} steps: the window repeated)" if n > last - first + 1 else ""
-        return (f"{self.fix.name}: {what} — replaying steps {first}–{last}{cycled} from the snapshot at step {first}, "
+        text = (f"{self.fix.name}: {what} — replaying steps {first}–{last}{cycled} from the snapshot at step {first}, "
                 f"the loss went {self.treated.describe()} with it and {self.control.describe()} without")
+        if self.symptom == "updates" and self.treated.ratios and self.control.ratios:
+            text += (f"; updates of up to {fmt(max(self.treated.ratios[1:] or self.treated.ratios))} of the weights "
+                     f"with it, {fmt(max(self.control.ratios[1:] or self.control.ratios))} without")
+        return text
 
     def to_json(self, first: int, last: int) -> dict[str, Any]:
         return {"cause": self.fix.cause, "fix": self.fix.name, "result": self.result, "summary": self.summary(first, last),
-                "window": [first, last], "steps": self.treated.steps,
+                "window": [first, last], "steps": self.treated.steps, "symptom": self.symptom,
                 "control": [self.control.level(False), self.control.level(True) if self.control.finite else "nan"],
                 "treated": [self.treated.level(False), self.treated.level(True) if self.treated.finite else "nan"],
                 "seconds": round(self.control.seconds + self.treated.seconds, 4)}
 
 
-def judge(fix: Fix, control: Replay, treated: Replay) -> Verdict:
-    if not control.blew_up:
-        return Verdict(fix, "not reproduced", control, treated)
-    falls = treated.finite and not treated.blew_up and treated.level(True) < treated.level(False)
-    return Verdict(fix, "verified" if falls else "did not help", control, treated)
+def judge(fix: Fix, control: Replay, treated: Replay, symptom: str = "blow-up") -> Verdict:
+    """``verified`` when the control shows the symptom and the treated replay does not: it stays finite,
+    does not blow up, and its loss falls (a blow-up, a rise) or its updates are back under the bar with a
+    loss no worse than the control's (updates the size of the weights)."""
+    if not reproduced(control, symptom):
+        return Verdict(fix, "not reproduced", control, treated, symptom)
+    ok = treated.finite and not treated.blew_up and bool(treated.losses)
+    if symptom == "updates":
+        ok = ok and big_updates(treated) < 2 and (not control.finite or not control.losses
+                                                  or treated.level(True) <= control.level(True))
+    else:
+        ok = ok and treated.level(True) < treated.level(False)
+    return Verdict(fix, "verified" if ok else "did not help", control, treated, symptom)
 
 
 @dataclass
@@ -303,12 +356,17 @@ class Verification:
 
 def verify(state: TrainingState, records: list[StepRecord], fixes: list[Fix], *, budget_s: float,
            max_steps: int = 200,
-           quiet: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext) -> Verification:
+           quiet: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+           symptom: str = "blow-up") -> Verification:
     """Replay the window without a fix (the control), then with each fix while the budget lasts; the
-    verdicts ranked by measured effect: verified first, then by the treated window's final loss."""
+    verdicts ranked by measured effect: verified first, then by the treated window's final loss.
+    ``symptom``: what the control must show and the fix remove (``SYMPTOMS``)."""
+    if symptom not in SYMPTOMS:
+        raise ValueError(f"symptom must be one of {SYMPTOMS}, got {symptom!r}")
+    measure = symptom == "updates"
     t0 = time.perf_counter()
     first, last = (records[0].step, records[-1].step) if records else (state.step, state.step)
-    control = replay(state, records, None, max_steps=max_steps, quiet=quiet)
+    control = replay(state, records, None, max_steps=max_steps, quiet=quiet, measure_updates=measure)
     verdicts: list[Verdict] = []
     skipped: list[str] = []
     for fx in fixes:
@@ -317,7 +375,8 @@ def verify(state: TrainingState, records: list[StepRecord], fixes: list[Fix], *,
         if spent + per > budget_s and verdicts:
             skipped.append(fx.name)
             continue
-        verdicts.append(judge(fx, control, replay(state, records, fx, max_steps=max_steps, quiet=quiet)))
+        verdicts.append(judge(fx, control, replay(state, records, fx, max_steps=max_steps, quiet=quiet,
+                                                  measure_updates=measure), symptom))
     rank = {"verified": 0, "did not help": 1, "not reproduced": 2}
 
     def key(v: Verdict) -> tuple[int, float]:

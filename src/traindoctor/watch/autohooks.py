@@ -36,7 +36,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
 from ..heal import Healer, HealPolicy
-from ..heal.treatments import nonfinite_rows
+from ..heal.treatments import nonfinite_rows, sample_ids
 from ..heal.verify import StepRecord, WindowRecorder, autocast_of, group_lrs, inputs_nonfinite
 from ..inspect.hooks import own_global_hooks
 from ..inspect.losses import WRAPPED_LOSSES
@@ -365,10 +365,10 @@ class AutoWatch:
 
     def _poisoned(self, h: Healer) -> None:
         """A non-finite loss at a backward: the rows of the model's inputs that hold NaN/Inf, by sample id."""
-        rows = nonfinite_rows(self.monitor.last_inputs(h.model))
+        inputs = self.monitor.last_inputs(h.model)
+        rows = nonfinite_rows(inputs)
         if rows:
-            ids = self.monitor.batch_ids
-            h.note_bad_rows([ids[r] for r in rows if r < len(ids)] if ids is not None else rows)
+            h.note_bad_rows(sample_ids(rows, self.monitor.batch_ids, inputs))
 
     def _note_output(self, module: nn.Module, args: Any, out: Any) -> None:
         if module.training and torch.is_grad_enabled() and isinstance(out, torch.Tensor):

@@ -83,7 +83,8 @@ class NonFiniteForensics:
                         "positions": rows[:50],
                         "count": len(rows),
                         "batch_size": int(t.shape[0]),
-                        "sample_ids": [ids[r] for r in rows[:50] if ids is not None and r < len(ids)],
+                        # the loader's ids name these rows only when they are this batch's (as many)
+                        "sample_ids": [ids[r] for r in rows[:50]] if ids is not None and len(ids) == t.shape[0] else [],
                     }
                     return
             self._replay(model, args, kwargs, data, ids)
@@ -134,5 +135,6 @@ class NonFiniteForensics:
                 "type": type(mod).__name__,
                 "positions": rows[:50],
                 "count": len(rows),
-                "sample_ids": [ids[r] for r in rows[:50] if ids is not None and r < len(ids)],
+                "sample_ids": [ids[r] for r in rows[:50]] if ids is not None and out.dim() > 0
+                and len(ids) == out.shape[0] else [],
             }
