@@ -29,9 +29,11 @@ def test_lr_too_high_is_healed_to_within_a_point_of_its_healthy_twin():
     assert events == healed["doctor"].treatments
     first = events[0]
     assert first["cause"] == "lr-too-high" and first["code"] in ("L001", "L002")
-    assert first["changes"]["lr"] == [10.0, pytest.approx(1.0)]
+    old, new = first["changes"]["lr"]
+    # ×0.1, or the stronger dose the first update measured (SGD + momentum 0.9 at lr=10: ×0.04)
+    assert old == 10.0 and 0.01 <= new <= 1.0
     assert first["rolled_back_to"] == 0
-    assert healed["opt"].param_groups[0]["lr"] == pytest.approx(1.0)
+    assert healed["opt"].param_groups[0]["lr"] == pytest.approx(new)
     assert not healed["doctor"].should_stop
 
 

@@ -7,14 +7,20 @@ report shows what was done and why:
 * a non-finite loss (L001), a loss ten times the highest of the last healthy ones or ten times the loss
   before any update (L002), a loss pinned at float32's log clamp for three steps (L008), a non-finite or
   exploding gradient (G003, G001): roll back to the last good snapshot and treat the leading cause:
-  lr-too-high (LR ×0.1; when it comes back, also a linear warm-up; when the schedule raised the LR ten
-  times or more just before, the LR held at its level before the raise instead), exploding-gradient (clip
+  lr-too-high (LR ×0.1, or less in the first steps when the trajectory's first update moved the weights
+  by more than their size: the dose that brings that step under a tenth of their norm; when it comes back,
+  also a linear warm-up; when the schedule raised the LR ten times or more just before, the LR held at its
+  level before the raise instead), exploding-gradient (clip
   the gradient norm at the 90th percentile of recent healthy steps), nonfinite-data (skip the batch,
   quarantine its rows; a GradScaler gets its scale back, so poisoned batches cannot halve it to nothing);
 * updates the size of the weights (G004's evidence on the healer's own samples of ‖Δw‖/‖w‖, dense in
   the first steps): roll back to before them, LR × the dose the measured ratio asks for;
 * a schedule that raised the LR ten times or more, with the loss rising after it (L003): roll back to
   before the raise and hold the LR at its level before it (the schedule carries on under the cap);
+* a classification loss back at chance after it had learned (L007, a collapse): roll back to before it,
+  and treat the leading blow-up cause;
+* a step whose update a GradScaler skipped (inf/NaN gradients) is judged as a step whose update was
+  dropped: a run whose every step is skipped is still seen;
 * a stalled loss (L006, the rule's test on chunk medians): LR ×0.5, at most every ``stall_every`` steps;
 * overfitting (V001: ``val_loss`` not better than its best for ``patience`` evaluations): keep the
   best-validation weights, set ``should_stop``, restore them on ``restore_best()`` or at close.
@@ -54,6 +60,7 @@ import torch
 from torch import nn
 
 from ..diagnosis import diagnose
+from ..losskinds import chance_loss
 from ..run import Run
 from .snapshot import DEFAULT_MEMORY_LIMIT, SnapshotStore, TrainingState, model_tensors
 from .treatments import (
@@ -78,6 +85,13 @@ SATURATED = (87.3365, 103.2789)
 ADAPTIVE = ("exp_avg_sq", "square_avg", "sum", "acc_delta", "exp_inf")
 # what a blow-up of the loss or the gradients can be treated as
 BLOWUP_CAUSES = ("lr-too-high", "exploding-gradient", "nonfinite-data", "precision-overflow")
+
+
+def _fresh(opt: torch.optim.Optimizer) -> bool:
+    """No step taken from this optimizer state: none kept, or (Adagrad builds its state when it is
+    made) every parameter's ``step`` still 0. Read once per trajectory."""
+    steps = [st.get("step") for st in opt.state.values()]
+    return all(s is None or float(s) == 0 for s in steps)
 
 
 @dataclass
@@ -114,10 +128,15 @@ class HealPolicy:
     ratio_every: int = 25
     ratio_big: float = 0.5
     ratio_high: float = 3e-2
-    ratio_target: float = 1e-2  # the LR is scaled by target / measured ratio (between ×0.1 and ×0.01)
+    ratio_under: float = 0.2  # the LR is scaled by (this × the bar crossed) / measured ratio (×0.01 to ×0.1)
+    first_target: float = 0.1  # after an early blow-up, the first update's ratio the new LR must bring it under
     # the schedule raised the LR (≥ ``rise`` × within the last ``rise_window`` steps) and the loss rose with
     # it (the median since the raise ≥ ``rise_harm`` × the median before): hold the LR at its level before
     rise: float = 10.0
+    # a classification loss back at chance (median of 20 ≥ collapse_high × ln C) after learning
+    # (a median of 20 ≤ collapse_low × ln C within the last rise_window steps): L007, a collapse
+    collapse_high: float = 0.9
+    collapse_low: float = 0.6
     rise_window: int = 200
     rise_harm: float = 2.0
 
@@ -181,13 +200,16 @@ class Healer:
         self._replaced: set[str] = set()
         self._pending_swaps: list[tuple[int, str, float]] = []
         self._pinned = 0  # steps in a row with the loss at a float32 log clamp
+        self._first_ratio: float | None = None  # ‖Δw‖/‖w‖ of this trajectory's first update
+        self._fresh_start = False  # ... which started from an empty optimizer state
+        self._loaded: bool | None = None  # weights loaded before training (read once, at the first measured update)
         self._scale_ok: torch.Tensor | None = None  # the GradScaler's scale at the last healthy step
         self._start_loss: float | None = None  # the first healthy loss: a loss ten times it diverged (L002)
         self._updates = 0  # optimizer updates since the start or the last update-size treatment
         self._ratio_params: list[torch.Tensor] | None = None  # the weight matrices whose ratio is measured
         self._ratio_before: tuple[list[torch.Tensor], list[torch.Tensor], int, bool] | None = None
         self._ratios: list[tuple[int, float]] = []  # (step, median ratio) since the last treatment
-        self._big_updates: tuple[int, float, str] | None = None  # (from step, ratio, why): treated at on_step
+        self._big_updates: tuple[int, float, float, str] | None = None  # (from step, ratio, bar, why): at on_step
         self._handles = [optimizer.register_step_pre_hook(self._hook(self._pre_step)),
                          optimizer.register_step_post_hook(self._hook(self._post_step))]
         # BatchNorm running statistics, copied before each training forward: a poisoned batch writes NaN
@@ -287,7 +309,9 @@ class Healer:
             if ws:
                 with torch.no_grad():
                     before = torch._foreach_mul([w.detach() for w in ws], 1.0)
-                self._ratio_before = (ws, before, self.monitor.step, self._updates == 0 and not opt.state)
+                if self._updates == 0:
+                    self._fresh_start = _fresh(opt)  # this trajectory starts from an empty optimizer state
+                self._ratio_before = (ws, before, self.monitor.step, self._fresh_start and self._updates < 5)
 
     def _grad_scale(self) -> torch.Tensor | None:
         scaler = self.store.scaler
@@ -332,8 +356,40 @@ class Healer:
                 upd = torch.stack(torch._foreach_norm(torch._foreach_sub([w.detach() for w in ws], before)))
                 wn = torch.stack(torch._foreach_norm(before))
                 ratio = float((upd.float() / wn.float()).median())
-            # only an adaptive optimizer's first step is special (it moves every weight by about lr)
-            self._note_ratio(step, ratio, fresh and any(k in st for st in opt.state.values() for k in ADAPTIVE))
+            if self._updates == 1 and math.isfinite(ratio):
+                self._first_ratio = ratio  # the trajectory's first update: the LR against the weights' scale
+            # only an adaptive optimizer's first steps from an empty state are special (the first moves every
+            # weight by about lr, the next few little less while its averages fill), and only on weights
+            # that were not loaded: a step the size of pretrained weights wipes them out
+            self._note_ratio(step, ratio, fresh and not self._pretrained()
+                             and any(k in st for st in opt.state.values() for k in ADAPTIVE))
+
+    def _blowup_dose(self) -> float:
+        """The LR factor for a blow-up: ×``lr_factor``, or less when the blow-up comes early and the
+        trajectory's first update measured the LR against the weights' scale. That update moved the
+        weights by r of their norm; SGD with momentum β goes on to steps 1/(1−β) times larger (an
+        adaptive optimizer's first step, ≈ lr / rms(w), is its largest). The dose brings that steady step
+        under ``first_target`` of the weights' norm (a tenth of that for weights loaded before training:
+        a fine-tune keeps what it loaded), and is at least ×1e-3."""
+        p, r0 = self.policy, self._first_ratio
+        if r0 is None or self._updates > p.ratio_early:
+            return p.lr_factor
+        g = self.optimizer.param_groups[0]
+        beta = g.get("momentum", 0.0) if type(self.optimizer).__name__ == "SGD" else 0.0
+        steady = r0 / (1 - beta) if isinstance(beta, (int, float)) and 0 < beta < 1 else r0
+        target = p.first_target / (10 if self._pretrained() else 1)
+        if steady * p.lr_factor <= target:
+            return p.lr_factor
+        return float(f"{max(1e-3, target / steady):.2g}")
+
+    def _pretrained(self) -> bool:
+        """The script loaded weights into a model before training (a ``state_dict_load`` the watcher saw
+        before the first step, that loaded something): the weights are worth keeping from the first step."""
+        if self._loaded is None:
+            events = getattr(self.monitor, "_events", None) or []
+            self._loaded = any(getattr(e, "kind", None) == "state_dict_load" and e.data.get("before_training")
+                               and (e.data.get("loaded") or 0) > 0 for e in events)
+        return self._loaded
 
     def _ratio_due(self) -> bool:
         """Every one of the first five updates (a bad LR wrecks the weights in the first steps, and units
@@ -352,13 +408,13 @@ class Healer:
         p = self.policy
         big = [(s, r) for s, r in self._ratios if r >= p.ratio_big]
         if len(big) >= 2:
-            self._big_updates = (big[0][0], statistics.median(r for _, r in big),
+            self._big_updates = (big[0][0], statistics.median(r for _, r in big), p.ratio_big,
                                  f"{len(big)} sampled updates moved the weights by ≥ {p.ratio_big:g} of their norm "
                                  f"(up to {max(r for _, r in big):.3g})")
         elif self._updates > p.ratio_early and len(self._ratios) >= 3 \
                 and all(r > p.ratio_high for _, r in self._ratios[-3:]):
             last = self._ratios[-3:]
-            self._big_updates = (last[0][0], statistics.median(r for _, r in last),
+            self._big_updates = (last[0][0], statistics.median(r for _, r in last), p.ratio_high,
                                  f"the last 3 sampled updates moved the weights by > {p.ratio_high:g} of their norm "
                                  f"(median {statistics.median(r for _, r in last):.3g}; a healthy step ≈ 1e-3)")
 
@@ -405,6 +461,13 @@ class Healer:
                              dropped)
         self._bad_rows = []
 
+    def skipped_update(self) -> None:
+        """A GradScaler skipped this step's update (inf/NaN gradients): the step is judged next, as one
+        whose update was dropped; nothing was measured of an update that did not happen."""
+        self._dropped = True
+        self._ratio_before = None
+        self._grad_norm = self._norm_read = None
+
     def note_bad_rows(self, rows: list[int]) -> None:
         """A backward since the last step saw a non-finite loss on a batch with these NaN/Inf rows (ids):
         under a GradScaler that step's update is skipped, and the step the healer judges next is a later
@@ -441,6 +504,8 @@ class Healer:
         if scale is not None:
             self._scale_ok = scale.detach().clone()
         self._loss_hist.append((step, value))
+        if self._healthy % 10 == 0 and self._collapsed(step, value):
+            return
         raised = self._lr_raised()
         if raised is not None and self._counts.get("lr-too-high", 0) < self.policy.max_treatments:
             since, before, factor = raised
@@ -575,7 +640,7 @@ class Healer:
                 self._treat_raise(step, code, value, raised, f"{source}; the LR rose {raised[2]:.3g}× from step "
                                                              f"{raised[0]}")
                 return
-            ts = [LowerLR(cause, self.policy.lr_factor)]
+            ts = [LowerLR(cause, self._blowup_dose())]
             if n > 1:
                 ts.append(WarmUp(self.policy.warmup_steps, cause))
         self._treat_verified(step, code, cause, source, ts, self.store.target(self._suspect), value, n)
@@ -596,6 +661,37 @@ class Healer:
                     source += "; verified on a replay"
         self._treat(step, code, cause, source, ts, back, value=value, count=n, verified=verified)
         self._suspect = back
+
+    def _collapsed(self, step: int, value: float) -> bool:
+        """L007 after the loss had learned: the recent losses (median of 20) are back at the chance loss
+        (ln C) after a stretch of 20 well below it (≤ ``collapse_low`` × ln C). The model forgot what it
+        had learned, the mark of steps too large for it: back to a state from before the collapse, and
+        the leading blow-up cause treated (True when it was)."""
+        meta = self.monitor.meta
+        chance = chance_loss(meta.get("loss_kind"), meta.get("num_classes"))
+        hist = list(self._loss_hist)
+        if chance is None or len(hist) < 40 or self._counts.get("lr-too-high", 0) >= self.policy.max_treatments:
+            return False
+        ln_c = chance[0]
+        if statistics.median(v for _, v in hist[-20:]) < self.policy.collapse_high * ln_c:
+            return False
+        lows = [i for i in range(20, len(hist) - 19, 5)
+                if statistics.median(v for _, v in hist[i - 20:i]) <= self.policy.collapse_low * ln_c]
+        if not lows:
+            return False
+        good = hist[lows[-1] - 1][0]  # the last step of the last stretch well below chance
+        back = next((s for s in reversed(self.store.kept) if s.step <= good), None)
+        cause, source = self._leading_cause("L007", True)
+        if cause not in ("lr-too-high", "exploding-gradient") or self._counts.get(cause, 0) >= self.policy.max_treatments:
+            cause, source = "lr-too-high", "evidence: the loss went back to chance after learning"
+        n = self._counts[cause] = self._counts.get(cause, 0) + 1
+        ts: list[Treatment] = [ClipGradients(self.policy.clip_percentile)] \
+            if cause == "exploding-gradient" and len(self.ctl.healthy_norms) >= 5 else [LowerLR(cause, self.policy.lr_factor)]
+        source += (f"; the loss (median of 20) is back at {statistics.median(v for _, v in hist[-20:]):.4g} ≈ "
+                   f"{chance[1]} after {statistics.median(v for _, v in hist[lows[-1] - 20:lows[-1]]):.4g} by step {good}")
+        self._treat_verified(step, "L007", cause, source, ts, back, value, n, symptom="rise")
+        self._loss_hist.clear()  # judged again on the losses from here (also when nothing was rolled back)
+        return True
 
     def _lr_raised(self) -> tuple[int, float, float] | None:
         """The schedule raised the LR ``rise``× or more within the window: (the first step at the raised
@@ -623,9 +719,10 @@ class Healer:
                              symptom="rise" if code == "L003" else "blow-up",
                              first=[Fix("lr-too-high", cap.action, lr_cap=before)])
 
-    def _on_big_updates(self, step: int, value: float, since: int, ratio: float, why: str) -> None:
+    def _on_big_updates(self, step: int, value: float, since: int, ratio: float, bar: float, why: str) -> None:
         """Updates the size of the weights (G004): back to the last state before them, and the LR scaled
-        by the dose the measured ratio asks for (``ratio_target / ratio``, between ×0.01 and ×0.1). Not a
+        by the dose that brings the measured ratio well under the bar it crossed (``ratio_under × bar / ratio``,
+        between ×0.01 and ×0.1). Not a
         blow-up: when the LR treatments are spent, nothing more is done here (the diagnosis reports it)."""
         self._ratios, self._updates = [], 0
         cause = "lr-too-high"
@@ -634,7 +731,7 @@ class Healer:
             self._healthy_step(step, value, None)
             return
         n = self._counts[cause] = n + 1
-        factor = min(0.1, max(0.01, self.policy.ratio_target / ratio))
+        factor = min(0.1, max(0.01, self.policy.ratio_under * bar / ratio))
         factor = float(f"{factor:.2g}")
         back = next((s for s in reversed(self.store.kept) if s.step <= since), None)
         lower = LowerLR(cause, factor)
@@ -694,10 +791,12 @@ class Healer:
         """Back to ``snap``, keeping the LR treatments given since it was taken."""
         snap.restore(rng=rng)
         self.store.keep_until(snap)
-        self._ratios, self._updates = [], 0  # a new trajectory: its update sizes are judged afresh
+        self._ratios, self._updates, self._first_ratio = [], 0, None  # a new trajectory: judged afresh
         if self.ctl.lr_scale != snap.lr_scale:
             scale_lr(self.optimizer, self.ctl.schedulers, self.ctl.lr_scale / snap.lr_scale)
         self._losses.clear()
+        self._loss_hist.clear()  # the losses and LRs of a trajectory the run has left
+        self._lr_hist.clear()
         self._chunk, self._medians = [], []
 
     def _treat(self, step: int, code: str, cause: str, source: str, ts: list[Treatment],

@@ -73,6 +73,7 @@ def _wrap_loss(name: str, orig: Any) -> Any:
 _orig_next_index: Any = None
 _orig_next: Any = None
 _orig_scale: dict[type, Any] = {}  # GradScaler classes whose own ``scale`` is wrapped
+_orig_update: dict[type, Any] = {}  # ... and ``update`` (a step the scaler skipped is still a step)
 
 
 def _grad_scaler_classes() -> list[type]:
@@ -107,6 +108,19 @@ def _wrap_scale(orig: Any) -> Any:
 
     scale.__traindoctor_wrapped__ = orig  # type: ignore[attr-defined]
     return scale
+
+
+def _wrap_update(orig: Any) -> Any:
+    @functools.wraps(orig)
+    def update(self: Any, *args: Any, **kwargs: Any) -> Any:
+        out = orig(self, *args, **kwargs)
+        if not _quiet:
+            for m in list(_listeners):
+                m.on_scaler_update(self)  # contained by the monitor
+        return out
+
+    update.__traindoctor_wrapped__ = orig  # type: ignore[attr-defined]
+    return update
 
 
 _orig_load_state_dict: Any = None
@@ -200,6 +214,9 @@ def add_listener(monitor: Monitor) -> None:
         for cls in _grad_scaler_classes():
             _orig_scale[cls] = cls.__dict__["scale"]
             cls.scale = _wrap_scale(_orig_scale[cls])  # type: ignore[method-assign]
+            if "update" in cls.__dict__:
+                _orig_update[cls] = cls.__dict__["update"]
+                cls.update = _wrap_update(_orig_update[cls])  # type: ignore[method-assign]
         _orig_load_state_dict = nn.Module.load_state_dict
         functools.update_wrapper(_load_state_dict, _orig_load_state_dict)  # its signature and docstring
         nn.Module.load_state_dict = _load_state_dict  # type: ignore[method-assign]
@@ -239,6 +256,9 @@ def remove_listener(monitor: Monitor) -> None:
         for cls, orig in _orig_scale.items():
             cls.scale = orig  # type: ignore[method-assign]
         _orig_scale.clear()
+        for cls, orig in _orig_update.items():
+            cls.update = orig  # type: ignore[method-assign]
+        _orig_update.clear()
         nn.Module.load_state_dict = _orig_load_state_dict  # type: ignore[method-assign]
 
 
@@ -358,10 +378,20 @@ class AutoWatch:
         self.healer = h
         self.monitor.on_val_loss = lambda step, v: h.guarded(h.on_val, step, v)
         self.monitor.on_nonfinite_loss = lambda step: h.guarded(self._poisoned, h)
+        self.monitor.on_skipped_step = lambda step, loss: self._skipped(h, step, loss)
         if policy.arch:
             self.monitor.on_activation = lambda step, kind, name, v: h.guarded(h.on_activation, step, kind, name, v)
         self.monitor.meta["heal"] = {"schedulers": [type(s).__name__ for s in scheds], "verify": self._verify,
                                      "arch": policy.arch}
+
+    def _skipped(self, h: Healer, step: int, loss: Any) -> None:
+        """The GradScaler skipped this step's update: healing judges it as a step whose update was dropped
+        (a run whose every step is skipped would otherwise never be judged)."""
+        h.guarded(h.skipped_update)
+        h.guarded(h.on_step, step, loss, self.monitor.last_inputs(h.model), self.monitor.batch_ids)
+        if h.stopped and not self._stop_raised:
+            self._stop_raised = True
+            raise StopTraining(h.stopped["message"])
 
     def _poisoned(self, h: Healer) -> None:
         """A non-finite loss at a backward: the rows of the model's inputs that hold NaN/Inf, by sample id."""
@@ -431,6 +461,7 @@ class AutoWatch:
             self.monitor.on_val_loss = None
             self.monitor.on_activation = None
             self.monitor.on_nonfinite_loss = None
+            self.monitor.on_skipped_step = None
             h.guarded(h.close)
         self.sites.remove()
         for h in self._mod_handles + self._opt_handles:

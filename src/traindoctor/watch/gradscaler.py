@@ -25,6 +25,7 @@ class GradScalerTap:
         # scaled grad_fn, scaler ref); dropped at the match or at the end of the step
         self._scaled: list[tuple[Any, Any, torch.Tensor, Any, Any]] = []
         self._scaler_ref: Any = None  # a weak reference to the last GradScaler seen (healing restores it)
+        self._steps_at_scale: int | None = None  # optimizer steps when this step's first loss was scaled
 
     @property
     def grad_scaler(self) -> Any:
@@ -46,9 +47,30 @@ class GradScalerTap:
         # output's graph node, to recognise ``(scaler.scale(loss) / k).backward()``
         entry = (weakref.ref(scaled), weakref.ref(loss), loss.detach(), scaled.grad_fn, weakref.ref(scaler))
         self._scaler_ref = entry[4]
+        if self._steps_at_scale is None:
+            self._steps_at_scale = self.opt_steps
         self._scaled.append(entry)
         if len(self._scaled) > 4:
             del self._scaled[0]
+
+    def on_scaler_update(self, scaler: Any) -> None:
+        """``GradScaler.update()`` ran: when no optimizer step came since this step's loss was scaled,
+        the scaler skipped the update (inf/NaN gradients). The step is over all the same: its loss is
+        emitted as its own step (not merged into the next one's), and healing is told."""
+        self._guard("grad-scaler", self._on_scaler_update, scaler)
+
+    def _on_scaler_update(self, scaler: Any) -> None:
+        at, self._steps_at_scale = self._steps_at_scale, None
+        if at is None or self.opt_steps != at or self.explicit_steps or self._primary_opt is None or not self._loss_acc:
+            return
+        self._scaled = []
+        step, loss = self.step, self.pending_loss()
+        self._emit_loss()
+        self.step += 1
+        self._terms_this_step = 0
+        self._guard("activations", self._arm_activations)
+        if self.on_skipped_step is not None:
+            self._guard("skipped-step-listener", self.on_skipped_step, step, loss)
 
     def _unscaled(self, t: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The unscaled value of the tensor being backpropagated, and the loss the user scaled.

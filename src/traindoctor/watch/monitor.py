@@ -138,6 +138,8 @@ class Monitor(LossTap, GradScalerTap, GradSampler, StaleGrads, ActivationSampler
         self.on_val_loss: Callable[[int, float], None] | None = None
         # called with (step) when a backward's loss is non-finite (healing looks at the batch then)
         self.on_nonfinite_loss: Callable[[int], None] | None = None
+        # called with (step, loss) when a GradScaler skipped the step's update (healing judges that step)
+        self.on_skipped_step: Callable[[int, Any], None] | None = None
         # called with (step, "dead_frac", module name, value) on sampled steps (architecture repairs listen)
         self.on_activation: Callable[[int, str, str, Any], None] | None = None
         # called with (term index, loss function, args, kwargs) at each training loss call (verifying listens)
