@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="rerun the heal and baseline runs even if cached")
     p.add_argument("--no-twin-heal", action="store_true", help="skip --heal on the healthy twins")
     p.add_argument("--modes", default=",".join(MODES), help="the ways each faulty run is run (default: all)")
+    p.add_argument("--ops", help="comma-separated operator names (default: every repairable one)")
     p.add_argument("--markdown", type=Path, help="write the tables here")
     p.add_argument("--json", type=Path, help="write every run's row here")
     _population_args(p)
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(rediagnose(d), indent=1, default=str)[:20000])
         return 0
     if args.cmd == "repair":
-        return _repair(specs, args)
+        return _repair(_select(specs, args), args)
     specs = _select(specs, args)
     if args.cmd == "list":
         for s in specs:

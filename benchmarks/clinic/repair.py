@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from traindoctor.heal import HealPolicy
+
 from .faults import OPERATORS
 from .render import render
 from .runner import (
@@ -62,6 +64,8 @@ from .spec import Spec
 HERE = Path(__file__).resolve().parent
 REPAIR_CACHE = HERE / ".runs" / "repair"  # inside the ignored clinic cache, apart from its runs
 TREATED = ("lr-too-high", "exploding-gradient", "nonfinite-data", "overfitting")
+# causes whose treatment changes the model: their runs are healed with --heal=arch
+TREATED_ARCH = ("dying-relu", "vanishing-gradient")
 MODES = ("heal", "verify", "nan_plateau", "clip")
 LABELS = {"observed": "observed (no fix)", "heal": "traindoctor run --heal", "verify": "traindoctor run --verify",
           "nan_plateau": "TerminateOnNaN + ReduceLROnPlateau", "clip": "gradient clip 1.0 (Lightning)",
@@ -70,7 +74,7 @@ SHARE = 0.95
 
 
 def repair_ops() -> list[str]:
-    return [name for name, op in OPERATORS.items() if op.cause in TREATED]
+    return [name for name, op in OPERATORS.items() if op.cause in TREATED + TREATED_ARCH]
 
 
 def variant(spec: Spec, mode: str) -> Spec:
@@ -96,7 +100,10 @@ def mode_version(mode: str) -> str:
 def run_one_mode(spec_json: dict[str, Any], mode: str, run_dir: str, version: str) -> dict[str, Any]:
     """``runner.run_one`` with healing on (``heal``, ``verify``) or a baseline's script (observe mode),
     and the run's logged evaluations (for the best-weights metric)."""
-    record = run_one(spec_json, run_dir, version, heal=mode == "heal", verify=mode == "verify")
+    spec = Spec.from_json(spec_json)
+    arch = spec.fault is not None and OPERATORS[spec.fault].cause in TREATED_ARCH
+    record = run_one(spec_json, run_dir, version, heal=mode == "heal", verify=mode == "verify",
+                     heal_policy=HealPolicy(arch=True) if arch and mode in ("heal", "verify") else None)
     record["mode"] = mode
     record["log_val"] = logged_val(Path(run_dir))
     (Path(run_dir) / "result.json").write_text(json.dumps(record, indent=1, default=str))

@@ -99,7 +99,7 @@ def _init_worker() -> None:
 
 
 def run_one(spec_json: dict[str, Any], run_dir: str, version: str, *, heal: bool = False,
-            verify: bool = False) -> dict[str, Any]:
+            verify: bool = False, heal_policy: Any = None) -> dict[str, Any]:
     """Execute one spec in this process (a pool worker); returns its result record. ``heal``/``verify``:
     under ``traindoctor run --heal``/``--verify`` (the repair benchmark)."""
     from traindoctor.watch.launcher import watch_script
@@ -125,7 +125,8 @@ def run_one(spec_json: dict[str, Any], run_dir: str, version: str, *, heal: bool
         with open(out_path, "w") as out, contextlib.redirect_stdout(out):
             signal.alarm(RUN_TIMEOUT)
             try:
-                res = watch_script(d / "script.py", [], store=d / "run.db", err=err, heal=heal, verify=verify)
+                res = watch_script(d / "script.py", [], store=d / "run.db", err=err, heal=heal, verify=verify,
+                                   heal_policy=heal_policy)
             finally:
                 signal.alarm(0)
         record["exit_code"] = res.exit_code

@@ -27,14 +27,14 @@ def _data():
     return f(Xtr), torch.tensor(ytr), f(Xv), torch.tensor(yv)
 
 
-def _train(dead: bool, heal) -> tuple[float, Doctor | None, nn.Module]:
+def _train(dead: bool, heal, sgd: bool = False) -> tuple[float, Doctor | None, nn.Module]:
     torch.manual_seed(0)
     Xtr, ytr, Xv, yv = _data()
     model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
     if dead:
         with torch.no_grad():
             model[0].bias.fill_(-8.0)  # every hidden unit below zero for every input: dead from the start
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9) if sgd else torch.optim.Adam(model.parameters(), lr=3e-3)
     doctor = Doctor(model, opt, heal=heal, live=False) if heal else None
     g = torch.Generator().manual_seed(0)
     for _epoch in range(12):
@@ -60,6 +60,20 @@ def test_dead_relus_are_replaced_and_the_run_recovers_toward_its_twin():
     assert isinstance(model[1], nn.LeakyReLU)
     t = [x for x in doctor.treatments if x["code"] == "A001"]
     assert len(t) == 1 and t[0]["cause"] == "dying-relu" and "LeakyReLU" in t[0]["action"]
+    assert healed_acc >= twin_acc - 0.05, (healed_acc, twin_acc)
+
+
+def test_a_wholly_dead_layer_is_started_again_so_plain_sgd_recovers_too():
+    """Every unit dead (bias −8): under SGD a leaky slope of 0.01 alone would take thousands of steps to
+    bring the units back (Adam rescales the small gradient, SGD does not); the layer feeding the dead ReLU
+    is initialised again as well, and the run recovers toward its twin."""
+    twin_acc, _, _ = _train(dead=False, heal=False, sgd=True)
+    sick_acc, _, _ = _train(dead=True, heal=False, sgd=True)
+    healed_acc, doctor, model = _train(dead=True, heal="arch", sgd=True)
+    assert twin_acc > 0.9 and sick_acc < 0.3
+    t = [x for x in doctor.treatments if x["code"] == "A001"]
+    assert len(t) == 1 and t[0]["changes"]["reinitialised"] == [[], ["0"]]
+    assert float(model[0].bias.abs().max()) < 1.0  # no longer −8
     assert healed_acc >= twin_acc - 0.05, (healed_acc, twin_acc)
 
 
@@ -111,3 +125,56 @@ def test_run_heal_equals_arch_repairs_the_script_model(tmp_path, capsys, monkeyp
     res = watch_script(script, [], store="", heal=True, err=io.StringIO())  # plain --heal: no repair, stays dead
     acc_plain = float(re.search(r"train_acc ([0-9.]+)", capsys.readouterr().out).group(1))
     assert acc_plain < 0.3 and not [t for t in res.diagnosis.treatments if t.code == "A001"]
+
+
+def _deep(act: type[nn.Module], heal, kaiming: bool = False, steps: int = 800):
+    """Digits through six hidden layers of 32 with ``act``, SGD + momentum at 0.01."""
+    Xtr, ytr, Xv, yv = _data()
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    width = 64
+    for _ in range(6):
+        layers += [nn.Linear(width, 32), act()]
+        width = 32
+    model = nn.Sequential(*layers, nn.Linear(32, 10))
+    if kaiming:
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    doctor = Doctor(model, opt, heal=heal, live=False, report_file=io.StringIO()) if heal else None
+    g = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        idx = torch.randint(0, len(Xtr), (64,), generator=g)
+        opt.zero_grad()
+        loss = F.cross_entropy(model(Xtr[idx]), ytr[idx])
+        loss.backward()
+        opt.step()
+        if doctor is not None:
+            doctor.step(loss, inputs=Xtr[idx])
+    if doctor is not None:
+        doctor.close()
+    model.eval()
+    with torch.no_grad():
+        acc = float((model(Xv).argmax(1) == yv).float().mean())
+    return acc, doctor, model
+
+
+def test_vanishing_gradients_through_sigmoids_get_relus_and_a_fresh_start():
+    """Six sigmoid layers: the first layer's gradient is a millionth of the last one's and the run
+    stays at chance. With --heal=arch the sigmoids before the last weight layer become ReLUs and the
+    layers before it start again (Kaiming); the run then trains like its twin (the same network built
+    with ReLU and Kaiming init). Plain --heal changes nothing of the model."""
+    twin, _, _ = _deep(nn.ReLU, None, kaiming=True)
+    sick, _, _ = _deep(nn.Sigmoid, None)
+    plain, plain_doc, _ = _deep(nn.Sigmoid, True)
+    healed, doc, model = _deep(nn.Sigmoid, "arch")
+    assert twin > 0.85 and sick < 0.2 and plain < 0.2  # the fault hurts; --heal alone cannot change a model
+    assert not [t for t in plain_doc.treatments if t["code"] == "G002"]
+    t = [t for t in doc.treatments if t["code"] == "G002"]
+    assert len(t) == 1 and t[0]["cause"] == "vanishing-gradient"
+    assert sum(1 for k in t[0]["changes"] if k.startswith("module ")) == 6
+    assert len(t[0]["changes"]["reinitialised"][1]) == 6  # the six layers before the head
+    assert not any(isinstance(m, nn.Sigmoid) for m in model.modules())
+    assert healed >= twin - 0.03, (healed, twin)

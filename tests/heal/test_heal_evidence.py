@@ -480,3 +480,24 @@ def test_a_loss_back_at_chance_after_learning_is_a_collapse():
     assert [x["code"] for x in t] == ["L007"] and t[0]["cause"] == "lr-too-high"
     assert t[0]["rolled_back_to"] is not None and t[0]["rolled_back_to"] < t[0]["step"]
     assert healed["acc"] >= twin["acc"] - 0.03, (healed["acc"], twin["acc"])
+
+
+def test_a_warm_restart_back_to_the_runs_own_lr_is_not_a_spike():
+    """CosineAnnealingWarmRestarts takes the LR from ~0 back to its base: ten thousand times up, but to
+    a level the run already trained at, and a converged loss doubling after it is normal. No cap."""
+    x, y = digits()
+    model = mlp(0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.3, momentum=0.9)
+    sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=50)
+    doctor = quiet_doctor(model, opt, heal=True, scheduler=sched)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        idx = torch.randint(0, 1400, (64,), generator=g)
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+        loss.backward()
+        opt.step()
+        sched.step()
+        doctor.step(loss, inputs=x[idx])
+    doctor.close()
+    assert not [t for t in doctor.treatments if "lr_cap" in t["changes"]], doctor.treatments

@@ -117,7 +117,14 @@ class HealPolicy:
     arch: bool = False  # --heal=arch: repairs that change the model (dead ReLUs → LeakyReLU)
     dead_bar: float = 0.5  # a ReLU module with this fraction of dead units ...
     dead_samples: int = 3  # ... on this many sampled steps in a row is replaced (A001's bar, sustained)
+    dead_reinit: float = 0.9  # ... and at this fraction dead, the weight layers feeding it are initialised again
     leaky_slope: float = 0.01
+    # --heal=arch, vanishing gradients (G002's evidence on the healer's own samples, every
+    # ``vanish_every`` updates): RMS gradient of the first weight layer below ``vanish_bar`` × the last's
+    # on ``vanish_samples`` samples in a row, with at least three weight layers
+    vanish_every: int = 25
+    vanish_bar: float = 1e-3
+    vanish_samples: int = 3
     # updates the size of the weights (G004's evidence, measured by the healer on its own samples): the
     # update/weight ratio ‖Δw‖/‖w‖ (median over weight matrices) every ``ratio_every_early`` updates for
     # the first ``ratio_early``, then every ``ratio_every``; G004's bars: ≥ 0.5 on two samples, or > 3e-2
@@ -180,7 +187,10 @@ class Healer:
         self._suspect: TrainingState | None = None  # the snapshot last rolled back to
         self._skip_run, self._last_skip = 0, -2
         self._warm_lrs: list[Any] | None = None  # the groups' LRs, put back after a step that changed them
-        self._lr_hist: deque[tuple[int, float]] = deque(maxlen=self.policy.rise_window)  # (step, first group's LR)
+        # (step, first group's LR, the highest LR the run had used before that step)
+        self._lr_hist: deque[tuple[int, float, float]] = deque(maxlen=self.policy.rise_window)
+        self._lr_peak = 0.0
+        self._lr_vals: deque[float] = deque(maxlen=self.policy.rise_window)  # the same LRs alone
         self._loss_hist: deque[tuple[int, float]] = deque(maxlen=self.policy.rise_window)  # (step, healthy loss)
         self._chunk: list[float] = []
         self._medians: list[float] = []
@@ -198,6 +208,8 @@ class Healer:
         self._bad_rows: list[int] = []  # rows of a poisoned batch seen at a backward since the last step
         self._dead_runs: dict[str, int] = {}  # ReLU module → consecutive sampled steps at or above the bar
         self._replaced: set[str] = set()
+        self._vanish_run = 0  # samples in a row with vanishing gradients (--heal=arch)
+        self._swapped_squash = False  # the saturating activations were swapped once
         self._pending_swaps: list[tuple[int, str, float]] = []
         self._pinned = 0  # steps in a row with the loss at a float32 log clamp
         self._first_ratio: float | None = None  # ‖Δw‖/‖w‖ of this trajectory's first update
@@ -269,6 +281,9 @@ class Healer:
             self._reset_poisoned_batchnorm()
             self.store.take(self.monitor.step, self.ctl.lr_scale)
         params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+        if self.policy.arch and not self._swapped_squash and self.active and self._updates % self.policy.vanish_every == 0 \
+                and self._updates > 0 and self._vanishing():
+            params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
         grads = [p.grad for p in params if not p.grad.is_sparse]
         self._grad_norm, self._norm_read, self._dropped = None, None, False
         if not grads:
@@ -288,7 +303,9 @@ class Healer:
             torch._foreach_mul_(grads, coef)
         lr0 = opt.param_groups[0].get("lr")
         if isinstance(lr0, (int, float)) and not isinstance(lr0, bool):
-            self._lr_hist.append((self.monitor.step, float(lr0)))
+            self._lr_hist.append((self.monitor.step, float(lr0), self._lr_peak))
+            self._lr_vals.append(float(lr0))
+            self._lr_peak = max(self._lr_peak, float(lr0))
         f = 1.0
         if self.ctl.warmup_done < self.ctl.warmup_total:
             f = (self.ctl.warmup_done + 1) / self.ctl.warmup_total
@@ -532,9 +549,9 @@ class Healer:
             if self._stalled(step):
                 self._last_stall, self._medians = step, []
                 n = self._counts["no-lr-decay"] = self._counts.get("no-lr-decay", 0) + 1
-                if n > self.policy.max_treatments:
-                    self._give_up(step, "L006", "no-lr-decay", f"the loss stalled again after {n - 1} LR halvings")
-                else:
+                # a stall is not a fault that burns compute: past the cap it is left to the diagnosis,
+                # and the run goes on (never stopped for it)
+                if n <= self.policy.max_treatments:
                     self._treat(step, "L006", "no-lr-decay", "evidence: the stall rule (L006) on the loss so far",
                                 [LowerLR("no-lr-decay", self.policy.stall_factor)], None, count=n)
 
@@ -694,17 +711,23 @@ class Healer:
         return True
 
     def _lr_raised(self) -> tuple[int, float, float] | None:
-        """The schedule raised the LR ``rise``× or more within the window: (the first step at the raised
-        level, the LR before it, by how much), for the latest such raise; None otherwise (or when a cap
-        already holds it)."""
+        """The schedule raised the LR ``rise``× or more within the window, past the highest LR the run had
+        used before: (the first step at the raised level, the LR before it, by how much), for the latest
+        such raise; None otherwise (or when a cap already holds it)."""
         if not self._lr_hist:
             return None
         now = self._lr_hist[-1][1]
         if not now > 0 or (self.ctl.lr_cap is not None and self.ctl.lr_cap < now):
             return None  # a cap already holds it
+        if min(self._lr_vals) * self.policy.rise > now:
+            return None  # no raise in the window (the common case, one C-level pass)
         hist = list(self._lr_hist)
         for i in range(len(hist) - 1, 0, -1):
             if hist[i - 1][1] * self.policy.rise <= now:
+                # back to a level the run already trained at (a warm restart after a cosine's minimum)
+                # is the schedule's design, not a spike: only a raise past the run's highest LR counts
+                if now <= 1.5 * hist[i][2]:
+                    return None
                 return hist[i][0], hist[i - 1][1], now / hist[i - 1][1]
         return None
 
@@ -797,6 +820,7 @@ class Healer:
         self._losses.clear()
         self._loss_hist.clear()  # the losses and LRs of a trajectory the run has left
         self._lr_hist.clear()
+        self._lr_vals.clear()
         self._chunk, self._medians = [], []
 
     def _treat(self, step: int, code: str, cause: str, source: str, ts: list[Treatment],
@@ -870,14 +894,120 @@ class Healer:
         new = nn.LeakyReLU(self.policy.leaky_slope, inplace=bool(getattr(old, "inplace", False)))
         new.train(old.training)
         setattr(parent, attr, new)
+        action = f"replace `{name}` ({type(old).__name__}) with LeakyReLU({self.policy.leaky_slope:g})"
+        changes: dict[str, Any] = {f"module {name}": [type(old).__name__, f"LeakyReLU({self.policy.leaky_slope:g})"]}
+        if v >= self.policy.dead_reinit:
+            # (nearly) the whole layer is dead: what feeds it learned nothing and sits deep in the dead zone
+            # (a bias far below zero), where a leaky slope of 0.01 takes thousands of steps to climb out
+            fed = self._feeding(name)
+            if fed:
+                self._reinit(fed)
+                action += f"; initialise {', '.join(f'`{n}`' for n, _ in fed)} again (Kaiming), which fed it"
+                changes["reinitialised"] = [[], [n for n, _ in fed]]
         data = {"step": step, "code": "A001", "cause": "dying-relu",
                 "source": f"evidence: {v:.0%} of `{name}`'s units dead on {self._dead_runs[name]} sampled steps",
-                "action": f"replace `{name}` ({type(old).__name__}) with LeakyReLU({self.policy.leaky_slope:g})",
-                "changes": {f"module {name}": [type(old).__name__, f"LeakyReLU({self.policy.leaky_slope:g})"]},
-                "rolled_back_to": None, "quarantined": [], "treatment": 1}
+                "action": action, "changes": changes, "rolled_back_to": None, "quarantined": [], "treatment": 1}
         self.treatments.append(data)
         self.monitor.event("treatment", data, step=step)
         self.monitor.on_critical(f"traindoctor: healing A001 at step {step} as dying-relu — {data['action']}")
+
+    def _feeding(self, name: str) -> list[tuple[str, nn.Module]]:
+        """The weight layers registered after the previous ReLU-family module and before ``name`` (one
+        ``nn.ReLU`` after each layer of a Sequential: the layer before it; one shared activation module
+        registered after a ModuleList of layers: all of them but the last weight layer)."""
+        mods = list(self.model.named_modules())
+        names = [n for n, _ in mods]
+        if name not in names:
+            return []
+        at = names.index(name)
+        weights = [i for i, (_, m) in enumerate(mods) if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
+        last = weights[-1] if weights else -1
+        start = max([i for i, (_, m) in enumerate(mods[:at]) if isinstance(m, (nn.ReLU, nn.ReLU6, nn.LeakyReLU))],
+                    default=-1)
+        return [mods[i] for i in weights if start < i < at and i != last]
+
+    def _reinit(self, layers: list[tuple[str, nn.Module]]) -> None:
+        """Weight layers initialised again for ReLU (Kaiming normal, zero bias), their optimizer state and
+        this step's gradient dropped; the snapshots (of the old weights) forgotten: a new start for them."""
+        with torch.no_grad():
+            for _, m in layers:
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                if getattr(m, "bias", None) is not None:
+                    nn.init.zeros_(m.bias)
+                for prm in m.parameters(recurse=False):
+                    prm.grad = None
+                    self.optimizer.state.pop(prm, None)
+        self.store.keep_until(None)
+        self._losses.clear()
+        self._loss_hist.clear()
+        self._chunk, self._medians, self._start = [], [], None
+        self._ratios, self._updates, self._first_ratio = [], 0, None
+
+    def _weight_layers(self) -> list[tuple[str, nn.Module]]:
+        """The model's weight layers (Linear, convolutions) in registration order."""
+        return [(n, m) for n, m in self.model.named_modules()
+                if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)) and m.weight is not None]
+
+    def _vanishing(self) -> bool:
+        """G002 on this step's gradients: the first weight layer's RMS gradient below ``vanish_bar`` × the
+        last's, ``vanish_samples`` samples in a row; then the saturating activations are swapped (True)."""
+        layers = self._weight_layers()
+        if len(layers) < 3:
+            return False
+        first, last = layers[0][1].weight, layers[-1][1].weight
+        if first.grad is None or last.grad is None:
+            return False
+        rms = torch.stack([first.grad.detach().float().norm() / first.numel() ** 0.5,
+                           last.grad.detach().float().norm() / last.numel() ** 0.5]).tolist()
+        ratio = rms[0] / rms[1] if rms[1] > 0 else math.nan
+        self._vanish_run = self._vanish_run + 1 if ratio < self.policy.vanish_bar else 0
+        if self._vanish_run < self.policy.vanish_samples:
+            return False
+        return self._swap_squashing(self.monitor.step, ratio, layers)
+
+    def _swap_squashing(self, step: int, ratio: float, layers: list[tuple[str, nn.Module]]) -> bool:
+        """Vanishing gradients through sigmoid/tanh (--heal=arch): every ``nn.Sigmoid``/``nn.Tanh`` module
+        registered before the last weight layer (the output's own activation is left alone) becomes a
+        ``nn.ReLU``, and the weight layers before the last are initialised again for it (Kaiming normal,
+        zero bias, their optimizer state cleared; BatchNorm statistics reset). The early layers had not
+        learned; the run restarts them in a form whose gradient reaches them. This step's update is not
+        applied to them. False when the model has no such module (a functional sigmoid: nothing to swap)."""
+        self._swapped_squash = True
+        names = [n for n, _ in self.model.named_modules()]
+        last_at = names.index(layers[-1][0])
+        hidden = [(n, m) for i, (n, m) in enumerate(self.model.named_modules())
+                  if i < last_at and type(m) in (nn.Sigmoid, nn.Tanh)]
+        if not hidden:
+            return False
+        for n, m in hidden:
+            parent_name, _, attr = n.rpartition(".")
+            parent = self.model.get_submodule(parent_name) if parent_name else self.model
+            new = nn.ReLU()
+            new.train(m.training)
+            setattr(parent, attr, new)
+        before_last = [(n, m) for i, (n, m) in enumerate(self.model.named_modules())
+                       if i < last_at and isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
+        self._reinit(before_last)  # the snapshots hold weights for the old activations: a new start
+        with torch.no_grad():
+            for i, (_, m) in enumerate(self.model.named_modules()):
+                if i < last_at and isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+                    m.reset_running_stats()
+        if self._bn_live:
+            torch._foreach_copy_(self._bn_saved, self._bn_live)
+        kinds = sorted({type(m).__name__ for _, m in hidden})
+        data = {"step": step, "code": "G002", "cause": "vanishing-gradient",
+                "source": f"evidence: the first weight layer's RMS gradient {ratio:.2g}× the last one's on "
+                          f"{self.policy.vanish_samples} samples in a row",
+                "action": f"replace {len(hidden)} {'/'.join(kinds)} module{'s' if len(hidden) > 1 else ''} before "
+                          f"the last weight layer with ReLU and initialise the {len(before_last)} weight layers "
+                          f"before it again (Kaiming)",
+                "changes": {**{f"module {n}": [type(m).__name__, "ReLU"] for n, m in hidden},
+                            "reinitialised": [[], [n for n, _ in before_last]]},
+                "rolled_back_to": None, "quarantined": [], "treatment": 1}
+        self.treatments.append(data)
+        self.monitor.event("treatment", data, step=step)
+        self.monitor.on_critical(f"traindoctor: healing G002 at step {step} as vanishing-gradient — {data['action']}")
+        return True
 
     def on_val(self, step: int, val_loss: float) -> None:
         """A validation loss at ``step``: keep the best weights; call overfitting after ``patience``."""

@@ -174,9 +174,9 @@ class SnapshotStore:
             return self.kept[-2]
         return self.newest()
 
-    def keep_until(self, snap: TrainingState) -> None:
-        """Forget the snapshots newer than ``snap``: after rolling back to it they belong to a
-        trajectory the run has left."""
+    def keep_until(self, snap: TrainingState | None) -> None:
+        """Forget the snapshots newer than ``snap`` (None: all of them): after rolling back to it they
+        belong to a trajectory the run has left."""
         while self.kept and self.kept[-1] is not snap:
             self.kept.pop().drop()
 
