@@ -27,7 +27,7 @@ def _data():
     return f(Xtr), torch.tensor(ytr), f(Xv), torch.tensor(yv)
 
 
-def _train(dead: bool, heal, sgd: bool = False) -> tuple[float, Doctor | None, nn.Module]:
+def _train(dead: bool, heal, sgd: bool = False, verify: bool = False) -> tuple[float, Doctor | None, nn.Module]:
     torch.manual_seed(0)
     Xtr, ytr, Xv, yv = _data()
     model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
@@ -35,7 +35,8 @@ def _train(dead: bool, heal, sgd: bool = False) -> tuple[float, Doctor | None, n
         with torch.no_grad():
             model[0].bias.fill_(-8.0)  # every hidden unit below zero for every input: dead from the start
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9) if sgd else torch.optim.Adam(model.parameters(), lr=3e-3)
-    doctor = Doctor(model, opt, heal=heal, live=False) if heal else None
+    doctor = Doctor(model, opt, heal=heal, live=False, verify=verify,
+                    loss_fn=F.cross_entropy if verify else None) if heal else None
     g = torch.Generator().manual_seed(0)
     for _epoch in range(12):
         for idx in torch.randperm(len(Xtr), generator=g).split(32):
@@ -44,7 +45,7 @@ def _train(dead: bool, heal, sgd: bool = False) -> tuple[float, Doctor | None, n
             loss.backward()
             opt.step()
             if doctor is not None:
-                doctor.step(loss)
+                doctor.step(loss, inputs=Xtr[idx], targets=ytr[idx]) if verify else doctor.step(loss)
     with torch.no_grad():
         acc = float((model(Xv).argmax(1) == yv).float().mean())
     if doctor is not None:
@@ -75,6 +76,19 @@ def test_a_wholly_dead_layer_is_started_again_so_plain_sgd_recovers_too():
     assert len(t) == 1 and t[0]["changes"]["reinitialised"] == [[], ["0"]]
     assert float(model[0].bias.abs().max()) < 1.0  # no longer −8
     assert healed_acc >= twin_acc - 0.05, (healed_acc, twin_acc)
+
+
+def test_verify_replays_the_dead_relu_repair_before_it_is_applied():
+    """With --verify the repair waits one step: the steps since the last snapshot are replayed with the
+    LeakyReLU (and the fresh layer feeding it) on the model, and without; the loss that stayed flat
+    falls with it: verified, then applied."""
+    healed_acc, doctor, model = _train(dead=True, heal="arch", sgd=True, verify=True)
+    t = [x for x in doctor.treatments if x["code"] == "A001"]
+    assert len(t) == 1 and t[0]["verified"]["result"] == "verified", t
+    tried = t[0]["verified"]["tried"][0]
+    assert tried["symptom"] == "stuck" and "LeakyReLU" in tried["fix"]
+    assert "verified on a replay" in t[0]["source"]
+    assert isinstance(model[1], nn.LeakyReLU) and healed_acc > 0.85
 
 
 def test_plain_heal_does_not_change_the_model():
@@ -127,7 +141,7 @@ def test_run_heal_equals_arch_repairs_the_script_model(tmp_path, capsys, monkeyp
     assert acc_plain < 0.3 and not [t for t in res.diagnosis.treatments if t.code == "A001"]
 
 
-def _deep(act: type[nn.Module], heal, kaiming: bool = False, steps: int = 800):
+def _deep(act: type[nn.Module], heal, kaiming: bool = False, steps: int = 800, verify: bool = False):
     """Digits through six hidden layers of 32 with ``act``, SGD + momentum at 0.01."""
     Xtr, ytr, Xv, yv = _data()
     torch.manual_seed(0)
@@ -143,7 +157,8 @@ def _deep(act: type[nn.Module], heal, kaiming: bool = False, steps: int = 800):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
                 nn.init.zeros_(m.bias)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    doctor = Doctor(model, opt, heal=heal, live=False, report_file=io.StringIO()) if heal else None
+    doctor = Doctor(model, opt, heal=heal, live=False, report_file=io.StringIO(), verify=verify,
+                    loss_fn=F.cross_entropy if verify else None) if heal else None
     g = torch.Generator().manual_seed(0)
     for _ in range(steps):
         idx = torch.randint(0, len(Xtr), (64,), generator=g)
@@ -152,7 +167,7 @@ def _deep(act: type[nn.Module], heal, kaiming: bool = False, steps: int = 800):
         loss.backward()
         opt.step()
         if doctor is not None:
-            doctor.step(loss, inputs=Xtr[idx])
+            doctor.step(loss, inputs=Xtr[idx], targets=ytr[idx] if verify else None)
     if doctor is not None:
         doctor.close()
     model.eval()
@@ -178,3 +193,12 @@ def test_vanishing_gradients_through_sigmoids_get_relus_and_a_fresh_start():
     assert len(t[0]["changes"]["reinitialised"][1]) == 6  # the six layers before the head
     assert not any(isinstance(m, nn.Sigmoid) for m in model.modules())
     assert healed >= twin - 0.03, (healed, twin)
+
+
+def test_verify_replays_the_sigmoid_to_relu_repair_before_it_is_applied():
+    healed, doc, model = _deep(nn.Sigmoid, "arch", verify=True)
+    t = [t for t in doc.treatments if t["code"] == "G002"]
+    assert len(t) == 1 and t[0]["verified"]["result"] == "verified", t
+    assert t[0]["verified"]["tried"][0]["symptom"] == "stuck" and "ReLU" in t[0]["verified"]["tried"][0]["fix"]
+    assert not any(isinstance(m, nn.Sigmoid) for m in model.modules())
+    assert healed > 0.85

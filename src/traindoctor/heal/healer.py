@@ -87,6 +87,34 @@ ADAPTIVE = ("exp_avg_sq", "square_avg", "sum", "acc_delta", "exp_inf")
 BLOWUP_CAUSES = ("lr-too-high", "exploding-gradient", "nonfinite-data", "precision-overflow")
 
 
+def swap_modules(model: nn.Module, names: list[str], make: Callable[[nn.Module], nn.Module]) -> Callable[[], None]:
+    """Each module named in ``names`` replaced on ``model`` by ``make(old)``; returns what puts them back."""
+    done: list[tuple[nn.Module, str, nn.Module]] = []
+    for n in names:
+        parent_name, _, attr = n.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        old = getattr(parent, attr)
+        new = make(old)
+        new.train(old.training)
+        setattr(parent, attr, new)
+        done.append((parent, attr, old))
+
+    def undo() -> None:
+        for parent, attr, old in reversed(done):
+            setattr(parent, attr, old)
+
+    return undo
+
+
+def kaiming(layers: list[nn.Module]) -> None:
+    """Weight layers initialised again for ReLU: Kaiming normal, zero bias (in place)."""
+    with torch.no_grad():
+        for m in layers:
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+
+
 def _fresh(opt: torch.optim.Optimizer) -> bool:
     """No step taken from this optimizer state: none kept, or (Adagrad builds its state when it is
     made) every parameter's ``step`` still 0. Read once per trajectory."""
@@ -211,6 +239,8 @@ class Healer:
         self._vanish_run = 0  # samples in a row with vanishing gradients (--heal=arch)
         self._swapped_squash = False  # the saturating activations were swapped once
         self._pending_swaps: list[tuple[int, str, float]] = []
+        self._arch_verdicts: dict[str, dict[str, Any]] = {}  # --verify: a pending repair's replay verdict
+        self._pending_squash: tuple[int, float, dict[str, Any] | None] | None = None  # (step, ratio, verdict)
         self._pinned = 0  # steps in a row with the loss at a float32 log clamp
         self._first_ratio: float | None = None  # ‖Δw‖/‖w‖ of this trajectory's first update
         self._fresh_start = False  # ... which started from an empty optimizer state
@@ -270,7 +300,10 @@ class Healer:
     def _pre_step(self, opt: torch.optim.Optimizer) -> None:
         swaps, self._pending_swaps = self._pending_swaps, []
         for step, name, v in swaps:
-            self._swap_dead(step, name, v)
+            if self.recorder is not None and name not in self._arch_verdicts:
+                self._pending_swaps.append((step, name, v))  # --verify: replayed after this step, applied at the next
+            else:
+                self._swap_dead(step, name, v)
         if self.frozen and self._best is not None:  # past overfitting: no update, and the best state kept
             for g in opt.param_groups:
                 for p in g["params"]:
@@ -281,8 +314,9 @@ class Healer:
             self._reset_poisoned_batchnorm()
             self.store.take(self.monitor.step, self.ctl.lr_scale)
         params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
-        if self.policy.arch and not self._swapped_squash and self.active and self._updates % self.policy.vanish_every == 0 \
-                and self._updates > 0 and self._vanishing():
+        pending = self._pending_squash is not None and self._pending_squash[2] is not None  # replayed: apply it now
+        if self.policy.arch and not self._swapped_squash and self.active and self._updates > 0 \
+                and (pending or self._updates % self.policy.vanish_every == 0) and self._vanishing():
             params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
         grads = [p.grad for p in params if not p.grad.is_sparse]
         self._grad_norm, self._norm_read, self._dropped = None, None, False
@@ -477,6 +511,8 @@ class Healer:
             self._on_symptom(step, "G001" if spiked and code == "L002" else code, value, norm, inputs, ids,
                              dropped)
         self._bad_rows = []
+        if (self._pending_swaps or self._pending_squash is not None) and self.recorder is not None and self.active:
+            self._verify_arch(step)
 
     def skipped_update(self) -> None:
         """A GradScaler skipped this step's update (inf/NaN gradients): the step is judged next, as one
@@ -891,25 +927,77 @@ class Healer:
         old = getattr(parent, attr, None)
         if type(old) not in (nn.ReLU, nn.ReLU6):  # a LeakyReLU, ELU … already passes negative inputs
             return
-        new = nn.LeakyReLU(self.policy.leaky_slope, inplace=bool(getattr(old, "inplace", False)))
-        new.train(old.training)
-        setattr(parent, attr, new)
-        action = f"replace `{name}` ({type(old).__name__}) with LeakyReLU({self.policy.leaky_slope:g})"
+        fix = self._leaky_fix(name, v)
+        verified = self._arch_verdicts.pop(name, None) or None
+        fix.arch(self.model)  # type: ignore[misc]
+        # (nearly) the whole layer is dead: what feeds it learned nothing and sits deep in the dead zone
+        # (a bias far below zero), where a leaky slope of 0.01 takes thousands of steps to climb out;
+        # the fix above initialised it again: its gradient, optimizer state and the snapshots go
+        fed = self._feeding(name) if v >= self.policy.dead_reinit else []
+        if fed:
+            self._reinit(fed, init=False)
         changes: dict[str, Any] = {f"module {name}": [type(old).__name__, f"LeakyReLU({self.policy.leaky_slope:g})"]}
-        if v >= self.policy.dead_reinit:
-            # (nearly) the whole layer is dead: what feeds it learned nothing and sits deep in the dead zone
-            # (a bias far below zero), where a leaky slope of 0.01 takes thousands of steps to climb out
-            fed = self._feeding(name)
-            if fed:
-                self._reinit(fed)
-                action += f"; initialise {', '.join(f'`{n}`' for n, _ in fed)} again (Kaiming), which fed it"
-                changes["reinitialised"] = [[], [n for n, _ in fed]]
+        if fed:
+            changes["reinitialised"] = [[], [n for n, _ in fed]]
+        source = f"evidence: {v:.0%} of `{name}`'s units dead on {self._dead_runs[name]} sampled steps"
         data = {"step": step, "code": "A001", "cause": "dying-relu",
-                "source": f"evidence: {v:.0%} of `{name}`'s units dead on {self._dead_runs[name]} sampled steps",
-                "action": action, "changes": changes, "rolled_back_to": None, "quarantined": [], "treatment": 1}
+                "source": source + ("; verified on a replay" if (verified or {}).get("result") == "verified" else ""),
+                "action": fix.name, "changes": changes, "rolled_back_to": None, "quarantined": [], "treatment": 1}
+        if verified is not None:
+            data["verified"] = verified
         self.treatments.append(data)
         self.monitor.event("treatment", data, step=step)
         self.monitor.on_critical(f"traindoctor: healing A001 at step {step} as dying-relu — {data['action']}")
+
+    def _leaky_fix(self, name: str, v: float) -> Fix:
+        """The dead-ReLU repair as a fix a replay can apply (and undo): the module becomes a LeakyReLU,
+        and at ``dead_reinit`` the weight layers feeding it start again (Kaiming)."""
+        slope = self.policy.leaky_slope
+        fed = self._feeding(name) if v >= self.policy.dead_reinit else []
+
+        def apply(model: nn.Module) -> Callable[[], None]:
+            undo = swap_modules(model, [name], lambda old: nn.LeakyReLU(slope, inplace=bool(getattr(old, "inplace", False))))
+            kaiming([m for _, m in fed])
+            return undo
+
+        what = f"replace `{name}` (ReLU) with LeakyReLU({slope:g})"
+        if fed:
+            what += f"; initialise {', '.join(f'`{n}`' for n, _ in fed)} again (Kaiming), which fed it"
+        return Fix("dying-relu", what, arch=apply)
+
+    def _verify_arch(self, step: int) -> None:
+        """--verify for the architecture repairs waiting for the next optimizer step: each is replayed
+        from the newest snapshot (the loss must fall where it did not) and its verdict kept for the
+        treatment event; decided here, after the step, so that no replay runs inside an optimizer step."""
+        back = self.store.newest()
+        records = self.recorder.since(back.step, step) if self.recorder is not None and back is not None else []
+        if self._pending_squash is not None and self._pending_squash[2] is None:
+            at, ratio, _ = self._pending_squash
+            fix = self._squash_fix(self._weight_layers())
+            verdict: dict[str, Any] = {}
+            if fix is not None and records and back is not None:
+                verdict = self._replay_arch(back, records, fix)
+            self._pending_squash = (at, ratio, verdict)
+        for _, name, v in self._pending_swaps:
+            if name in self._arch_verdicts:
+                continue
+            if not records or back is None:  # not replayable: the repair goes ahead unverified
+                self._arch_verdicts[name] = {}
+                continue
+            self._arch_verdicts[name] = self._replay_arch(back, records, self._leaky_fix(name, v))
+
+    def _replay_arch(self, back: TrainingState, records: list[Any], fix: Fix) -> dict[str, Any]:
+        """One architecture repair replayed against the control (the loss must end clearly lower)."""
+        budget = self.policy.verify_budget * (time.perf_counter() - self._born) - self.verify_seconds
+        self._replaying = True
+        try:
+            res = verify(back, records, [fix], budget_s=max(0.0, budget), quiet=self._quiet, symptom="stuck")
+        finally:
+            self._replaying = False
+        self.verify_seconds += res.seconds
+        if res.best is not None:
+            self.monitor.on_critical(f"traindoctor: {res.best.summary(res.first, res.last)}")
+        return res.to_json()
 
     def _feeding(self, name: str) -> list[tuple[str, nn.Module]]:
         """The weight layers registered after the previous ReLU-family module and before ``name`` (one
@@ -926,14 +1014,14 @@ class Healer:
                     default=-1)
         return [mods[i] for i in weights if start < i < at and i != last]
 
-    def _reinit(self, layers: list[tuple[str, nn.Module]]) -> None:
-        """Weight layers initialised again for ReLU (Kaiming normal, zero bias), their optimizer state and
-        this step's gradient dropped; the snapshots (of the old weights) forgotten: a new start for them."""
+    def _reinit(self, layers: list[tuple[str, nn.Module]], init: bool = True) -> None:
+        """Weight layers initialised again for ReLU (Kaiming normal, zero bias; ``init=False``: already
+        done), their optimizer state and this step's gradient dropped; the snapshots (of the old weights)
+        forgotten: a new start for them."""
+        if init:
+            kaiming([m for _, m in layers])
         with torch.no_grad():
             for _, m in layers:
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                if getattr(m, "bias", None) is not None:
-                    nn.init.zeros_(m.bias)
                 for prm in m.parameters(recurse=False):
                     prm.grad = None
                     self.optimizer.state.pop(prm, None)
@@ -950,7 +1038,14 @@ class Healer:
 
     def _vanishing(self) -> bool:
         """G002 on this step's gradients: the first weight layer's RMS gradient below ``vanish_bar`` × the
-        last's, ``vanish_samples`` samples in a row; then the saturating activations are swapped (True)."""
+        last's, ``vanish_samples`` samples in a row; then the saturating activations are swapped (True).
+        With --verify the swap waits: replayed after this step (``_verify_arch``), applied at the next."""
+        if self._pending_squash is not None:
+            if self._pending_squash[2] is None:
+                return False  # its replay comes after this step
+            step, ratio, verified = self._pending_squash
+            self._pending_squash = None
+            return self._swap_squashing(step, ratio, self._weight_layers(), verified or None)
         layers = self._weight_layers()
         if len(layers) < 3:
             return False
@@ -963,47 +1058,68 @@ class Healer:
         self._vanish_run = self._vanish_run + 1 if ratio < self.policy.vanish_bar else 0
         if self._vanish_run < self.policy.vanish_samples:
             return False
-        return self._swap_squashing(self.monitor.step, ratio, layers)
-
-    def _swap_squashing(self, step: int, ratio: float, layers: list[tuple[str, nn.Module]]) -> bool:
-        """Vanishing gradients through sigmoid/tanh (--heal=arch): every ``nn.Sigmoid``/``nn.Tanh`` module
-        registered before the last weight layer (the output's own activation is left alone) becomes a
-        ``nn.ReLU``, and the weight layers before the last are initialised again for it (Kaiming normal,
-        zero bias, their optimizer state cleared; BatchNorm statistics reset). The early layers had not
-        learned; the run restarts them in a form whose gradient reaches them. This step's update is not
-        applied to them. False when the model has no such module (a functional sigmoid: nothing to swap)."""
-        self._swapped_squash = True
-        names = [n for n, _ in self.model.named_modules()]
-        last_at = names.index(layers[-1][0])
-        hidden = [(n, m) for i, (n, m) in enumerate(self.model.named_modules())
-                  if i < last_at and type(m) in (nn.Sigmoid, nn.Tanh)]
-        if not hidden:
+        if self._squash_fix(layers) is None:
+            self._swapped_squash = True  # no module to swap (a functional sigmoid): nothing is done
             return False
-        for n, m in hidden:
-            parent_name, _, attr = n.rpartition(".")
-            parent = self.model.get_submodule(parent_name) if parent_name else self.model
-            new = nn.ReLU()
-            new.train(m.training)
-            setattr(parent, attr, new)
-        before_last = [(n, m) for i, (n, m) in enumerate(self.model.named_modules())
+        if self.recorder is not None:
+            self._pending_squash = (self.monitor.step, ratio, None)
+            return False
+        return self._swap_squashing(self.monitor.step, ratio, layers, None)
+
+    def _squash_fix(self, layers: list[tuple[str, nn.Module]]) -> Fix | None:
+        """The vanishing-gradient repair as a fix a replay can apply (and undo): every ``nn.Sigmoid``/
+        ``nn.Tanh`` registered before the last weight layer becomes ``nn.ReLU``, the weight layers before
+        it start again (Kaiming) and their BatchNorm statistics too. None without such a module."""
+        mods = list(self.model.named_modules())
+        last_at = [n for n, _ in mods].index(layers[-1][0])
+        hidden = [n for i, (n, m) in enumerate(mods) if i < last_at and type(m) in (nn.Sigmoid, nn.Tanh)]
+        if not hidden:
+            return None
+        before = [m for i, (_, m) in enumerate(mods) if i < last_at and isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
+        norms = [m for i, (_, m) in enumerate(mods)
+                 if i < last_at and isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        kinds = sorted({type(m).__name__ for n, m in mods if n in hidden})
+
+        def apply(model: nn.Module) -> Callable[[], None]:
+            undo = swap_modules(model, hidden, lambda old: nn.ReLU())
+            kaiming(before)
+            for m in norms:
+                m.reset_running_stats()
+            return undo
+
+        what = (f"replace {len(hidden)} {'/'.join(kinds)} module{'s' if len(hidden) > 1 else ''} before the last "
+                f"weight layer with ReLU and initialise the {len(before)} weight layers before it again (Kaiming)")
+        return Fix("vanishing-gradient", what, arch=apply)
+
+    def _swap_squashing(self, step: int, ratio: float, layers: list[tuple[str, nn.Module]],
+                        verified: dict[str, Any] | None) -> bool:
+        """Vanishing gradients through sigmoid/tanh (--heal=arch): the repair of ``_squash_fix`` on the live
+        model. The early layers had not learned; the run restarts them in a form whose gradient reaches
+        them (their optimizer state and this step's gradient dropped, the snapshots of the old weights
+        forgotten). False when the model has no such module."""
+        self._swapped_squash = True
+        fix = self._squash_fix(layers)
+        if fix is None:
+            return False
+        mods = list(self.model.named_modules())
+        last_at = [n for n, _ in mods].index(layers[-1][0])
+        hidden = [(n, m) for i, (n, m) in enumerate(mods) if i < last_at and type(m) in (nn.Sigmoid, nn.Tanh)]
+        before_last = [(n, m) for i, (n, m) in enumerate(mods)
                        if i < last_at and isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
-        self._reinit(before_last)  # the snapshots hold weights for the old activations: a new start
-        with torch.no_grad():
-            for i, (_, m) in enumerate(self.model.named_modules()):
-                if i < last_at and isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
-                    m.reset_running_stats()
+        fix.arch(self.model)  # type: ignore[misc]
+        self._reinit(before_last, init=False)
         if self._bn_live:
             torch._foreach_copy_(self._bn_saved, self._bn_live)
-        kinds = sorted({type(m).__name__ for _, m in hidden})
+        source = (f"evidence: the first weight layer's RMS gradient {ratio:.2g}× the last one's on "
+                  f"{self.policy.vanish_samples} samples in a row")
         data = {"step": step, "code": "G002", "cause": "vanishing-gradient",
-                "source": f"evidence: the first weight layer's RMS gradient {ratio:.2g}× the last one's on "
-                          f"{self.policy.vanish_samples} samples in a row",
-                "action": f"replace {len(hidden)} {'/'.join(kinds)} module{'s' if len(hidden) > 1 else ''} before "
-                          f"the last weight layer with ReLU and initialise the {len(before_last)} weight layers "
-                          f"before it again (Kaiming)",
+                "source": source + ("; verified on a replay" if (verified or {}).get("result") == "verified" else ""),
+                "action": fix.name,
                 "changes": {**{f"module {n}": [type(m).__name__, "ReLU"] for n, m in hidden},
                             "reinitialised": [[], [n for n, _ in before_last]]},
                 "rolled_back_to": None, "quarantined": [], "treatment": 1}
+        if verified is not None:
+            data["verified"] = verified
         self.treatments.append(data)
         self.monitor.event("treatment", data, step=step)
         self.monitor.on_critical(f"traindoctor: healing G002 at step {step} as vanishing-gradient — {data['action']}")

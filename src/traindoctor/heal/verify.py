@@ -127,6 +127,9 @@ class Fix:
     skip_nonfinite: bool = False
     float32: bool = False  # the forward with autocast off
     lr_cap: float | None = None  # the first group's LR held at or below this (the others in proportion)
+    # a change of the model (--heal=arch): applied to the model after the snapshot is restored, returns
+    # what undoes it (the weights it re-initialises come back with the state restored after the replay)
+    arch: Callable[[nn.Module], Callable[[], None]] | None = field(default=None, compare=False)
 
 
 def candidates(cause: str, healthy_norms: list[float]) -> list[Fix]:
@@ -208,10 +211,13 @@ def replay(state: TrainingState, records: list[StepRecord], fix: Fix | None, *, 
     grads = [None if p.grad is None else p.grad.detach().clone() for p in params]
     was_training = model.training
     out = Replay()
+    undo: Callable[[], None] | None = None
     t0 = time.perf_counter()
     try:
         with quiet():
             state.restore(rng=True)
+            if fix is not None and fix.arch is not None:
+                undo = fix.arch(model)
             base = [g["lr"] for g in opt.param_groups]
             window = _window(records, MIN_STEPS)[:max_steps]
             model.train()
@@ -250,6 +256,8 @@ def replay(state: TrainingState, records: list[StepRecord], fix: Fix | None, *, 
                             out.ratios.append(float((upd[keep].float() / wn[keep].float()).median()))
     finally:
         out.seconds = time.perf_counter() - t0
+        if undo is not None:
+            undo()
         now.restore(rng=True)
         for p, g in zip(params, grads):  # the gradients as the script left them (it may accumulate)
             p.grad = g
@@ -260,7 +268,7 @@ def replay(state: TrainingState, records: list[StepRecord], fix: Fix | None, *, 
 
 # what a replay must show of the symptom: a blow-up of the loss (L001/L002/L008/G001/G003), a loss that
 # rose after the schedule raised the LR (L003), updates the size of the weights (G004)
-SYMPTOMS = ("blow-up", "rise", "updates")
+SYMPTOMS = ("blow-up", "rise", "updates", "stuck")
 BIG_UPDATE = 0.5  # G004's bar: an update of half the weights' own norm
 RISE = 2.0  # the healer's bar for a loss that rose with a raised LR
 
@@ -272,6 +280,10 @@ def big_updates(r: Replay) -> int:
 
 
 def reproduced(control: Replay, symptom: str) -> bool:
+    if symptom == "stuck":
+        # dead units, vanishing gradients: the evidence is the activations' and gradients', not a shape of
+        # the loss (a dead network still learns its output bias); the control is the reference to beat
+        return control.finite and len(control.losses) >= 2
     if symptom == "updates":
         return big_updates(control) >= 2
     if symptom == "rise":
@@ -296,7 +308,8 @@ class Verdict:
 
     def summary(self, first: int, last: int) -> str:
         absent = {"blow-up": "did not blow up", "rise": "did not see the loss rise",
-                  "updates": "did not move the weights by half their size"}[self.symptom]
+                  "updates": "did not move the weights by half their size",
+                  "stuck": "could not be trained"}[self.symptom]
         what = {"verified": "verified", "did not help": "tried, did not help",
                 "not reproduced": f"not verified: the replay without it {absent}"}[self.result]
         n = max(self.treated.steps, self.control.steps)
@@ -318,14 +331,22 @@ class Verdict:
 
 def judge(fix: Fix, control: Replay, treated: Replay, symptom: str = "blow-up") -> Verdict:
     """``verified`` when the control shows the symptom and the treated replay does not: it stays finite,
-    does not blow up, and its loss falls (a blow-up, a rise) or its updates are back under the bar with a
-    loss no worse than the control's (updates the size of the weights)."""
+    does not blow up, and its loss falls (a blow-up, a rise), its updates are back under the bar with a
+    loss no worse than the control's (updates the size of the weights), or its loss falls by 5 % of its
+    start and twice as much as the control's (``stuck``: dead units, vanishing gradients — a change of the
+    model, which may restart from a higher loss)."""
     if not reproduced(control, symptom):
         return Verdict(fix, "not reproduced", control, treated, symptom)
     ok = treated.finite and not treated.blew_up and bool(treated.losses)
     if symptom == "updates":
         ok = ok and big_updates(treated) < 2 and (not control.finite or not control.losses
                                                   or treated.level(True) <= control.level(True))
+    elif symptom == "stuck":
+        # a changed model may restart from a higher loss: what counts is that it learns, and learns faster
+        # than the model without the change (its fall ≥ 5 % of its start, and twice the control's)
+        t_drop = treated.level(False) - treated.level(True)
+        c_drop = control.level(False) - control.level(True) if control.losses else 0.0
+        ok = ok and t_drop >= 0.05 * treated.level(False) and t_drop > 2 * max(c_drop, 0.0)
     else:
         ok = ok and treated.level(True) < treated.level(False)
     return Verdict(fix, "verified" if ok else "did not help", control, treated, symptom)
