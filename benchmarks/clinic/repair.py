@@ -53,6 +53,7 @@ from .runner import (
     TASK_NEEDS_ASSETS,
     _init_worker,
     _src,
+    load_record,
     make_assets,
     measure_version,
     run_all,
@@ -136,17 +137,8 @@ def _key(spec: Spec, mode: str) -> str:
 
 
 def cached(spec: Spec, mode: str, cache: Path, version: str) -> dict[str, Any] | None:
-    f = cache / _key(spec, mode) / "result.json"
-    if not f.exists():
-        return None
-    try:
-        rec = json.loads(f.read_text())
-    except ValueError:
-        return None
-    if (rec.get("script_sha") != script_sha(render(variant(spec, mode))) or rec.get("measure_version") != version
-            or rec.get("mode") != mode):
-        return None
-    return rec
+    rec = load_record(cache / _key(spec, mode) / "result.json", script_sha(render(variant(spec, mode))), version)
+    return rec if rec is not None and rec.get("mode") == mode else None
 
 
 def run_modes(pairs: list[tuple[Spec, str]], cache: Path = REPAIR_CACHE, workers: int = 2,

@@ -157,17 +157,21 @@ def _run_job(job: tuple[dict[str, Any], str, str]) -> dict[str, Any]:
         return {"id": spec.id, "spec": job[0], "exit_code": -2, "runner_error": repr(exc)}
 
 
-def cached(spec: Spec, cache: Path, version: str) -> dict[str, Any] | None:
-    f = cache / spec.id / "result.json"
+def load_record(f: Path, sha: str, version: str) -> dict[str, Any] | None:
+    """A cached ``result.json`` when it is for this script and this measuring code, else None."""
     if not f.exists():
         return None
     try:
         rec = json.loads(f.read_text())
     except ValueError:
         return None
-    if rec.get("script_sha") != script_sha(render(spec)) or rec.get("measure_version") != version:
+    if rec.get("script_sha") != sha or rec.get("measure_version") != version:
         return None
     return rec
+
+
+def cached(spec: Spec, cache: Path, version: str) -> dict[str, Any] | None:
+    return load_record(cache / spec.id / "result.json", script_sha(render(spec)), version)
 
 
 def run_all(specs: list[Spec], cache: Path = DEFAULT_CACHE, workers: int = 2, force: bool = False,

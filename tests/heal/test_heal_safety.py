@@ -56,10 +56,11 @@ def test_bad_heal_options_are_refused_clearly():
         traindoctor.Doctor(model, opt, report_file=io.StringIO()).restore_best()
 
 
-def test_exploding_gradients_are_clipped_at_the_healthy_percentile():
+def _one_spike(make_opt):
+    """80 steps of the digits MLP healed, with the gradients of step 60 alone blown up 10 000×."""
     x, y = digits()
     model = mlp(seed=0)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    opt = make_opt(model.parameters())
     doctor = quiet_doctor(model, opt, heal=True)
     loss_fn = nn.CrossEntropyLoss()
     g = torch.Generator().manual_seed(0)
@@ -67,10 +68,15 @@ def test_exploding_gradients_are_clipped_at_the_healthy_percentile():
         idx = torch.randint(0, len(x), (64,), generator=g)
         opt.zero_grad()
         loss = loss_fn(model(x[idx]), y[idx])
-        (loss * (1e4 if step == 60 else 1.0)).backward()  # one step's gradients blow up 10 000×
+        (loss * (1e4 if step == 60 else 1.0)).backward()
         opt.step()
         doctor.step(loss, inputs=x[idx])
     doctor.close()
+    return doctor, model
+
+
+def test_exploding_gradients_are_clipped_at_the_healthy_percentile():
+    doctor, model = _one_spike(lambda ps: torch.optim.SGD(ps, lr=0.05))
     (t,) = doctor.treatments
     # the spike at step 60 is judged by what it did: the loss at step 61 (after its update) shows the harm
     assert t["code"] == "G001" and t["cause"] == "exploding-gradient" and t["step"] == 61
@@ -83,18 +89,5 @@ def test_exploding_gradients_are_clipped_at_the_healthy_percentile():
 def test_a_gradient_spike_that_does_not_hurt_is_not_treated():
     """Adam's update is scale-free: one step's gradients 10 000× larger leave the loss where it was, so
     the spike is a hazard that did not hurt this run, and healing leaves it alone."""
-    x, y = digits()
-    model = mlp(seed=0)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    doctor = quiet_doctor(model, opt, heal=True)
-    loss_fn = nn.CrossEntropyLoss()
-    g = torch.Generator().manual_seed(0)
-    for step in range(80):
-        idx = torch.randint(0, len(x), (64,), generator=g)
-        opt.zero_grad()
-        loss = loss_fn(model(x[idx]), y[idx])
-        (loss * (1e4 if step == 60 else 1.0)).backward()
-        opt.step()
-        doctor.step(loss, inputs=x[idx])
-    doctor.close()
+    doctor, _ = _one_spike(lambda ps: torch.optim.Adam(ps, lr=1e-3))
     assert doctor.treatments == []

@@ -680,19 +680,19 @@ class Healer:
                 return
             source = f"{cause} treated {self._counts[cause]} times without holding: the next cause tried"
             cause = nxt
+        float32 = cause == "precision-overflow" and self._float16()
+        clip = cause == "exploding-gradient" and len(self.ctl.healthy_norms) >= 5
+        raised = self._lr_raised() if cause == "lr-too-high" and not (float32 or clip) else None
+        if raised is not None:  # the schedule raised the LR just before: its level before comes back
+            self._treat_raise(step, code, value, raised, f"{source}; the LR rose {raised[2]:.3g}× from step {raised[0]}")
+            return
         n = self._counts[cause] = self._counts.get(cause, 0) + 1
         ts: list[Treatment]
-        if cause == "precision-overflow" and self._float16():
+        if float32:
             ts = [Float32Forward(self.model)]
-        elif cause == "exploding-gradient" and len(self.ctl.healthy_norms) >= 5:
+        elif clip:
             ts = [ClipGradients(self.policy.clip_percentile)]
         else:
-            raised = self._lr_raised() if cause == "lr-too-high" else None
-            if raised is not None:  # the schedule raised the LR just before: its level before comes back
-                self._counts[cause] -= 1
-                self._treat_raise(step, code, value, raised, f"{source}; the LR rose {raised[2]:.3g}× from step "
-                                                             f"{raised[0]}")
-                return
             ts = [LowerLR(cause, self._blowup_dose())]
             if n > 1:
                 ts.append(WarmUp(self.policy.warmup_steps, cause))
@@ -733,7 +733,7 @@ class Healer:
         if not lows:
             return False
         good = hist[lows[-1] - 1][0]  # the last step of the last stretch well below chance
-        back = next((s for s in reversed(self.store.kept) if s.step <= good), None)
+        back = self.store.at_or_before(good)
         cause, source = self._leading_cause("L007", True)
         if cause not in ("lr-too-high", "exploding-gradient") or self._counts.get(cause, 0) >= self.policy.max_treatments:
             cause, source = "lr-too-high", "evidence: the loss went back to chance after learning"
@@ -772,7 +772,7 @@ class Healer:
         and the LR held at its level before it (the schedule carries on below the cap)."""
         since, before, factor = raised
         n = self._counts["lr-too-high"] = self._counts.get("lr-too-high", 0) + 1
-        back = next((s for s in reversed(self.store.kept) if s.step <= since), None)
+        back = self.store.at_or_before(since)
         cap = CapLR(cap=before, raised=factor)
         self._treat_verified(step, code, "lr-too-high", source, [cap], back, value, n,
                              symptom="rise" if code == "L003" else "blow-up",
@@ -783,7 +783,7 @@ class Healer:
         by the dose that brings the measured ratio well under the bar it crossed (``ratio_under × bar / ratio``,
         between ×0.01 and ×0.1). Not a
         blow-up: when the LR treatments are spent, nothing more is done here (the diagnosis reports it)."""
-        self._ratios, self._updates = [], 0
+        self._ratios, self._updates = [], 0  # judged afresh whatever is done (a roll-back also resets them)
         cause = "lr-too-high"
         n = self._counts.get(cause, 0)
         if n >= self.policy.max_treatments:
@@ -792,7 +792,7 @@ class Healer:
         n = self._counts[cause] = n + 1
         factor = min(0.1, max(0.01, self.policy.ratio_under * bar / ratio))
         factor = float(f"{factor:.2g}")
-        back = next((s for s in reversed(self.store.kept) if s.step <= since), None)
+        back = self.store.at_or_before(since)
         lower = LowerLR(cause, factor)
         self._treat_verified(step, "G004", cause, f"evidence: {why}", [lower], back, value, n, symptom="updates",
                              first=[Fix(cause, f"lower the {lower.action}", lr_factor=factor)])
@@ -846,18 +846,22 @@ class Healer:
 
     # acting ------------------------------------------------------------------------------------
 
+    def _new_trajectory(self) -> None:
+        """What was measured of the trajectory the run has left (losses, update sizes): judged afresh."""
+        self._losses.clear()
+        self._loss_hist.clear()
+        self._chunk, self._medians = [], []
+        self._ratios, self._updates, self._first_ratio = [], 0, None
+
     def _roll_back(self, snap: TrainingState, rng: bool) -> None:
         """Back to ``snap``, keeping the LR treatments given since it was taken."""
         snap.restore(rng=rng)
         self.store.keep_until(snap)
-        self._ratios, self._updates, self._first_ratio = [], 0, None  # a new trajectory: judged afresh
         if self.ctl.lr_scale != snap.lr_scale:
             scale_lr(self.optimizer, self.ctl.schedulers, self.ctl.lr_scale / snap.lr_scale)
-        self._losses.clear()
-        self._loss_hist.clear()  # the losses and LRs of a trajectory the run has left
-        self._lr_hist.clear()
+        self._new_trajectory()
+        self._lr_hist.clear()  # the schedule replays from the snapshot
         self._lr_vals.clear()
-        self._chunk, self._medians = [], []
 
     def _treat(self, step: int, code: str, cause: str, source: str, ts: list[Treatment],
                back: TrainingState | None, rng: bool = True, value: float | None = None,
@@ -1026,10 +1030,8 @@ class Healer:
                     prm.grad = None
                     self.optimizer.state.pop(prm, None)
         self.store.keep_until(None)
-        self._losses.clear()
-        self._loss_hist.clear()
-        self._chunk, self._medians, self._start = [], [], None
-        self._ratios, self._updates, self._first_ratio = [], 0, None
+        self._new_trajectory()
+        self._start = None  # the stall rule's start level: the restarted layers start from a new loss
 
     def _weight_layers(self) -> list[tuple[str, nn.Module]]:
         """The model's weight layers (Linear, convolutions) in registration order."""

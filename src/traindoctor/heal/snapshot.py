@@ -167,6 +167,10 @@ class SnapshotStore:
     def newest(self) -> TrainingState | None:
         return self.kept[-1] if self.kept else None
 
+    def at_or_before(self, step: int) -> TrainingState | None:
+        """The newest snapshot taken at or before ``step`` (the state before something that began then)."""
+        return next((s for s in reversed(self.kept) if s.step <= step), None)
+
     def target(self, suspect: TrainingState | None) -> TrainingState | None:
         """Where to roll back to: the newest snapshot, or the one before it when the newest is
         ``suspect`` (the run was rolled back to it and the fault came back before a newer one)."""
