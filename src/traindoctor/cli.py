@@ -40,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
                    "best weights. Every treatment is in the report")
     r.add_argument("--heal-arch", action="store_true", dest="heal_arch",
                    help="heal, and also repair the model where a fault is in it: a ReLU module whose units died is "
-                   "replaced by a LeakyReLU, in place (also spelled --heal=arch)")
+                   "replaced by a LeakyReLU, vanishing gradients through sigmoid/tanh get ReLUs and a fresh start, an output "
+                   "sigmoid pinned at 0/1 under BCELoss gets BCEWithLogitsLoss's gradient, in place (also spelled --heal=arch)")
     r.add_argument("--verify", action="store_true",
                    help="heal, and prove each fix first: replay the steps since the last snapshot with each candidate "
                    "fix for the leading cause (on the script's own model, restored bitwise after), apply the one that "

@@ -202,3 +202,92 @@ def test_verify_replays_the_sigmoid_to_relu_repair_before_it_is_applied():
     assert t[0]["verified"]["tried"][0]["symptom"] == "stuck" and "ReLU" in t[0]["verified"]["tried"][0]["fix"]
     assert not any(isinstance(m, nn.Sigmoid) for m in model.modules())
     assert healed > 0.85
+
+
+# ------------------------------------------------------------------ an output sigmoid pinned under BCELoss
+def _cancer():
+    from sklearn.datasets import load_breast_cancer
+
+    X, y = load_breast_cancer(return_X_y=True)
+    Xtr, Xv, ytr, yv = train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)
+    sc = StandardScaler().fit(Xtr)
+    f = lambda a: torch.tensor(sc.transform(a), dtype=torch.float32)  # noqa: E731
+    return f(Xtr), torch.tensor(ytr, dtype=torch.float32), f(Xv), torch.tensor(yv, dtype=torch.float32)
+
+
+def _bce(logits: bool, heal, verify: bool = False, bias: float = 40.0, epochs: int = 20):
+    """A breast-cancer MLP whose output bias starts at ``bias`` (every output pinned at exactly 1.0 in
+    float32): with nn.Sigmoid + nn.BCELoss no gradient passes the pinned outputs, and the run sits at
+    100 × the share of negatives; its twin is the same model under BCEWithLogitsLoss."""
+    torch.manual_seed(0)
+    Xtr, ytr, Xv, yv = _cancer()
+    layers = [nn.Linear(30, 32), nn.ReLU(), nn.Linear(32, 1)]
+    model = nn.Sequential(*layers) if logits else nn.Sequential(*layers, nn.Sigmoid())
+    with torch.no_grad():
+        model[2].bias.fill_(bias)
+    loss_fn = F.binary_cross_entropy_with_logits if logits else nn.BCELoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    doctor = Doctor(model, opt, heal=heal, live=False, verify=verify,
+                    loss_fn=(lambda o, t: loss_fn(o.squeeze(1), t)) if verify else None) if heal else None
+    g = torch.Generator().manual_seed(0)
+    for _epoch in range(epochs):
+        for idx in torch.randperm(len(Xtr), generator=g).split(32):
+            opt.zero_grad()
+            loss = loss_fn(model(Xtr[idx]).squeeze(1), ytr[idx])
+            loss.backward()
+            opt.step()
+            if doctor is not None:
+                doctor.step(loss, inputs=Xtr[idx], targets=ytr[idx]) if verify else doctor.step(loss)
+    with torch.no_grad():
+        out = model(Xv).squeeze(1)
+        acc = float(((out > 0) if logits else (out > 0.5)).float().eq(yv).float().mean())
+    if doctor is not None:
+        doctor.close()
+    return acc, doctor, model
+
+
+def test_a_pinned_output_sigmoid_under_bceloss_gets_bcewithlogits_gradient_and_recovers():
+    twin_acc, _, _ = _bce(logits=True, heal=False)
+    sick_acc, _, _ = _bce(logits=False, heal=False)
+    healed_acc, doctor, model = _bce(logits=False, heal="arch")
+    assert twin_acc > 0.9 and sick_acc < 0.7  # the fault hurts: the model never leaves "all positive"
+    t = [x for x in doctor.treatments if x["code"] == "M002"]
+    assert len(t) == 1 and t[0]["cause"] == "numerically-unstable-loss"
+    assert t[0]["changes"] == {"module 3": ["Sigmoid", "SaturationSafeSigmoid"]}
+    assert type(model[3]).__name__ == "SaturationSafeSigmoid"
+    assert healed_acc >= 0.95 * twin_acc, (healed_acc, twin_acc)
+
+
+def test_verify_replays_the_pinned_sigmoid_repair_before_it_is_applied():
+    twin_acc, _, _ = _bce(logits=True, heal=False)
+    acc, doctor, _ = _bce(logits=False, heal="arch", verify=True)
+    t = [x for x in doctor.treatments if x["code"] == "M002"]
+    assert len(t) == 1 and t[0]["verified"]["result"] == "verified", t
+    tried = t[0]["verified"]["tried"][0]
+    assert tried["symptom"] == "stuck" and tried["treated"][1] < tried["control"][1]
+    assert acc >= 0.95 * twin_acc
+
+
+def test_the_safe_sigmoid_gives_bcewithlogits_gradient_and_the_same_outputs():
+    from traindoctor.heal.treatments import SaturationSafeSigmoid
+
+    z = torch.tensor([50.0, -50.0, -30.0, 20.0, 3.0, -3.0], requires_grad=True)
+    y = torch.tensor([0.0, 1.0, 1.0, 1.0, 0.0, 1.0])
+    p = SaturationSafeSigmoid()(z)
+    assert torch.equal(p, torch.sigmoid(z.detach()))
+    (g,) = torch.autograd.grad(F.binary_cross_entropy(p, y, reduction="sum"), z)
+    assert torch.allclose(g, torch.sigmoid(z.detach()) - y, atol=1e-6)
+    (g0,) = torch.autograd.grad(F.binary_cross_entropy(torch.sigmoid(z), y, reduction="sum"), z)
+    assert g0[:2].abs().max() < 1e-6 and abs(g0[2]) < 0.1  # nn.Sigmoid: (almost) none through the pinned outputs
+
+
+def test_a_confident_sigmoid_that_is_right_is_left_alone():
+    """Outputs pinned at 0/1 because the model is sure and right (loss far under ln 2): no treatment.
+    (Long enough that most outputs are pinned: without the loss's guard the repair is made at step 2500.)"""
+    acc, doctor, model = _bce(logits=False, heal="arch", bias=0.0, epochs=200)
+    Xtr = _cancer()[0]
+    with torch.no_grad():
+        p = model(Xtr).squeeze(1)
+    assert acc > 0.9 and float(((p * (1 - p)) < 1e-12).float().mean()) >= 0.5  # pinned, and right
+    assert not [x for x in doctor.treatments if x["code"] == "M002"]
+    assert type(model[3]) is nn.Sigmoid

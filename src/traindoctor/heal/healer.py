@@ -22,6 +22,9 @@ report shows what was done and why:
 * a step whose update a GradScaler skipped (inf/NaN gradients) is judged as a step whose update was
   dropped: a run whose every step is skipped is still seen;
 * a stalled loss (L006, the rule's test on chunk medians): LR ×0.5, at most every ``stall_every`` steps;
+* with ``arch`` (--heal=arch): a dead ReLU becomes a LeakyReLU, sigmoid/tanh with vanishing gradients
+  become ReLUs with a fresh start, and an output sigmoid pinned at 0/1 under BCELoss while the loss is
+  no better than chance becomes a ``SaturationSafeSigmoid`` (BCEWithLogitsLoss's gradient, same outputs);
 * overfitting (V001: ``val_loss`` not better than its best for ``patience`` evaluations): keep the
   best-validation weights, set ``should_stop``, restore them on ``restore_best()`` or at close.
 
@@ -69,6 +72,7 @@ from .treatments import (
     Controls,
     Float32Forward,
     LowerLR,
+    SaturationSafeSigmoid,
     SkipBatch,
     Treatment,
     WarmUp,
@@ -911,24 +915,47 @@ class Healer:
 
     def on_activation(self, step: int, kind: str, name: str, value: Any) -> None:
         """A sampled step's activation statistic: a ReLU module dead for ``dead_samples`` samples in a row
-        is replaced by a LeakyReLU, in place, so its units get a gradient again (once per module)."""
-        if not (self.policy.arch and self.active) or kind != "dead_frac" or name in self._replaced:
+        is replaced by a LeakyReLU, in place, so its units get a gradient again (once per module); the
+        model's output sigmoid feeding BCELoss, pinned at exactly 0 or 1 on as many samples in a row while
+        the loss is no better than chance, by a sigmoid whose gradient survives that (``SaturationSafeSigmoid``)."""
+        if not (self.policy.arch and self.active) or kind not in ("dead_frac", "pinned_frac") or name in self._replaced:
+            return
+        if kind == "pinned_frac" and not self._output_sigmoid(name):
             return
         v = float(value)
         self._dead_runs[name] = self._dead_runs.get(name, 0) + 1 if v >= self.policy.dead_bar else 0
         if self._dead_runs[name] < self.policy.dead_samples:
             return
+        if kind == "pinned_frac" and not self._stuck_at_chance():
+            return  # pinned outputs that are right cost nothing: a confident model that learned
         self._replaced.add(name)
         self._pending_swaps.append((step, name, v))  # done at the optimizer step: never inside a forward
 
+    def _output_sigmoid(self, name: str) -> bool:
+        """``name`` is an ``nn.Sigmoid`` module, the model's last leaf module (its output activation), and
+        the run's loss is BCELoss (M002's hazard: a sigmoid feeding a log without the fused form)."""
+        if self.monitor.meta.get("loss_kind") != "bce":
+            return False
+        leaves = [(n, m) for n, m in self.model.named_modules() if not any(True for _ in m.children())]
+        return bool(leaves) and leaves[-1][0] == name and type(leaves[-1][1]) is nn.Sigmoid
+
+    def _stuck_at_chance(self) -> bool:
+        """The recent healthy losses (median) are no better than a binary classifier at chance (ln 2)."""
+        ls = list(self._losses)
+        return len(ls) >= 5 and statistics.median(ls) >= math.log(2)
+
     def _swap_dead(self, step: int, name: str, v: float) -> None:
-        """``name``, a ReLU module dead on the last samples, replaced by a LeakyReLU on the live model."""
+        """``name``, a ReLU module dead on the last samples, replaced by a LeakyReLU on the live model (an
+        output sigmoid pinned at 0/1 under BCELoss: by ``SaturationSafeSigmoid``)."""
         parent_name, _, attr = name.rpartition(".")
         try:
             parent = self.model.get_submodule(parent_name) if parent_name else self.model
         except AttributeError:  # a module of another model (a GAN's second network): not this healer's
             return
         old = getattr(parent, attr, None)
+        if type(old) is nn.Sigmoid:
+            self._swap_pinned(step, name, v)
+            return
         if type(old) not in (nn.ReLU, nn.ReLU6):  # a LeakyReLU, ELU … already passes negative inputs
             return
         fix = self._leaky_fix(name, v)
@@ -952,6 +979,40 @@ class Healer:
         self.treatments.append(data)
         self.monitor.event("treatment", data, step=step)
         self.monitor.on_critical(f"traindoctor: healing A001 at step {step} as dying-relu — {data['action']}")
+
+    def _swap_pinned(self, step: int, name: str, v: float) -> None:
+        fix = self._safe_sigmoid_fix(name)
+        verified = self._arch_verdicts.pop(name, None) or None
+        fix.arch(self.model)  # type: ignore[misc]
+        source = (f"evidence: {v:.0%} of `{name}`'s outputs float32-rounded to 0 or 1 (no gradient through them) on "
+                  f"{self._dead_runs[name]} sampled steps, sigmoid into BCELoss, the loss no better than chance")
+        data = {"step": step, "code": "M002", "cause": "numerically-unstable-loss",
+                "source": source + ("; verified on a replay" if (verified or {}).get("result") == "verified" else ""),
+                "action": fix.name, "changes": {f"module {name}": ["Sigmoid", "SaturationSafeSigmoid"]},
+                "rolled_back_to": None, "quarantined": [], "treatment": 1}
+        if verified is not None:
+            data["verified"] = verified
+        self.treatments.append(data)
+        self.monitor.event("treatment", data, step=step)
+        self.monitor.on_critical(f"traindoctor: healing M002 at step {step} as numerically-unstable-loss — {fix.name}")
+
+    def _safe_sigmoid_fix(self, name: str) -> Fix:
+        """The pinned-sigmoid repair as a fix a replay can apply (and undo)."""
+        def apply(model: nn.Module) -> Callable[[], None]:
+            return swap_modules(model, [name], lambda old: SaturationSafeSigmoid())
+
+        return Fix("numerically-unstable-loss",
+                   f"give `{name}` (Sigmoid into BCELoss) BCEWithLogitsLoss's gradient: p − y reaches the logit "
+                   f"where float32 rounds the sigmoid to 0 or 1 (outputs unchanged; in the script, drop the "
+                   f"sigmoid and use nn.BCEWithLogitsLoss)", arch=apply)
+
+    def _arch_fix(self, name: str, v: float) -> Fix:
+        """The pending repair for module ``name`` as a fix a replay can apply."""
+        try:
+            mod = self.model.get_submodule(name)
+        except AttributeError:
+            mod = None
+        return self._safe_sigmoid_fix(name) if type(mod) is nn.Sigmoid else self._leaky_fix(name, v)
 
     def _leaky_fix(self, name: str, v: float) -> Fix:
         """The dead-ReLU repair as a fix a replay can apply (and undo): the module becomes a LeakyReLU,
@@ -988,7 +1049,7 @@ class Healer:
             if not records or back is None:  # not replayable: the repair goes ahead unverified
                 self._arch_verdicts[name] = {}
                 continue
-            self._arch_verdicts[name] = self._replay_arch(back, records, self._leaky_fix(name, v))
+            self._arch_verdicts[name] = self._replay_arch(back, records, self._arch_fix(name, v))
 
     def _replay_arch(self, back: TrainingState, records: list[Any], fix: Fix) -> dict[str, Any]:
         """One architecture repair replayed against the control (the loss must end clearly lower)."""

@@ -212,3 +212,36 @@ def sample_ids(rows: list[int], ids: list[int] | None, inputs: Any) -> list[int]
     if ids is not None and len(ids) == batch_rows(inputs):
         return [ids[r] for r in rows]
     return list(rows)
+
+
+class _SafeSigmoidFn(torch.autograd.Function):
+    """sigmoid forward; backward with sigmoid's derivative p(1 − p) floored at BCELoss's own 1e-12."""
+
+    @staticmethod
+    def forward(ctx: Any, z: torch.Tensor) -> torch.Tensor:
+        p = torch.sigmoid(z)
+        ctx.save_for_backward(p)
+        return p
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (p,) = ctx.saved_tensors
+        return grad * (p * (1 - p)).clamp_min(SAFE_SIGMOID_FLOOR)
+
+
+SAFE_SIGMOID_FLOOR = 1e-12  # BCELoss divides its gradient by p(1 − p) clamped at this (aten's EPSILON)
+
+
+class SaturationSafeSigmoid(nn.Sigmoid):
+    """``nn.Sigmoid`` whose gradient survives float32 saturation, for a sigmoid that feeds ``BCELoss``.
+
+    The forward is the sigmoid, bit for bit: predictions, thresholds and the loss the script computes
+    are unchanged. Where float32 rounds the sigmoid to exactly 0 or 1 its derivative p(1 − p) is 0 and
+    no gradient passes, so a sample the model got confidently wrong can never be corrected. Here the
+    derivative is floored at 1e-12, the floor BCELoss divides its own gradient by, so the two cancel:
+    the gradient reaching the logit is p − y, exactly BCEWithLogitsLoss's, on saturated and unsaturated
+    outputs alike (where p(1 − p) > 1e-12 nothing differs from ``nn.Sigmoid``). Behind another loss the
+    floor only lets a 1e-12-sized gradient through where there was none."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return _SafeSigmoidFn.apply(input)

@@ -125,6 +125,11 @@ class ActivationSampler:
                         self.record(f"act_absmax/{name}", o.abs().max().to(torch.float64), step)
                     elif sigmoid_like:
                         self.record(f"saturated_frac/{name}", ((o < 0.01) | (o > 0.99)).to(torch.float32).mean(), step)
+                        if self.on_activation is not None and isinstance(m, nn.Sigmoid):
+                            # outputs float32 rounded to 0 or 1 (p(1 − p) under BCELoss's 1e-12): no gradient
+                            # passes them (--heal=arch reads it; nothing records it)
+                            pinned = ((o.float() * (1 - o.float())) < 1e-12).to(torch.float32).mean()
+                            self._guard("activation-listener", self.on_activation, step, "pinned_frac", name, pinned)
                     else:
                         self.record(f"saturated_frac/{name}", (o.abs() > 0.99).to(torch.float32).mean(), step)
 
