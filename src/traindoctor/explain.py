@@ -31,7 +31,8 @@ def explain(key: str) -> str:
         c = all_causes()[k.lower()]
         head = f"{c.id}: {c.title}"
         lines = [head, "=" * len(head), "", "Supported by: " + (" ".join(symptoms_of(c.id)) or "(no rule yet)"), "",
-                 "Fixes, most effective first (made concrete with the run's numbers in a diagnosis):"]
+                 "Fixes, most effective first (made concrete with the run's numbers in a diagnosis, in the "
+                 "framework's own terms for a run trained with Lightning, the Hugging Face Trainer or Keras):"]
         lines += [f"  {i}. {f}" for i, f in enumerate(c.fixes, 1)]
         ruled = ruled_out_doc(c)
         if ruled:

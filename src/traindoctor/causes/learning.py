@@ -8,6 +8,7 @@ from ..events import InitScale, LrRangeTest
 from ..numfmt import fmt
 from ..rules._signals import eps_swamps
 from . import Cause
+from . import frameworks as fw
 from .facts import Facts, num
 
 
@@ -21,43 +22,34 @@ def _lr_range_test(f: Facts) -> list[str]:
 
 
 def _clip_fix(f: Facts) -> list[str]:
-    """Clip near 5× the healthy early gradient norm, never looser than a clip already in place."""
+    """Clip near 5× the healthy early gradient norm, never looser than a clip already in place; in the
+    framework's terms (:mod:`.frameworks`)."""
     g = f.run.get("grad_norm")
     v = g.values[: max(2, len(g) // 5)] if g is not None else np.zeros(0)
     v = v[np.isfinite(v) & (v > 0)]
     have = f.clip_in_place
+    src = (f.run.meta.get("framework_args") or {}).get("max_grad_norm_source")
+    said = f" ({src})" if src else ""
     if not v.size:  # no measured norm to size the clip with: say it in the framework's terms, or not at all
         if have is not None:
-            src = (f.run.meta.get("framework_args") or {}).get("max_grad_norm_source")
-            return [f"the run already clips the gradient norm at {fmt(have)}{f' ({src})' if src else ''}: "
+            return [f"the run already clips the gradient norm at {fmt(have)}{said}: "
                     "lower the learning rate first; tighten the clip only if single steps still blow up"]
-        if f.framework == "lightning":
-            return ["clip the gradient norm: Trainer(gradient_clip_val=1.0, gradient_clip_algorithm='norm')"]
+        if f.framework in (fw.PL, fw.KERAS):
+            return [f"clip the gradient norm: {fw.set_clip(f, 1.0)}"]
         return []
     clip = float(np.median(v)) * 5
     if have is not None:
-        src = (f.run.meta.get("framework_args") or {}).get("max_grad_norm_source")
-        said = f" ({src})" if src else ""
         if clip >= have:
             return [f"the run already clips the gradient norm at {fmt(have)}{said}; a looser clip would not help, "
                     "clipping is not what is missing here"]
-        knob = "max_grad_norm" if f.framework == "huggingface" else "gradient_clip_val" \
-            if f.framework == "lightning" else "the clip value"
-        return [f"tighten the gradient clip near 5× its healthy early level: {knob} {fmt(have)} → {fmt(clip)}"]
-    if f.framework == "huggingface":
-        return [f"clip the gradient norm near 5× its healthy early level: TrainingArguments(max_grad_norm={fmt(clip)})"]
-    if f.framework == "lightning":
-        return [f"clip the gradient norm near 5× its healthy early level: Trainer(gradient_clip_val={fmt(clip)})"]
-    return [f"clip the gradient norm near 5× its healthy early level: "
-            f"torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm={fmt(clip)})"]
+        return [f"tighten the gradient clip near 5× its healthy early level: {fw.clip_knob(f)} {fmt(have)} → {fmt(clip)}"]
+    return [f"clip the gradient norm near 5× its healthy early level: {fw.set_clip(f, clip)}"]
 
 
-def _set_lr(f: Facts, new: float) -> str:
-    if f.framework == "huggingface":
-        return f"TrainingArguments(learning_rate={fmt(new)})"
-    if f.framework == "lightning":
-        return f"the learning rate your configure_optimizers() sets: {fmt(new)}"
-    return fmt(new)
+def _lr_change(f: Facts, lr: float, new: float) -> str:
+    """``lr → new``, and where the framework sets it (``TrainingArguments(learning_rate=new)`` …)."""
+    said = fw.set_lr(f, new)
+    return f"{fmt(lr)} → {fmt(new)}" + (f" ({said})" if said is not None else "")
 
 
 class LrTooHigh(Cause):
@@ -80,16 +72,14 @@ class LrTooHigh(Cause):
                 out.append(f"the schedule raised the learning rate to {fmt(peak)} ({fmt(peak / lr)}× its start) for part "
                            "of the run: cap it, or shorten that phase")
         if lr is not None and lr > 0:
-            if f.framework in ("huggingface", "lightning"):
-                out.append(f"lower the learning rate ×0.1: {_set_lr(f, lr / 10)} (from {fmt(lr)}; if it still fails, "
-                           f"{fmt(lr / 100)})")
+            said = fw.set_lr(f, lr / 10)
+            if said is not None:
+                out.append(f"lower the learning rate ×0.1: {said} (from {fmt(lr)}; if it still fails, {fmt(lr / 100)})")
             else:
                 out.append(f"lower the learning rate ×0.1: {fmt(lr)} → {fmt(lr / 10)} (if it still fails, {fmt(lr / 100)})")
         out += _clip_fix(f)
-        if f.framework == "huggingface":
-            out.append("add a warm-up: TrainingArguments(warmup_ratio=0.05)")
-        else:
-            out.append("add a warm-up of a few hundred steps (e.g. torch.optim.lr_scheduler.LinearLR(opt, 0.01, 1.0, 500))")
+        out.append(fw.add_warmup(f) or
+                   "add a warm-up of a few hundred steps (e.g. torch.optim.lr_scheduler.LinearLR(opt, 0.01, 1.0, 500))")
         nf = f.by_code.get("L001")
         good = nf.evidence.get("last_finite_step") if nf is not None and nf.step is not None else None
         if good is not None:
@@ -105,7 +95,7 @@ class LrTooLow(Cause):
         out = _lr_range_test(f)
         lr = f.lr
         if lr is not None and lr > 0:
-            out.append(f"raise the learning rate ×10: {fmt(lr)} → {_set_lr(f, lr * 10)}; then ×10 again if still flat")
+            out.append(f"raise the learning rate ×10: {_lr_change(f, lr, lr * 10)}; then ×10 again if still flat")
         return out
 
     def against(self, f: Facts) -> list[str]:
@@ -132,6 +122,10 @@ class LrTooLow(Cause):
 class NoLrDecay(Cause):
     id = "no-lr-decay"
     fixes = ("decay ×0.5 (or ÷2 to ÷5) when validation stops improving", "cosine/step schedule")
+
+    def concrete(self, f: Facts) -> list[str]:
+        said = fw.add_decay(f)
+        return [said] if said is not None else []
 
     def against(self, f: Facts) -> list[str]:
         """the learning rate series came down at least 2× from its peak during the run."""
@@ -182,8 +176,8 @@ class BatchTooSmall(Cause):
         bs = f.run.meta.get("batch_size")
         if isinstance(bs, int) and bs <= 8:
             lr = f.lr
-            tail = f", or keep {bs} and lower the learning rate {fmt(lr)} → {fmt(lr / 10)}" if lr else ""
-            return [f"raise the batch size {bs} → 32 or 64 (DataLoader(..., batch_size=32)){tail}"]
+            tail = f", or keep {bs} and lower the learning rate {_lr_change(f, lr, lr / 10)}" if lr else ""
+            return [f"raise the batch size {bs} → 32 or 64 ({fw.set_batch_size(f, 32)}){tail}"]
         return []
 
     def against(self, f: Facts) -> list[str]:
@@ -237,8 +231,11 @@ class Undertrained(Cause):
         if fin is not None:
             ep = fin.evidence.get("extra_steps")
             if isinstance(ep, (int, float)) and ep > 0:
+                factor = fin.evidence.get("factor", 2)
+                longer = fw.train_longer(f, float(factor)) if isinstance(factor, (int, float)) else None
                 return [f"train longer: the loss was still falling {fin.evidence.get('drop_last_fifth_pct', '?')} % over "
-                        f"the last fifth; at least {int(ep)} more steps (×{fin.evidence.get('factor', 2)} the run)"]
+                        f"the last fifth; at least {int(ep)} more steps (×{factor} the run)"
+                        + (f": {longer}" if longer else "")]
         return []
 
 
@@ -298,8 +295,10 @@ class DyingRelu(Cause):
                 out.append(f"the biases feeding `{mod}` start at {fmt(float(bias))}: initialise them at 0 "
                            "(nn.init.zeros_(layer.bias)) so the units start alive")
             elif f.lr is not None:
-                out.append(f"lower the learning rate {fmt(f.lr)} → {fmt(f.lr / 10)}: large steps pushed the units below zero")
-            out.append(f"replace nn.ReLU `{mod}` with nn.LeakyReLU(0.01) (or nn.GELU), so dead units still get a gradient")
+                out.append(f"lower the learning rate {_lr_change(f, f.lr, f.lr / 10)}: large steps pushed the units "
+                           "below zero")
+            out.append(fw.leaky_relu(f, mod) or
+                       f"replace nn.ReLU `{mod}` with nn.LeakyReLU(0.01) (or nn.GELU), so dead units still get a gradient")
         return out
 
     def against(self, f: Facts) -> list[str]:

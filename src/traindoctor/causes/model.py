@@ -4,6 +4,7 @@ from __future__ import annotations
 from ..events import Config
 from ..numfmt import fmt
 from . import Cause
+from . import frameworks as fw
 from .data import at
 from .facts import REGRESSION_KINDS, Facts, num
 
@@ -246,7 +247,9 @@ class Overfitting(Cause):
             return []
         ev = v1.evidence
         where = f"step {ev.get('best_step')}" + (f" (epoch {ev['best_epoch']})" if ev.get("best_epoch") is not None else "")
-        return [f"stop at the validation minimum and keep that checkpoint: {where}, val_loss {fmt(ev['best_val_loss'])}",
+        stop = fw.early_stopping(f)
+        return [f"stop at the validation minimum and keep that checkpoint: {where}, val_loss {fmt(ev['best_val_loss'])}"
+                + (f" — {stop}" if stop else ""),
                 "add regularisation: weight_decay=1e-4 (AdamW) and nn.Dropout(0.2) before the last layer; "
                 "or more data / augmentation"]
 
@@ -258,7 +261,7 @@ class OverRegularization(Cause):
     def concrete(self, f: Facts) -> list[str]:
         wd = f.weight_decay
         if wd is not None and wd > 0 and not (f.decoupled_decay and f.lr is not None and wd * f.lr < 1e-3):
-            return [f"lower weight_decay {fmt(wd)} → {fmt(min(wd, 1e-2) / 100)} (raise it again only once "
+            return [f"lower {fw.set_weight_decay(f, wd, min(wd, 1e-2) / 100)} (raise it again only once "
                     "validation shows overfitting)"]
         return []
 

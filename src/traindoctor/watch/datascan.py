@@ -163,7 +163,7 @@ def plan_for_loader(dataset: Any, batch: Any, ids: list[int] | None, model_input
         kind = "TensorDataset"
     else:
         # (a NumPy memmap is on disk, not in memory: not read)
-        cands = [(k, v) for k, v in list(vars(base).items())[:MAX_ATTRIBUTES]
+        cands = [(k, v) for k, v in list(getattr(base, "__dict__", {}).items())[:MAX_ATTRIBUTES]
                  if isinstance(v, (torch.Tensor, np.ndarray)) and not isinstance(v, np.memmap)
                  and v.ndim >= 1 and v.shape[0] == base_rows]
         kind = type(base).__name__

@@ -32,6 +32,12 @@ restores them too, and the batch's inputs so a poisoned batch's rows can be name
 Healing costs one read of the loss per step (a device sync on an accelerator), one fused gradient norm
 per step, and a copy of the model and optimizer state every ``heal_every`` healthy steps. Without
 ``heal`` none of it exists: observe mode trains bit for bit as it would without the Doctor.
+
+An optimizer stepped with a closure (``optimizer.step(closure)``, as PyTorch Lightning does) computes its
+gradients inside ``step()``, after the step's pre-hooks: for torch's own optimizers, which call the closure
+once as the step begins, the Doctor calls it just before its hooks instead, and the step gets its result.
+The same calls in the same order on the same tensors: the run is unchanged, and the hooks see this step's
+gradients rather than the last one's.
 """
 from __future__ import annotations
 
@@ -39,6 +45,7 @@ import dataclasses
 import os
 import sys
 import weakref
+from collections.abc import Mapping
 from typing import IO, Any
 
 import torch
@@ -48,6 +55,7 @@ from ..diagnosis import Diagnosis, diagnose
 from ..heal import Healer, HealPolicy
 from ..heal.verify import StepRecord, WindowRecorder, autocast_of, group_lrs, inputs_nonfinite
 from ..inspect.crash import crash_event_data
+from ..report.safe import safe
 from ..run import Run
 from .autohooks import add_listener, quiet, remove_listener
 from .monitor import DEFAULT_CADENCE, Monitor
@@ -101,11 +109,15 @@ class Doctor:
             cadence=cadence,
             store=self._store,
             explicit_steps=True,
-            on_critical=(lambda m: print(m, file=report_file or sys.stderr, flush=True)) if live else (lambda m: None),
+            # a live line can name the user's modules and samples: escaped for the terminal (report/safe.py)
+            on_critical=(lambda m: print(safe(m), file=report_file or sys.stderr, flush=True)) if live else (lambda m: None),
         )
         self.monitor.meta["mode"] = "doctor"
         self.monitor.attach_model(model)
+        self._closure_hook: Any = None
         if optimizer is not None:
+            if calls_closure_once(optimizer):  # before the monitor's and the healer's hooks, which read gradients
+                self._closure_hook = optimizer.register_step_pre_hook(closure_first)
             self.monitor.attach_optimizer(optimizer)
             g = optimizer.param_groups[0]
             self.monitor.meta["optimizer"] = {
@@ -161,6 +173,30 @@ class Doctor:
         h = self._healer
         if h is not None:
             h.guarded(h.on_step, self.monitor.step - 1, loss, inputs, ids if ids is not None else self.monitor._batch_ids)
+
+    @property
+    def last_backward(self) -> tuple[Any, Any] | None:
+        """The latest ``backward()`` this Doctor saw: ``(tensor, loss)``, the loss a float on the CPU (a 0-d
+        tensor on an accelerator, not read), unscaled under a GradScaler; a new tuple at each backward, None
+        before any or after ``step(tensor)`` took it. Lets a framework's callback, which is never handed the
+        loss, sum what its micro-batches backpropagated into the step's loss."""
+        return self.monitor._bw_seen
+
+    def name_params(self, names: Mapping[int, str]) -> None:
+        """Call the parameters ``names`` holds (by ``id(param)``) by those names in the run, in place of
+        their attribute paths; meta's ``params`` follows, in the order of ``names``. For models whose
+        parameters have better names than torch's (a Keras model's variable paths). Before the first step."""
+        m = self.monitor
+        pinfo = m.meta.get("params") or {}
+        renamed: dict[str, Any] = {}
+        for pid, new in names.items():
+            old = m._param_names.get(pid)
+            if old is None:
+                continue
+            m._param_names[pid] = new
+            if old in pinfo:
+                renamed[new] = pinfo.pop(old)
+        m.meta["params"] = {**renamed, **pinfo}
 
     @property
     def should_stop(self) -> bool:
@@ -235,6 +271,9 @@ class Doctor:
             if self._lr_hook is not None:
                 self._lr_hook.remove()
                 self._lr_hook = None
+            if self._closure_hook is not None:
+                self._closure_hook.remove()
+                self._closure_hook = None
             remove_listener(self.monitor)
             self._run = self.monitor.close()
         return self._run
@@ -254,5 +293,47 @@ class Doctor:
                 remove_listener(self.monitor)
                 if self._healer is not None:
                     self._healer.remove_hooks()
+                if self._closure_hook is not None:
+                    self._closure_hook.remove()
         except Exception:  # noqa: BLE001
             pass
+
+
+def calls_closure_once(optimizer: torch.optim.Optimizer) -> bool:
+    """A torch optimizer whose ``step(closure)`` calls the closure once, as it begins (every one of
+    ``torch.optim`` but L-BFGS, which calls it again and again; a subclass with its own ``step`` is not
+    assumed to)."""
+    step = getattr(type(optimizer), "step", None)
+    return (getattr(step, "__module__", "") or "").startswith("torch.optim.") \
+        and not isinstance(optimizer, torch.optim.LBFGS)
+
+
+class _Evaluated:
+    """A closure already called: returns what it returned (the optimizer's own call, now without work)."""
+
+    __slots__ = ("result",)
+
+    def __init__(self, result: Any) -> None:
+        self.result = result
+
+    def __call__(self) -> Any:
+        return self.result
+
+
+def closure_first(optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+    """A step pre-hook: the closure handed to ``step()`` is called here, with gradients on as the step would,
+    and the step gets its result, so the hooks after this one see the gradients of this step. Only for
+    optimizers that call the closure once as they begin (:func:`calls_closure_once`): for them the run is
+    the same. An exception of the closure (the user's training step) propagates, as from ``step()``."""
+    if "closure" in kwargs:
+        closure = kwargs["closure"]
+        if closure is None or isinstance(closure, _Evaluated):
+            return None
+        with torch.enable_grad():
+            result = closure()
+        return args, {**kwargs, "closure": _Evaluated(result)}
+    if len(args) >= 2 and callable(args[1]) and not isinstance(args[1], _Evaluated):
+        with torch.enable_grad():
+            result = args[1]()
+        return (args[0], _Evaluated(result), *args[2:]), kwargs
+    return None
