@@ -12,7 +12,7 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "src" / "traindoctor"
 JUDGING = ["run.py", "findings.py", "catalogue.py", "losskinds.py", "layerkinds.py", "numfmt.py", "events.py",
-           "calibration.py", "diagnosis.py", "rules", "causes"]
+           "calibration.py", "diagnosis.py", "ranks.py", "rules", "causes"]
 TORCH_FREE = [*JUDGING, "logs", "report", "store.py", "errors.py", "explain.py", "docs.py", "cli.py"]
 SOURCES = ("watch", "checks", "inspect", "heal", "logs", "report", "cli", "store", "examples", "hessian")
 

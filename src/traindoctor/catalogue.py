@@ -38,6 +38,7 @@ FAMILIES = {
     "V": "training against validation",
     "D": "data",
     "M": "model and loss configuration",
+    "R": "the ranks of a distributed run",
 }
 
 SYMPTOMS: dict[str, Symptom] = {s.code: s for s in (
@@ -96,6 +97,10 @@ SYMPTOMS: dict[str, Symptom] = {s.code: s for s in (
     Symptom('M012', 'lr-outside-working-range', "the optimizer's learning rate lies outside the range where an LR range test made the loss fall: at or above the LR where the loss diverged, or orders of magnitude below the steepest-descent LR"),
     Symptom('M013', 'frozen-at-init', 'parameters frozen (requires_grad=False, or left out of the optimizer) whose values are still a fresh default initialisation: a pretrained checkpoint that did not load, so the model trains its head on random features'),
     Symptom('M014', 'training-crash', 'the script raised an exception during training; the message and the step are recorded, and messages that name a cause (a single-sample batch into BatchNorm, a shape mismatch in the loss) are matched to it'),
+    Symptom('R001', 'rank-nonfinite', "the loss or a gradient went NaN/Inf on one rank while the other ranks were finite at the same step: that rank's data or a rank-dependent code path, not the shared weights; report the rank, the step, and when the others followed (DDP's all-reduce spreads one rank's NaN gradients to every rank)"),
+    Symptom('R002', 'rank-loss-apart', "one rank's training loss stays orders of magnitude from the other ranks' over a sustained stretch, far beyond the spread between shards of one dataset: that rank trains on different or broken data"),
+    Symptom('R003', 'rank-gradients-differ', "under DistributedDataParallel every rank holds the same averaged gradient after the all-reduce, yet the ranks' gradient norms at the same step differ: gradients never all-reduced (no_sync() left on) or changed on some ranks after it, so the model replicas drift apart"),
+    Symptom('R004', 'straggler-rank', "one rank waits far longer than the others for its batches from the data loader, sustained over the run: at every synchronisation the other ranks wait for it"),
 )}
 
 CAUSES: dict[str, Cause] = {c.id: c for c in (

@@ -25,10 +25,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"traindoctor {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
-    r = sub.add_parser("run", help="run an unmodified PyTorch training script and diagnose it")
+    r = sub.add_parser(
+        "run", help="run an unmodified PyTorch training script (or module, or distributed launcher) and diagnose it",
+        usage="traindoctor run [OPTIONS] SCRIPT.py [ARGS...]\n       traindoctor run [OPTIONS] -m MODULE [ARGS...]\n"
+              "       traindoctor run [OPTIONS] -- LAUNCHER [LAUNCHER ARGS...]",
+        description="Run a training script as python would, watched, and diagnose it. -m MODULE runs a module as "
+        "python -m does. After --, a launcher command (torchrun, accelerate launch, deepspeed, python -m "
+        "torch.distributed.run) runs as a subprocess with every rank watched, each writing its own run store "
+        "(rank0.db, rank1.db … in a run directory: --store DIR), and one diagnosis of all ranks at the end; the "
+        "exit code is the launcher's. Healing (--heal, --verify) is for one process.")
     r.add_argument("--json", metavar="FILE", help="also write the diagnosis as JSON ('-' for stdout)")
     r.add_argument("--store", metavar="PATH", help="run store to write (default .traindoctor/runs/<script>-<time>.db); "
-                   "a store already at PATH is refused, before the script runs, unless --overwrite")
+                   "a store already at PATH is refused, before the script runs, unless --overwrite; with a launcher "
+                   "(--), the directory of the ranks' stores")
     r.add_argument("--overwrite", action="store_true",
                    help="replace the run store already at --store PATH (never a file that is not a run store)")
     r.add_argument("--no-store", action="store_true", help="keep the run in memory only")
@@ -48,8 +57,20 @@ def _parser() -> argparse.ArgumentParser:
                    "measurably helped, and report what each did")
     r.add_argument("--verify-budget", type=float, default=None, metavar="FRACTION",
                    help="time the replays may take, as a fraction of the run's time so far (default 0.1)")
-    r.add_argument("script", help="the training script")
-    r.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
+    r.add_argument("--merge", metavar="DIR",
+                   help="run nothing: give the diagnosis of all ranks from the ranks' run stores in DIR and the "
+                   "directories just below it (rank0.db, rank1.db …, e.g. copied from several machines)")
+    r.add_argument("-m", dest="module", metavar="MODULE",
+                   help="run library module MODULE as a script, as python -m MODULE does (what follows is its arguments)")
+    r.add_argument("script", nargs="?", help="the training script; after --, a launcher command")
+    r.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script (or the launcher)")
+
+    sub.add_parser(
+        "boot-path", help="print the directory that makes TRAINDOCTOR=1 ranks watch themselves",
+        description="Print the directory to put first on PYTHONPATH so that every rank of a launcher started with "
+        "TRAINDOCTOR=1 watches itself: TRAINDOCTOR=1 PYTHONPATH=$(traindoctor boot-path)${PYTHONPATH:+:$PYTHONPATH} "
+        "torchrun --nproc-per-node 2 train.py. Each rank writes .traindoctor/runs/<script>-<run id>/rank<R>.db "
+        "(TRAINDOCTOR_DIR=DIR chooses the directory) and rank 0 prints the diagnosis of all ranks at its exit.")
 
     d = sub.add_parser(
         "diagnose",
@@ -118,8 +139,9 @@ def _overrides(items: list[str]) -> dict[str, str]:
 
 def _cmd_run(a: argparse.Namespace) -> int:
     from .report import render, write_json
-    from .watch.launcher import watch_script
 
+    if getattr(a, "launcher", False) or a.merge is not None:
+        return _cmd_run_launcher(a)
     if a.cadence is None:
         from .watch.monitor import DEFAULT_CADENCE
 
@@ -129,12 +151,19 @@ def _cmd_run(a: argparse.Namespace) -> int:
     args = a.args  # exactly what followed the script on the command line
     if a.overwrite and (a.no_store or not a.store):
         raise TrainDoctorError("--overwrite replaces the run store at --store PATH; give --store PATH")
+    if a.module is None:
+        _not_a_launcher(a.script)
     if a.store and not a.no_store:
         # before the script runs: two runs in one store would mix their findings
         from .inspect.script import check_script
         from .store import claim_store_path
 
-        check_script(a.script)  # a mistyped script must not cost the old store
+        if a.module is not None:
+            from .watch.launcher import module_file
+
+            module_file(a.module)  # a mistyped module must not cost the old store
+        else:
+            check_script(a.script)  # a mistyped script must not cost the old store
         claim_store_path(a.store, overwrite=a.overwrite)
     policy = None
     if a.verify_budget is not None:
@@ -149,8 +178,14 @@ def _cmd_run(a: argparse.Namespace) -> int:
         from .heal import HealPolicy
 
         policy = dataclasses.replace(policy or HealPolicy(), arch=True)
-    res = watch_script(a.script, args, store="" if a.no_store else a.store, cadence=a.cadence,
-                       heal=a.heal or a.heal_arch, verify=a.verify, heal_policy=policy)
+    from .watch.launcher import watch_module, watch_script
+
+    how = dict(store="" if a.no_store else a.store, cadence=a.cadence, heal=a.heal or a.heal_arch, verify=a.verify,
+               heal_policy=policy)
+    if a.module is not None:
+        res = watch_module(a.module, args, **how)
+    else:
+        res = watch_script(a.script, args, **how)
     render(res.diagnosis, file=sys.stderr, title="traindoctor run")
     if res.store_stopped is not None:
         step, why = res.store_stopped
@@ -170,6 +205,66 @@ def _cmd_run(a: argparse.Namespace) -> int:
     if a.json:
         _write_json_out(lambda dest: write_json(res.diagnosis, dest), a)  # a failed write keeps the script's code
     return res.exit_code
+
+
+def _not_a_launcher(script: str) -> None:
+    """``traindoctor run torchrun …`` (no ``--``): say how a launcher is watched rather than "no such script"."""
+    import shutil
+
+    if not Path(script).exists() and not script.endswith(".py") and shutil.which(script):
+        raise TrainDoctorError(f"{script}: no such script; {script} is a command: to watch a launcher and its ranks, "
+                               f"put it after --: traindoctor run -- {script} ...")
+
+
+def _cmd_run_launcher(a: argparse.Namespace) -> int:
+    """``traindoctor run [OPTIONS] -- LAUNCHER ...``: every rank watched, one diagnosis of all ranks
+    (``--merge DIR``: that diagnosis from stores already written)."""
+    from .report import render, write_json
+    from .report.safe import safe
+    from .watch.distributed import NothingWatched, merge_dir, watch_launcher
+
+    if a.merge is not None:
+        if not Path(a.merge).is_dir():
+            raise TrainDoctorError(f"--merge {a.merge}: not a directory (give the directory of the ranks' run stores)")
+        diag = merge_dir(Path(a.merge))
+        if diag is None:
+            raise TrainDoctorError(f"--merge {a.merge}: holds no run store of a rank (rank0.db, rank1.db …)")
+        if a.json != "-":
+            render(diag, file=sys.stderr, title="traindoctor run --merge")
+        if a.json and not _write_json_out(lambda dest: write_json(diag, dest), a):
+            return EXIT_USAGE
+        return 0
+
+    healing = [o for o, on in (("--heal", a.heal), ("--heal-arch", a.heal_arch), ("--verify", a.verify),
+                               ("--verify-budget", a.verify_budget is not None)) if on]
+    if healing:
+        raise TrainDoctorError(f"{', '.join(healing)}: healing treats one process; under a launcher each rank trains "
+                               "in its own process, and treating one rank alone would put it out of step with the "
+                               "others: run without it")
+    if a.cadence is not None and a.cadence < 1:
+        raise TrainDoctorError(f"--cadence must be a positive number of steps, got {a.cadence}")
+    if a.overwrite and (a.no_store or not a.store):
+        raise TrainDoctorError("--overwrite replaces the ranks' run stores in --store DIR; give --store DIR")
+    try:
+        res = watch_launcher([a.script, *a.args], store="" if a.no_store else a.store, overwrite=a.overwrite,
+                             cadence=a.cadence)
+    except NothingWatched as exc:
+        print(safe(f"traindoctor: error: {exc}", newlines=False), file=sys.stderr)
+        return exc.code
+    render(res.diagnosis, file=sys.stderr, title="traindoctor run")
+    if res.run_dir:
+        names = ", ".join(f"rank{r}.db" for r in res.ranks[:4]) + (" …" if len(res.ranks) > 4 else "")
+        print(safe(f"run stores of the ranks in {res.run_dir} ({names})", newlines=False), file=sys.stderr)
+    if a.json:
+        _write_json_out(lambda dest: write_json(res.diagnosis, dest), a)  # a failed write keeps the launcher's code
+    return res.exit_code
+
+
+def _cmd_boot_path(a: argparse.Namespace) -> int:
+    from .watch.distributed import boot_path
+
+    print(boot_path())
+    return 0
 
 
 def _write_json_out(write: Callable[[str], None], a: argparse.Namespace) -> bool:
@@ -336,32 +431,43 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
-def _script_args(p: argparse.ArgumentParser, args: list[str]) -> tuple[list[str], list[str] | None]:
+def _script_args(p: argparse.ArgumentParser, args: list[str]) -> tuple[list[str], list[str] | None, str | None]:
     """``run``/``checkup``: split off the tokens after the script's name, which are the script's exactly
     as typed (``--`` included, as ``python SCRIPT -- --x`` passes it; argparse alone drops the first
-    ``--``). None when the command line is not that shape: argparse then says what is wrong."""
+    ``--``). None when the command line is not that shape: argparse then says what is wrong. The third
+    value says how the script was given: ``"--"`` (after ``--``: a launcher command unless a ``.py``
+    file), ``"-m"`` (``run -m MODULE``: what follows the module is its arguments), ``"--empty"``
+    (nothing after ``--``), or None."""
     if not args or args[0] not in ("run", "checkup"):
-        return args, None
+        return args, None, None
     sub = next((act.choices.get(args[0]) for act in p._actions if isinstance(act, argparse._SubParsersAction)), None)
     if sub is None:
-        return args, None
+        return args, None, None
     opts = sub._option_string_actions
     i = 1
+    how = None
     while i < len(args):
         tok = args[i]
-        if tok == "--":  # ours: the next token is the script
+        if tok == "--":  # ours: the next token is the script, or the launcher
             i += 1
+            how = "--"
             break
+        if args[0] == "run" and tok.startswith("-m") and not tok.startswith("--"):
+            if tok == "-m":
+                if i + 1 >= len(args):
+                    return args, None, None  # argparse: -m expects one argument
+                return args[: i + 2], args[i + 2:], "-m"
+            return args[:i] + ["-m", tok[2:]], args[i + 1:], "-m"
         if not tok.startswith("-") or tok == "-":
             break
         name = tok.split("=", 1)[0]
         hits = [name] if name in opts else [o for o in opts if o.startswith("--") and o.startswith(name)]
         if len(hits) != 1 or len({id(opts[h]) for h in hits}) != 1:
-            return args, None  # unknown or ambiguous: argparse reports it
+            return args, None, None  # unknown or ambiguous: argparse reports it
         i += 2 if opts[hits[0]].nargs != 0 and "=" not in tok else 1
     if i >= len(args):
-        return args, None
-    return args[: i + 1], args[i + 1:]
+        return args, None, ("--empty" if how == "--" else None)
+    return args[: i + 1], args[i + 1:], how
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -369,13 +475,23 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     (``traindoctor diagnose x --bogus`` shows ``usage: traindoctor diagnose ...``), not the top level's."""
     p = _parser()
     args = list(sys.argv[1:] if argv is None else argv)
-    args, script_args = _script_args(p, args)
+    args, script_args, how = _script_args(p, args)
     if args and args[0] == "run":  # ``--heal=arch``, as the issue of healing spells it: the same as --heal-arch
         args = [("--heal-arch" if t == "--heal=arch" else t) for t in args[:-1]] + args[-1:] if script_args is not None \
             else [("--heal-arch" if t == "--heal=arch" else t) for t in args]
     a, extra = p.parse_known_args(args)
     if script_args is not None:
         a.args = script_args
+    if a.cmd == "run":
+        sub = next(act.choices["run"] for act in p._actions if isinstance(act, argparse._SubParsersAction))
+        if how == "--empty":
+            sub.error("nothing after --: give a launcher command (traindoctor run -- torchrun --nproc-per-node 2 "
+                      "train.py) or a script")
+        if a.merge is not None and (a.script is not None or a.module is not None):
+            sub.error("--merge DIR reads the ranks' run stores and runs nothing: give no script, module or launcher")
+        if a.script is None and a.module is None and a.merge is None:
+            sub.error("give a training script, -m MODULE, or -- followed by a launcher command")
+        a.launcher = how == "--" and a.script is not None and not a.script.lower().endswith((".py", ".pyw"))
     if extra:
         sub = next((act.choices.get(a.cmd) for act in p._actions if isinstance(act, argparse._SubParsersAction)), None)
         before_cmd = a.cmd in args and extra[0] in args and args.index(extra[0]) < args.index(a.cmd)
@@ -422,7 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             a.json_given = a.json
             a.json = json_destination(a.json)
         return {"run": _cmd_run, "diagnose": _cmd_diagnose, "explain": _cmd_explain, "demo": _cmd_demo,
-                "checkup": _cmd_checkup}[a.cmd](a)
+                "checkup": _cmd_checkup, "boot-path": _cmd_boot_path}[a.cmd](a)
     except TrainDoctorError as exc:
         print(safe(f"traindoctor: error: {exc}", newlines=False), file=sys.stderr)
         return EXIT_USAGE

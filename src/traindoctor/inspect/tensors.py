@@ -87,3 +87,12 @@ def param_dtypes(models: Iterable[nn.Module]) -> list[str]:
 
 def site_label(site: tuple[str, int] | None) -> str | None:
     return f"{site[0]}:{site[1]}" if site else None
+
+
+def own_forward_target(model: Any) -> Any:
+    """The module the doctor runs when it runs the model itself (a NaN forward replayed, the eval-mode gap):
+    inside ``DistributedDataParallel``/``DataParallel``, the wrapped module. The wrapper's forward on one
+    rank alone would broadcast buffers (a collective the other ranks never join: a hang) or scatter to devices."""
+    from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+    return model.module if isinstance(model, (DistributedDataParallel, DataParallel)) else model

@@ -112,6 +112,6 @@ def symptoms_of(cause_id: str) -> list[str]:
 
 def all_rules() -> dict[str, Rule]:
     # Importing the modules registers their rules.
-    from . import activations, data, generalization, gradients, loss, model, probes  # noqa: F401
+    from . import activations, data, generalization, gradients, loss, model, probes, ranks  # noqa: F401
 
     return dict(sorted(RULES.items()))

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..inspect.tensors import site_label, tensors_of
+from ..inspect.tensors import own_forward_target, site_label, tensors_of
 from ..inspect.trace import user_site
 
 
@@ -78,7 +78,7 @@ class EvaluationCapture:
             try:
                 model.eval()
                 with torch.no_grad():
-                    out_eval = model(*captured[0], **captured[1])
+                    out_eval = own_forward_target(model)(*captured[0], **captured[1])
                     if not isinstance(out_eval, torch.Tensor) or out_eval.shape != args[0].shape:
                         return
                     loss_eval = orig(out_eval, *args[1:], **kwargs)

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..inspect.tensors import graph_below, tensors_of
+from ..inspect.tensors import graph_below, own_forward_target, tensors_of
 
 
 def _nonfinite_rows(t: torch.Tensor) -> list[int]:
@@ -117,7 +117,7 @@ class NonFiniteForensics:
         self._own += 1
         try:
             with torch.no_grad():
-                model(*args, **kwargs)
+                own_forward_target(model)(*args, **kwargs)
         finally:
             self._own -= 1
             for h in handles:

@@ -1,9 +1,12 @@
-"""``traindoctor run SCRIPT.py [ARGS...]``: watch an unmodified training script.
+"""``traindoctor run SCRIPT.py [ARGS...]`` and ``traindoctor run -m MODULE [ARGS...]``: watch an unmodified
+training script or module.
 
 The script runs in this process as ``__main__`` (its absolute ``__file__``), with ``sys.argv`` and
-``sys.path[0]`` as ``python SCRIPT.py ARGS`` would set them, so its output, exit code and
-numbers are unchanged. Our own words go to stderr: critical findings the moment they happen,
-the diagnosis at the end.
+``sys.path[0]`` as ``python SCRIPT.py ARGS`` would set them; a module as ``python -m MODULE ARGS`` runs
+it (``runpy.run_module``: ``__main__`` with its ``__spec__``, ``sys.argv[0]`` its file, ``sys.path[0]``
+the working directory); so its output, exit code and numbers are unchanged. A launcher and its ranks
+(``traindoctor run -- torchrun …``) are watched from another process: ``distributed.py``. Our own words
+go to stderr: critical findings the moment they happen, the diagnosis at the end.
 """
 from __future__ import annotations
 
@@ -145,12 +148,99 @@ def watch_script(
     ``verify`` (``--verify``) each treatment is first tried on a replay of the window since the last
     snapshot, against the candidates for its cause, and the one that measurably helped is applied."""
     path = check_script(script)
+    return _watch(lambda: run_as_main(script), [os.fspath(script), *args], str(path.resolve().parent), path,
+                  {"source": str(path), "script": str(path), "args": list(args), "mode": "run"},
+                  store=store, cadence=cadence, err=err, heal=heal, verify=verify, heal_policy=heal_policy)
+
+
+def find_module(name: str) -> str:
+    """The file ``python -m NAME`` would run (``sys.path[0]`` already the working directory), or a
+    one-line error naming what is wrong: no such module, a package without ``__main__``."""
+    import importlib.util
+
+    if not name or not all(part.isidentifier() for part in name.split(".")):
+        raise TrainDoctorError(f"-m {name!r}: not a module name (expected e.g. -m package.train)")
+    try:
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.submodule_search_locations is not None:  # a package: its __main__ runs
+            main = importlib.util.find_spec(f"{name}.__main__")
+            if main is None:
+                raise TrainDoctorError(f"-m {name}: {name} is a package without a __main__ module; it cannot be run "
+                                       "with -m")
+            spec = main
+    except TrainDoctorError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a parent package that fails to import: said in one line
+        if isinstance(exc, ModuleNotFoundError) and exc.name and name.startswith(exc.name):
+            raise TrainDoctorError(f"-m {name}: no module named {exc.name!r} (looked in the working directory and "
+                                   "sys.path)") from exc
+        raise TrainDoctorError(f"-m {name}: importing its package failed: {type(exc).__name__}: {exc}") from exc
+    if spec is None:
+        raise TrainDoctorError(f"-m {name}: no module named {name!r} (looked in the working directory and sys.path)")
+    if not spec.origin or not spec.has_location:
+        raise TrainDoctorError(f"-m {name}: {name} has no source file to run")
+    return spec.origin
+
+
+def module_file(module: str) -> str:
+    """:func:`find_module` with ``sys.path[0]`` the working directory, as ``python -m`` looks."""
+    old_path0 = sys.path[0] if sys.path else None
+    if sys.path:
+        sys.path[0] = os.getcwd()
+    else:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return find_module(module)
+    finally:
+        if old_path0 is not None:
+            sys.path[0] = old_path0
+
+
+def watch_module(
+    module: str,
+    args: list[str],
+    *,
+    store: str | os.PathLike[str] | None = None,
+    cadence: int = DEFAULT_CADENCE,
+    err: IO[str] | None = None,
+    heal: bool = False,
+    verify: bool = False,
+    heal_policy: HealPolicy | None = None,
+) -> WatchResult:
+    """Run module ``module`` with ``args`` as ``python -m MODULE ARGS`` would, watched: ``sys.path[0]``
+    the working directory, ``sys.argv[0]`` the module's file, the code run as ``__main__`` with its
+    ``__spec__`` (``runpy.run_module``, as Python's ``-m`` does). A module that cannot be found is a
+    one-line error before anything runs."""
+    cwd = os.getcwd()
+    origin = module_file(module)
+    stem = Path(module.rsplit(".", 1)[-1])
+    source = f"-m {module}"
+    return _watch(lambda: runpy.run_module(module, run_name="__main__", alter_sys=True), [origin, *args], cwd, stem,
+                  {"source": source, "script": origin, "module": module, "args": list(args), "mode": "run"},
+                  store=store, cadence=cadence, err=err, heal=heal, verify=verify, heal_policy=heal_policy)
+
+
+def _watch(
+    run_main: Any,
+    argv: list[str],
+    path0: str,
+    name: Path,
+    meta: dict[str, Any],
+    *,
+    store: str | os.PathLike[str] | None,
+    cadence: int,
+    err: IO[str] | None,
+    heal: bool,
+    verify: bool,
+    heal_policy: HealPolicy | None,
+) -> WatchResult:
+    """Run ``run_main()`` watched, with ``sys.argv`` = ``argv`` and ``sys.path[0]`` = ``path0`` as
+    python sets them; ``name`` names the default run store."""
     err = err or sys.stderr
     store_obj = None
     store_path = None
-    meta = {"source": str(path), "script": str(path), "args": list(args), "mode": "run"}
     if store is None:
-        store_obj, store_path = _default_store(path, meta, err)
+        store_obj, store_path = _default_store(name, meta, err)
     elif store != "":
         from ..store import RunStore
 
@@ -158,24 +248,23 @@ def watch_script(
         store_obj = RunStore(sp, meta=meta, stop_on_error=True)  # a full disk must not stop the training
         store_path = str(sp)
     monitor = Monitor(cadence=cadence, store=store_obj, on_critical=lambda m: print(safe(m), file=err, flush=True))
-    monitor.meta.update({"source": str(path), "mode": "run"})
+    monitor.meta.update({"source": meta["source"], "mode": "run"})
     if store_path:
         monitor.meta["store"] = store_path
     if heal or verify:
         monitor.meta["heal"] = {}
     watch = AutoWatch(monitor, heal=heal, verify=verify, heal_policy=heal_policy)
     old_argv, old_path0 = sys.argv[:], sys.path[0] if sys.path else None
-    sys.argv = [os.fspath(script), *args]  # argv[0] as typed, as python leaves it
-    script_dir = str(path.resolve().parent)
+    sys.argv = list(argv)  # argv[0] as python leaves it: the script as typed, a module's file
     if sys.path:
-        sys.path[0] = script_dir
+        sys.path[0] = path0
     else:
-        sys.path.insert(0, script_dir)
+        sys.path.insert(0, path0)
     code = 0
     real_stdout = sys.stdout
     sys.stdout = PrintedMetrics(real_stdout, monitor)
     try:
-        run_as_main(script)
+        run_main()
     except SystemExit as exc:
         if exc.code is None:
             code = 0
