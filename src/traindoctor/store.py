@@ -23,6 +23,12 @@ creating anything beside it: as an immutable file, or, when a ``-wal`` holds com
 cannot be read in place, from a private copy. SQLite's own reports of damage (``database disk image
 is malformed``) are raised as :class:`StoreDamaged`.
 
+A live run's writer keeps the store bounded (``retention.py``): what the monitor's retention thins from
+the older stretches of a long run is deleted here too (:meth:`RunStore.delete_points`,
+:meth:`RunStore.delete_events`, in the transaction of the next flush); SQLite reuses the freed pages, and
+``journal_size_limit`` truncates the ``-wal`` after each checkpoint, so neither file grows with the run's
+length. Such a store says so in its meta row ``retention`` (with ``thinned_before_step``).
+
 SQLite stores a NaN REAL as NULL, so a NULL ``value`` reads back as NaN; ±Inf are stored as is.
 JSON (meta values, event data) is written with ``NaN``/``Infinity`` tokens, which :mod:`json`
 reads back as floats.
@@ -66,6 +72,7 @@ CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, step INTEGER, kind TE
 """
 
 _BUSY_TIMEOUT_S = 30.0
+_WAL_LIMIT = 8 * 2**20  # bytes
 _CLOSE_CHECKPOINT_MS = 5000  # how long a closing writer waits for readers to let the WAL be checkpointed
 
 # reserved meta rows, kept out of Run.meta
@@ -457,6 +464,9 @@ class RunStore:
         self._points: list[tuple[str, int, float | None]] = []
         self._events: list[tuple[int, str, str]] = []
         self._meta: dict[str, str] = {}
+        # points and events dropped by a bounded retention (``retention.py``), deleted at the next flush
+        self._drop_points: list[tuple[str, int]] = []
+        self._drop_events: list[tuple[int, str]] = []
         self._series_ids: dict[str, int] = {}
         self._conn: sqlite3.Connection | None = None
         self.stop_on_error = bool(stop_on_error)
@@ -479,6 +489,8 @@ class RunStore:
             _check_schema(self.path, _schema_of(conn))
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
+            # the -wal is truncated back to this after a checkpoint (else it keeps its largest size for good)
+            conn.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT}")
             self._series_ids = {name: sid for sid, name in conn.execute("SELECT id, name FROM series")}
         except sqlite3.DatabaseError as e:
             conn.close()
@@ -510,6 +522,7 @@ class RunStore:
         """The first failed write of a ``stop_on_error`` store: keep what is stored, drop the rest."""
         self.stopped = (self.stored_step, reason)
         self._points, self._events, self._meta = [], [], {}
+        self._drop_points, self._drop_events = [], []
 
     def add_point(self, name: str, step: int, value: float) -> None:
         """Buffer one point of series ``name``."""
@@ -541,6 +554,22 @@ class RunStore:
             if len(self._points) + len(self._events) >= self.batch_size:
                 self.flush()
 
+    def delete_points(self, points: Iterable[tuple[str, int]]) -> None:
+        """Drop every point of series ``name`` at ``step``, for each ``(name, step)``, at the next flush (after
+        that flush's inserts). A bounded retention thins old stretches this way; the freed pages are reused,
+        so the file stops growing."""
+        with self._lock:
+            self._check_open()
+            if self.stopped is None:
+                self._drop_points.extend((str(n), int(s)) for n, s in points)
+
+    def delete_events(self, events: Iterable[tuple[int, str]]) -> None:
+        """Drop the events of ``kind`` at ``step``, for each ``(step, kind)``, at the next flush."""
+        with self._lock:
+            self._check_open()
+            if self.stopped is None:
+                self._drop_events.extend((int(s), str(k)) for s, k in events)
+
     def set_meta(self, key: str, value: Any) -> None:
         """Set run metadata ``key`` to a JSON-serialisable value; persisted by the next flush."""
         if key == "schema" or str(key).startswith(_RESERVED):
@@ -555,7 +584,8 @@ class RunStore:
         """Write everything buffered in one transaction and commit it."""
         with self._lock:
             self._check_open()
-            if self.stopped is not None or not (self._points or self._events or self._meta):
+            if self.stopped is not None or not (self._points or self._events or self._meta or self._drop_points
+                                                 or self._drop_events):
                 return
             conn = self._conn
             assert conn is not None
@@ -594,6 +624,14 @@ class RunStore:
                         conn.executemany(
                             "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(self._meta.items())
                         )
+                    if self._drop_points:
+                        all_ids = {**ids, **new_ids}
+                        conn.executemany(
+                            "DELETE FROM points WHERE series_id = ? AND step = ?",
+                            [(all_ids[n], s) for n, s in self._drop_points if n in all_ids],
+                        )
+                    if self._drop_events:
+                        conn.executemany("DELETE FROM events WHERE step = ? AND kind = ?", self._drop_events)
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
@@ -613,6 +651,8 @@ class RunStore:
             self._points = []
             self._events = []
             self._meta = {}
+            self._drop_points = []
+            self._drop_events = []
 
     def close(self) -> None:
         """Flush, mark the store closed, checkpoint its WAL into the .db and close; again does nothing."""

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from traindoctor import Doctor
-from traindoctor.watch.doctor import calls_closure_once
+from traindoctor.watch.closures import calls_closure_once
 
 
 def _train(opt_cls, with_doctor: bool, steps: int = 12, **opt_kw):

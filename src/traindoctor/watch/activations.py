@@ -14,6 +14,40 @@ from torch import nn
 from ..inspect.model import RELU_TYPES, SQUASH_TYPES
 from ..inspect.trace import ActivationProbe, act_series
 
+# True while Dynamo traces (``torch.compile``): a hook of the doctor's reached inside a compiled region then
+# returns at once, so it adds nothing to the graph and never breaks it (it is constant-folded there)
+compiling: Callable[[], bool] = getattr(getattr(torch, "compiler", None), "is_compiling", None) or (lambda: False)
+
+
+def compiled_wrapper(module: nn.Module) -> bool:
+    """``torch.compile(module)``'s wrapper (an ``OptimizedModule``): its own hooks run outside the compiled
+    region, its ``_orig_mod``'s inside. Told without importing ``torch._dynamo`` (slow to import)."""
+    return type(module).__name__ == "OptimizedModule" and isinstance(getattr(module, "_orig_mod", None), nn.Module)
+
+
+def compiled_in_place(module: nn.Module) -> bool:
+    """``module.compile()``: its own hooks, and its submodules', run inside its compiled call."""
+    return getattr(module, "_compiled_call_impl", None) is not None
+
+
+def hookable_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``model.named_modules()`` less those inside a compiled region (under a ``torch.compile`` wrapper, or
+    compiled in place): a hook added or removed there would make Dynamo compile again, or be skipped."""
+    out: list[tuple[str, nn.Module]] = []
+    inside: list[str] = []
+    for name, mod in model.named_modules():
+        if any(name == p or name.startswith(p + ".") for p in inside):
+            continue
+        if compiled_in_place(mod):
+            inside.append(name)
+            if name:
+                continue
+            return []  # the model itself: every hook of its is inside
+        out.append((name, mod))
+        if compiled_wrapper(mod):
+            inside.append(f"{name}._orig_mod" if name else "_orig_mod")
+    return out
+
 
 class ActivationSampler:
     """Arms the activation hooks on sampled steps and records what they measure.
@@ -39,8 +73,11 @@ class ActivationSampler:
             return
         step = self.step
         for model in self.models:
+            mods = hookable_modules(model)
+            if not mods:
+                continue
             self._act_handles.append(model.register_forward_hook(self._make_output_hook(step)))
-            for name, mod in model.named_modules():
+            for name, mod in mods:
                 if isinstance(mod, RELU_TYPES + SQUASH_TYPES):
                     self._act_handles.append(mod.register_forward_hook(self._make_act_hook(name, mod, step)))
         root = self._trace_root
@@ -48,13 +85,13 @@ class ActivationSampler:
             fired = [False]
 
             def pre(m: nn.Module, args: Any) -> None:
-                if fired[0] or self._probe is not None or self._own or not torch.is_grad_enabled() or not m.training:
+                if compiling() or fired[0] or self._probe is not None or self._own or not torch.is_grad_enabled() or not m.training:
                     return
                 fired[0] = True
                 self._guard("functional-activations", self._start_probe)
 
             def post(m: nn.Module, args: Any, out: Any) -> None:
-                if self._probe is not None:
+                if not compiling() and self._probe is not None:
                     self._guard("functional-activations", self._finish_probe, step)
 
             self._act_handles.append(root.register_forward_pre_hook(pre))
@@ -82,7 +119,7 @@ class ActivationSampler:
         fired = [False]
 
         def hook(m: nn.Module, inp: Any, out: Any) -> None:
-            if fired[0] or not torch.is_grad_enabled() or not m.training:
+            if compiling() or fired[0] or not torch.is_grad_enabled() or not m.training:
                 return
             fired[0] = True
             t = out if isinstance(out, torch.Tensor) else None
@@ -107,10 +144,12 @@ class ActivationSampler:
     def _make_act_hook(self, name: str, mod: nn.Module, step: int) -> Callable[..., None]:
         fired = [False]
         relu = isinstance(mod, RELU_TYPES)
+        nonneg = type(mod) in (nn.ReLU, nn.ReLU6)  # outputs ≥ 0: one reduction gives both statistics
         sigmoid_like = isinstance(mod, (nn.Sigmoid, nn.Hardsigmoid))
 
         def hook(m: nn.Module, inp: Any, out: Any) -> None:
-            if fired[0] or not isinstance(out, torch.Tensor) or out.dim() == 0 or not torch.is_grad_enabled():
+            if compiling() or fired[0] or not isinstance(out, torch.Tensor) or out.dim() == 0 \
+                    or not torch.is_grad_enabled():
                 return
             fired[0] = True
 
@@ -118,11 +157,20 @@ class ActivationSampler:
                 with torch.no_grad():
                     o = out.detach().reshape(out.shape[0], -1)
                     if relu:
-                        dead = 1.0 - (o > 0).any(dim=0).to(torch.float32).mean()
+                        # each pass over a large activation is a parallel region (threads woken, on the
+                        # CPU ~0.1 ms each): a ReLU's non-negative output needs one, its per-unit maximum
+                        # (the same values on finite outputs; a unit that output a NaN counts as dead)
+                        if nonneg:
+                            unit_max = o.amax(dim=0)
+                            dead = 1.0 - (unit_max > 0).to(torch.float32).mean()
+                            absmax = unit_max.max().to(torch.float64)
+                        else:
+                            dead = 1.0 - (o > 0).any(dim=0).to(torch.float32).mean()
+                            absmax = o.abs().max().to(torch.float64)
                         self.record(f"dead_frac/{name}", dead, step)
                         if self.on_activation is not None:
                             self._guard("activation-listener", self.on_activation, step, "dead_frac", name, dead)
-                        self.record(f"act_absmax/{name}", o.abs().max().to(torch.float64), step)
+                        self.record(f"act_absmax/{name}", absmax, step)
                     elif sigmoid_like:
                         self.record(f"saturated_frac/{name}", ((o < 0.01) | (o > 0.99)).to(torch.float32).mean(), step)
                         if self.on_activation is not None and isinstance(m, nn.Sigmoid):

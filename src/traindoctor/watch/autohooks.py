@@ -41,6 +41,8 @@ from ..heal.verify import StepRecord, WindowRecorder, autocast_of, group_lrs, in
 from ..inspect.hooks import own_global_hooks
 from ..inspect.losses import WRAPPED_LOSSES
 from ..inspect.trace import ConstructionSites, user_site
+from .activations import compiling
+from .closures import calls_closure_once, closure_first
 from .losscalls import loss_arguments
 from .monitor import Monitor
 
@@ -55,8 +57,9 @@ def _wrap_loss(name: str, orig: Any) -> Any:
     @functools.wraps(orig)
     def loss_fn(*args: Any, **kwargs: Any) -> Any:
         # torch's loss functions dispatch through their module-global name (our wrapper) when a
-        # TorchFunctionMode is active: that inner call is the same loss call, not a second one
-        if getattr(_inside_loss, "on", False):
+        # TorchFunctionMode is active: that inner call is the same loss call, not a second one;
+        # inside a compiled function Dynamo traces this wrapper: it then sees the loss function alone
+        if compiling() or getattr(_inside_loss, "on", False):
             return orig(*args, **kwargs)
         _inside_loss.on = True
         try:
@@ -150,14 +153,27 @@ def _load_state_dict(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
     return result
 
 
+_in_backward = threading.local()
+
+
 def _backward(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+    # a Tensor subclass (a DTensor, a wrapper) reaches Tensor.backward twice: torch's backward hands it to
+    # the subclass's __torch_function__, which calls Tensor.backward (this wrapper) again on the same
+    # tensor; that inner call is the same backward(), not a second one
+    if getattr(_in_backward, "tensor", None) is self:
+        return _orig_backward(self, *args, **kwargs)
     for m in _listeners if not _quiet else ():
         if "backward" not in m._disabled:
             try:
                 m.on_backward(self)
             except Exception as exc:  # noqa: BLE001 - never break the script's backward()
                 m.contain("backward", exc)
-    return _orig_backward(self, *args, **kwargs)
+    outer = getattr(_in_backward, "tensor", None)
+    _in_backward.tensor = self
+    try:
+        return _orig_backward(self, *args, **kwargs)
+    finally:
+        _in_backward.tensor = outer
 
 
 def _next_index(self: Any) -> Any:
@@ -307,8 +323,9 @@ class AutoWatch:
         own_global_hooks(self._mod_handles, True)
         import torch.optim.optimizer as om
         self._contained_post = monitor.contained("step-hook", monitor.opt_post)
+        self._contained_pre = monitor.contained("step-pre-hook", lambda o: self._opt_pre(o))
         self._opt_handles = [
-            om.register_optimizer_step_pre_hook(monitor.contained("step-pre-hook", lambda o, a, k: self._opt_pre(o))),
+            om.register_optimizer_step_pre_hook(self._step_pre),
             om.register_optimizer_step_post_hook(lambda o, a, k: self._opt_post(o)),
         ]
         add_listener(monitor)
@@ -339,6 +356,14 @@ class AutoWatch:
         self._depth = max(0, self._depth - 1)
         if self._depth == 0 and self.recorder is not None:
             self._note_output(module, args, out)
+
+    def _step_pre(self, opt: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        """Every optimizer's step, as it begins: a closure handed to ``step`` (Lightning's training step)
+        is evaluated first, so the model's forward and this step's gradients are seen (the script's own
+        code: its exception propagates as from ``step``); then the watcher's pre-step work, contained."""
+        new = closure_first(opt, args, kwargs) if calls_closure_once(opt) and not _quiet else None
+        self._contained_pre(opt)
+        return new
 
     def _opt_pre(self, opt: Any) -> None:
         if self._discovering:

@@ -47,10 +47,12 @@ class GradSampler:
             self._guard("functional-activations", self._finish_probe, self.step)
         if not self._first_step_done:
             self._at_first_step()
-        self._guard("grad-stats", self._opt_pre, opt)
+        if self.opt_steps % self.cadence == 0:  # (the cheap test first: this runs every step)
+            self._guard("grad-stats", self._opt_pre, opt)
 
     def opt_post(self, opt: Any) -> None:
-        self._guard("update-stats", self._opt_post, opt)
+        if self._opt_state:  # weights copied at this sampled step's start: the update ratios
+            self._guard("update-stats", self._opt_post, opt)
         if self._primary_opt is None:
             self._primary_opt = opt
         elif opt is not self._primary_opt and id(opt) not in self._other_opts:

@@ -1,7 +1,8 @@
 """The loss tap: the loss of every step, read once at ``backward()`` (or handed by ``doctor.step``).
 
-This is the per-step path: one scalar read on the CPU (a 0-d tensor kept for the writer thread on an
-accelerator), the GradScaler's scaling undone, and the step counter advanced where no optimizer drives it.
+This is the per-step path: one scalar read on the CPU (on an accelerator a 0-d tensor, copied into the
+monitor's device buffer and read every few steps by the writer thread: ``devicebuffer.py``), the
+GradScaler's scaling undone, and the step counter advanced where no optimizer drives it.
 The first ``backward()`` also starts the first-step inspection (trace, loss graph, data profile).
 """
 from __future__ import annotations
@@ -113,15 +114,17 @@ class LossTap:
     def _read_loss(self, loss: torch.Tensor, graph: torch.Tensor | None = None) -> Any:
         """The loss as a float (CPU) or a 0-d tensor read later (accelerator); ``graph``: the tensor
         whose autograd graph tells where a non-finite value came from (the scaled loss under a GradScaler)."""
-        t = loss.detach()
-        if t.device.type == "cpu":
-            v = float(t)
+        # (every step, just after the forward pass has evicted the caches: each tensor call here costs
+        # microseconds, so the CPU path makes two, `detach` (a scalar read of a tensor that requires grad
+        # warns) and `float`, after the cheapest test of the device)
+        if loss.is_cpu and not self.defer_loss_reads:
+            v = float(loss.detach())
             if not math.isfinite(v):
-                self._nonfinite_loss(v, graph if graph is not None else loss, dtype_name(t.dtype))
+                self._nonfinite_loss(v, graph if graph is not None else loss, dtype_name(loss.dtype))
                 if self.on_nonfinite_loss is not None:
                     self._guard("nonfinite-listener", self.on_nonfinite_loss, self.step)
             return v
-        return t.reshape(())  # read by the writer thread; no device sync here
+        return loss.detach().reshape(())  # kept in the device buffer, read by the writer thread: no sync here
 
     def pending_loss(self) -> Any:
         """The loss of the step being built, before the optimizer step ends it: a float (CPU), a 0-d

@@ -2,13 +2,18 @@
 
 Cost discipline (the doctor must cost ≤ 2 % of a step at the default cadence):
 
-* every step: the loss is read once (one scalar; on an accelerator it is kept as a tensor and
-  read by the writer thread, so the training thread never waits for the device);
+* every step: the loss is read once (one scalar read on the CPU); on an accelerator it is not read
+  at all: it is copied into a buffer on its device (``devicebuffer.py``), which the writer thread reads
+  every ``cadence`` steps (at most 256), one transfer for the block, with each step's value, so the
+  exact step of a first non-finite loss is still known; the training thread never waits for the device;
 * every ``cadence`` steps ("sampled steps"): per-parameter gradient norms and update/weight
   ratios with fused ``torch._foreach_norm`` calls in the optimizer step hooks, and activation
   statistics from forward hooks that are armed for that one step and removed afterwards;
 * never a per-tensor ``.item()``: each sampled step produces a handful of small tensors that the
   writer thread turns into numbers every ``flush_interval`` seconds and writes to the run store;
+* memory and store bounded: the series are kept by a :class:`~traindoctor.retention.SeriesTable` (every
+  point of the last steps and around every event, older stretches downsampled keeping their spikes), so
+  a run of ten million steps holds and stores about what one of a few tens of thousands does;
 * once, at the first step: an in-memory training set is scanned for NaN/Inf rows by a background
   thread (``datascan.py``, bounded), whose result is recorded and announced on the training thread
   at the next batch.
@@ -48,6 +53,20 @@ The monitor never changes the run it watches: hooks return nothing, tensors are 
 RNG is restored after a replay, and any error of its own is caught, reported once, and turns
 that part of the monitoring off while training goes on.
 
+A model compiled with ``torch.compile(model)`` (an ``OptimizedModule``) is watched from outside its
+compiled region: the monitor's hooks sit on the wrapper, never on the modules inside it (a hook there would
+be traced into the graph, or break it, or be silently skipped), so nothing it does causes a graph break;
+the doctor's global module hooks and the first step's torch-function mode step aside while the compiled
+module runs, so the graph compiled at the first step is the one every later step uses (no recompilation
+for the doctor); the per-layer activation statistics inside a compiled model are not sampled (a note says
+so); parameter names drop the wrapper's ``_orig_mod.`` prefix, as the uncompiled model names them. Any hook
+of the doctor's that Dynamo reaches while tracing (a compiled function that calls the model and the loss, a
+model compiled in place with ``model.compile()``) returns at once there (``compiling()`` is constant-folded
+to True), as does the loss-function wrapper, which hands Dynamo the loss function itself: no graph break,
+and the loss is still read at ``backward()``, outside. Such a function is compiled once more at the second
+step (the hooks Dynamo guards on change after the first step: zero-code discovery's, the first sampled
+step's activation hooks); ``tests/watch/test_compile.py``.
+
 ``Monitor`` is a thin façade: it owns the hooks, the containment and what every part reads (the step, the
 models, the last inputs), and mixes in its parts, one module each: the loss tap (``losstap.py``,
 ``gradscaler.py``), the step clock with the gradient and update sampler (``gradsampler.py``,
@@ -69,12 +88,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..inspect.hooks import _own_global_hooks
 from ..inspect.tensors import param_dtypes
+from ..inspect.trace import leave_mode
 from ..report.safe import safe
+from ..retention import DEFAULT_RETENTION, Retention
 from ..run import Event, Run
-from .activations import ActivationSampler
+from .activations import ActivationSampler, compiled_in_place, compiled_wrapper, compiling
 from .checkpoints import CheckpointWatch
 from .dataprofile import PROFILE_MAX_STEPS, PROFILE_SAMPLES, PROFILE_STEPS, DataWindow
+from .devicebuffer import LossBuffer
 from .evaluation import EvaluationCapture
 from .firststep import CONFIG_CODES, FirstStep
 from .forensics import NonFiniteForensics
@@ -92,7 +115,28 @@ from .writer import StoreWriter
 __all__ = ["CONFIG_CODES", "DEFAULT_CADENCE", "PROFILE_MAX_STEPS", "PROFILE_SAMPLES", "PROFILE_STEPS", "Monitor"]
 
 DEFAULT_CADENCE = 50  # sampled steps: keeps the watcher under 2 % of a step (benchmarks/overhead.py)
+_MAX_LOSS_BLOCK = 256  # an accelerator's losses are read at least every this many steps
+_MAX_PENDING = 16384  # values queued for the writer thread before the training thread writes them itself
+# torch's global module forward-hook tables (keyed by handle id), which dynamo guards on
+_GLOBAL_FORWARD_HOOKS = ("_global_forward_pre_hooks", "_global_forward_hooks", "_global_forward_hooks_always_called",
+                         "_global_forward_hooks_with_kwargs")
 
+
+
+def _param_owners(model: nn.Module) -> dict[int, tuple[str, bool]]:
+    """Per parameter (by id): the class of the module that holds it, and whether that module is, or sits
+    inside, an attention module (a class named ``*Attention*``): what G002 leaves out of a network's depth."""
+    out: dict[int, tuple[str, bool]] = {}
+
+    def walk(mod: nn.Module, inside: bool) -> None:
+        inside = inside or "Attention" in type(mod).__name__
+        for p in mod.parameters(recurse=False):
+            out.setdefault(id(p), (type(mod).__name__, inside))
+        for child in mod.children():
+            walk(child, inside)
+
+    walk(model, False)
+    return out
 
 class Monitor(LossTap, GradScalerTap, GradSampler, StaleGrads, ActivationSampler, LossCalls, EvaluationCapture,
               LeakageCheck, FirstStep, LossGraph, DataWindow, DatasetScan, CheckpointWatch, NonFiniteForensics,
@@ -107,10 +151,18 @@ class Monitor(LossTap, GradScalerTap, GradSampler, StaleGrads, ActivationSampler
         flush_interval: float = 1.0,
         on_critical: Callable[[str], None] | None = None,
         explicit_steps: bool = False,
+        retention: Retention | None = DEFAULT_RETENTION,
+        defer_loss_reads: bool | None = None,
     ) -> None:
+        """``retention``: how much of each series is kept (None: everything, as a short run is anyway);
+        ``defer_loss_reads``: keep each step's loss in a device buffer read every ``cadence`` steps by the
+        writer thread (None: when the loss is not on the CPU; True: also on the CPU, e.g. to test that path)."""
         if cadence < 1:
             raise ValueError(f"cadence must be a positive number of steps, got {cadence}")
         self.cadence = cadence
+        self.retention = retention
+        self.defer_loss_reads = bool(defer_loss_reads)
+        self._loss_buf = LossBuffer(min(cadence, _MAX_LOSS_BLOCK))
         self.store = store
         self.flush_interval = flush_interval
         self.on_critical = on_critical or (lambda msg: print(safe(msg), file=sys.stderr, flush=True))
@@ -200,9 +252,14 @@ class Monitor(LossTap, GradScalerTap, GradSampler, StaleGrads, ActivationSampler
 
     def contained(self, part: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         """``fn`` as a hook torch calls on the training thread: a failure is contained (:meth:`contain`)
-        and the hook does nothing from then on; it never raises into the script."""
+        and the hook does nothing from then on; it never raises into the script. A module hook reached
+        inside a compiled region (Dynamo tracing a compiled function, or a module compiled in place) does
+        nothing there: the doctor watches from outside it, and adds nothing to the graph. The optimizer's
+        step hooks always run (they drive the step clock), as they did before."""
+        skip_compiled = not part.startswith("step")
+
         def hook(*args: Any, **kwargs: Any) -> Any:
-            if part in self._disabled or self.quiet:
+            if (skip_compiled and compiling()) or part in self._disabled or self.quiet:
                 return None
             try:
                 return fn(*args, **kwargs)
@@ -228,8 +285,29 @@ class Monitor(LossTap, GradScalerTap, GradSampler, StaleGrads, ActivationSampler
         return self._batch_ids
 
     def record(self, name: str, value: Any, step: int | None = None) -> None:
-        """Queue a value (float, or tensor read later by the writer thread)."""
-        self._pending.append((name, self.step if step is None else step, value))
+        """Queue a value (float, or tensor read later by the writer thread). A loss that is a tensor (an
+        accelerator's, not read on the training thread) goes to the device buffer, read every few steps."""
+        st = self.step if step is None else step
+        pending = self._pending
+        if name == "loss" and isinstance(value, torch.Tensor) and "loss-buffer" not in self._disabled:
+            try:
+                for block in self._loss_buf.push(st, value):
+                    pending.append(("@loss_block", st, block))
+                return
+            except Exception as exc:  # noqa: BLE001 - the buffer fails: each loss is queued alone, as before
+                self.contain("loss-buffer", exc)
+        pending.append((name, st, value))
+        if len(pending) > _MAX_PENDING:
+            # the writer thread lags (steps of microseconds that never release the GIL): the training
+            # thread writes the backlog itself, so the queue, and memory, stay bounded
+            self._guard("writer", self._materialise)
+
+    def _drain_losses(self) -> None:
+        """Hand the buffered losses to the writer now (before a snapshot, at the end)."""
+        if len(self._loss_buf) and "loss-buffer" not in self._disabled:
+            block = self._loss_buf.drain()
+            if block is not None:
+                self._pending.append(("@loss_block", block[0][-1], block))
 
     def attach_model(self, model: nn.Module) -> None:
         if any(m is model for m in self.models):
@@ -237,9 +315,21 @@ class Monitor(LossTap, GradScalerTap, GradSampler, StaleGrads, ActivationSampler
         self.models.append(model)
         prefix = "" if len(self.models) == 1 else f"model{len(self.models) - 1}."
         pinfo = self.meta.setdefault("params", {})
+        compiled = compiled_wrapper(model)
+        if compiled or compiled_in_place(model):
+            self.meta["compiled"] = True
+            inner = model._orig_mod if compiled else model
+            self.meta.setdefault("notes", []).append(
+                f"{type(inner).__name__} is compiled (torch.compile): it is watched from outside its "
+                "compiled region; the activations inside it are not sampled")
+        owners = _param_owners(model)
         for name, p in model.named_parameters():
+            owner, attention = owners.get(id(p), (None, False))
+            if compiled:
+                name = name.removeprefix("_orig_mod.")
             self._param_names.setdefault(id(p), prefix + name)
-            pinfo[prefix + name] = {"numel": int(p.numel()), "ndim": int(p.dim()), "requires_grad": bool(p.requires_grad)}
+            pinfo[prefix + name] = {"numel": int(p.numel()), "ndim": int(p.dim()), "requires_grad": bool(p.requires_grad),
+                                    "module": owner, "attention": attention}
         self._has_train_only = any(isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.Dropout)) for m in model.modules())
         try:
             self._handles.append(model.register_forward_pre_hook(self.contained("forward-hook", self._pre_forward),
@@ -273,6 +363,8 @@ class Monitor(LossTap, GradScalerTap, GradSampler, StaleGrads, ActivationSampler
                     self.note_first_forward(module)
                 if self._trace_state == "pending":
                     self.begin_trace(module, args, kwargs)
+                if self._trace is not None:
+                    self._guard("compiled", self._lift_for_compiled, module)
             if self._in_eval:  # a training forward ends the evaluation before it
                 self._in_eval = False
                 self._eval_checked = False
@@ -291,6 +383,53 @@ class Monitor(LossTap, GradScalerTap, GradSampler, StaleGrads, ActivationSampler
             self.note_first_forward(module)
         if self._trace_state == "pending":
             self.begin_trace(module, args, kwargs)
+        self._guard("compiled", self._lift_for_compiled, module)
+
+    def _lift_for_compiled(self, module: nn.Module) -> None:
+        """A compiled module (``torch.compile``'s wrapper) is about to run: the doctor's own global module hooks
+        (zero-code discovery, the first step's trace) and the trace's torch-function mode step aside while its
+        compiled region runs, and come back when it returns, where the global forward hooks it skipped are
+        called for the wrapper as torch would have. Dynamo guards on both: a graph compiled while they were
+        there would be compiled again at the next step, when they are gone; with them aside the graph
+        compiled at the first step is the one every later step uses. The modules inside a compiled region
+        are not the script's Python calls anyway (the trace and discovery skip them)."""
+        if not compiled_wrapper(module):
+            return
+        tr = self._trace
+        mode_on = tr is not None and bool(getattr(tr, "active", False))
+        mm = torch.nn.modules.module
+        saved: dict[str, list[tuple[int, Any]]] = {}
+        lifted: set[int] = set()
+        for n in _GLOBAL_FORWARD_HOOKS:
+            d = getattr(mm, n, None)
+            if not d or not any(k in _own_global_hooks for k in d):
+                continue
+            saved[n] = list(d.items())
+            for k in [k for k in d if k in _own_global_hooks]:
+                lifted.add(k)
+                del d[k]
+        if not saved and not mode_on:
+            return
+        if mode_on:
+            leave_mode(tr)
+
+        def back(m: nn.Module, args: Any, out: Any) -> None:
+            handle.remove()
+            for n, items in saved.items():
+                d = getattr(mm, n)
+                now = dict(d)
+                had = {k for k, _ in items}
+                d.clear()
+                d.update((k, now.get(k, v)) for k, v in items if k in now or (k in lifted and k in _own_global_hooks))
+                d.update((k, v) for k, v in now.items() if k not in had)
+            kw = dict(saved.get("_global_forward_hooks_with_kwargs", ()))
+            for k, hook in saved.get("_global_forward_hooks", ()):
+                if k in lifted and k in _own_global_hooks and not kw.get(k):
+                    hook(m, args, out)  # the doctor's own global forward hooks, for the wrapper they skipped
+            if mode_on and self._trace is tr and tr.active:
+                tr.__enter__()
+
+        handle = module.register_forward_hook(self.contained("compiled", back), always_call=True)
 
     def note_first_forward(self, module: nn.Module) -> None:
         """The model's first training forward: the precision it runs in (autocast on, and its dtype)."""
@@ -325,6 +464,7 @@ class Monitor(LossTap, GradScalerTap, GradSampler, StaleGrads, ActivationSampler
                 self._guard("data-profile", self._finish_profile)
             if self._loss_acc:
                 self._emit_loss()
+            self._drain_losses()
             self._guard("loss-calls", self._flush_eval)
             self._in_eval = False
             if self._probe is not None:
@@ -346,11 +486,12 @@ class Monitor(LossTap, GradScalerTap, GradSampler, StaleGrads, ActivationSampler
     def snapshot(self) -> Run:
         """The Run as known now (materialises what is pending)."""
         if not self._closed:
+            self._drain_losses()
             self._guard("writer", self._materialise)
             self._guard("val-sources", self._check_val_sources)
         with self._lock:
-            points = list(self._points)
+            series = self._table.all_series()
             events = list(self._events)
         # validation seen automatically stands in only where nothing better exists (what the user
         # logged, then the loss functions, then the printed numbers): the same merge a stored run gets
-        return Run.from_points(points, events, dict(self.meta)).resolve_captured()
+        return Run(series=series, events=events, meta=dict(self.meta)).resolve_captured()

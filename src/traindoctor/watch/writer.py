@@ -10,31 +10,49 @@ import torch
 
 from ..inspect.tensors import dtype_name
 from ..numfmt import fmt
+from ..retention import SeriesTable
 from ..run import Event
 
 
 class StoreWriter:
     """Materialises pending tensors every ``flush_interval`` seconds and writes the run store.
 
+    The points are kept in a :class:`~traindoctor.retention.SeriesTable`, bounded by the monitor's
+    ``retention``: what it thins from the older stretches of a long run is deleted from the store too,
+    so neither the process's memory nor the store file grows with the run's length.
+
     A part of :class:`~traindoctor.watch.monitor.Monitor` (a mixin: why, in monitor.py's docstring).
     """
 
     def _init_writer(self) -> None:
         """What is recorded (points and events), what awaits the writer thread, and its lock."""
-        self._points: list[tuple[str, int, float]] = []  # materialised, for the final Run
+        self._table = SeriesTable(self.retention)  # materialised points, for the Run
         self._events: list[Event] = []
         self._pending: deque[tuple[str, int, Any]] = deque()  # (name, step, tensor | float | names)
         self._pending_events: deque[Event] = deque()
         self._lock = threading.Lock()
+        # one materialisation at a time (the writer thread's, a snapshot's): the store then deletes only
+        # points it was already given, and gets them in the order the table took them
+        self._write_lock = threading.RLock()
         self._val_note_done = False
 
     def _materialise(self) -> None:
+        with self._write_lock:
+            self._materialise_now()
+
+    def _materialise_now(self) -> None:
         items = []
         while self._pending:
             items.append(self._pending.popleft())
         points: list[tuple[str, int, float]] = []
-        for name, step, value in items:
-            if name == "@grad_norms":
+        isfinite = math.isfinite
+        for item in items:
+            name, step, value = item
+            if type(value) is float:  # most points: a CPU loss, an LR
+                if name == "loss" and not isfinite(value) and self.nonfinite_loss_step is None:
+                    self._late_nonfinite_loss(step, value, None)
+                points.append(item)
+            elif name == "@grad_norms":
                 names, g = value
                 gl = g.tolist()
                 total = math.sqrt(sum(x * x for x in gl)) if all(math.isfinite(x) for x in gl) else float("nan")
@@ -57,20 +75,31 @@ class StoreWriter:
                 if hit:
                     self.event("stale_grad", {"count": len(hit), "of": len(names), "params": hit[:20], "where": where},
                                step)
+            elif name == "@loss_block":
+                # the losses of the last steps, kept on their device (devicebuffer.py): one read, here
+                steps, vals, ready, dtype = value
+                if ready is not None:
+                    ready.synchronize()
+                for st, v in zip(steps, vals.tolist()):
+                    if not math.isfinite(v) and self.nonfinite_loss_step is None:
+                        self._late_nonfinite_loss(st, v, dtype)
+                    points.append(("loss", st, v))
             else:
                 v = float(value) if not isinstance(value, float) else value
                 if name == "loss" and not math.isfinite(v) and self.nonfinite_loss_step is None:
-                    # loss read off an accelerator by this thread: too late to replay, not to report
-                    self.nonfinite_loss_step = step
-                    self._forensics_done = True
-                    late: dict[str, Any] = {"value": v, "late": True}
-                    if isinstance(value, torch.Tensor):
-                        late["dtype"] = dtype_name(value.dtype)
-                    self.event("nonfinite_loss", late, step)
-                    self.on_critical(f"traindoctor: L001 nonfinite-loss — the loss is {v} at step {step}")
+                    self._late_nonfinite_loss(step, v, value.dtype if isinstance(value, torch.Tensor) else None)
                 points.append((name, step, v))
+        dropped: list[tuple[str, int]] = []
+        dropped_events: list[Event] = []
         with self._lock:
-            self._points.extend(points)
+            table = self._table
+            table.add(points)
+            if table.due():
+                dropped, kept, dropped_events = table.compact(self._events)
+                if dropped_events:
+                    self._events[:] = kept
+                if table.thinned_before and self.retention is not None:
+                    self.meta["retention"] = {**self.retention.as_meta(), "thinned_before_step": table.thinned_before}
             events = list(self._pending_events)
             self._pending_events.clear()
         store = self.store
@@ -79,9 +108,24 @@ class StoreWriter:
                 store.add_points(points)
                 for ev in events:
                     store.add_event(ev.step, ev.kind, ev.data)
+                if dropped:
+                    store.delete_points(dropped)
+                if dropped_events:
+                    store.delete_events((ev.step, ev.kind) for ev in dropped_events)
                 store.flush()
             except Exception as exc:  # noqa: BLE001 - a store that cannot be written never stops the run
                 self._store_failed(exc)
+
+    def _late_nonfinite_loss(self, step: int, v: float, dtype: Any) -> None:
+        """A non-finite loss read off an accelerator by the writer thread: too late to replay, not to report
+        (its exact step is known: every step's loss is read)."""
+        self.nonfinite_loss_step = step
+        self._forensics_done = True
+        late: dict[str, Any] = {"value": v, "late": True}
+        if isinstance(dtype, torch.dtype):
+            late["dtype"] = dtype_name(dtype)
+        self.event("nonfinite_loss", late, step)
+        self.on_critical(f"traindoctor: L001 nonfinite-loss — the loss is {v} at step {step}")
 
     def _store_failed(self, exc: BaseException) -> None:
         """The run store cannot be written (disk full, its directory gone): said once, never tried
@@ -136,10 +180,12 @@ class StoreWriter:
         if self._val_note_done:
             return
         with self._lock:
-            pts = [(n, st, v) for n, st, v in self._points if n.startswith("val_loss")]
-        auto = {st: v for n, st, v in pts if n == "val_loss@auto"}
-        printed = {st: v for n, st, v in pts if n == "val_loss@printed"}
-        logged = any(n == "val_loss" for n, _, _ in pts)
+            got = {n: self._table.series(n) for n in ("val_loss", "val_loss@auto", "val_loss@printed")}
+        auto = dict(zip(got["val_loss@auto"].steps.tolist(), got["val_loss@auto"].values.tolist())) \
+            if got["val_loss@auto"] is not None else {}
+        printed = dict(zip(got["val_loss@printed"].steps.tolist(), got["val_loss@printed"].values.tolist())) \
+            if got["val_loss@printed"] is not None else {}
+        logged = got["val_loss"] is not None
         for st in sorted(auto.keys() & printed.keys()):
             a, p = auto[st], printed[st]
             if not (math.isfinite(a) and math.isfinite(p)) or abs(a - p) <= 0.1 * max(abs(a), abs(p)):
