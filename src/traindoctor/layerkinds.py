@@ -19,3 +19,5 @@ KAIMING_GAIN_MODULES = ("ReLU", "ReLU6", "LeakyReLU", "RReLU", "ELU", "CELU", "G
 # layers with a weight matrix or kernel: the ones initialised, measured and counted as depth
 WEIGHT_MODULES = ("Linear", "Bilinear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
                   "ConvTranspose3d")
+# lookup tables: a batch's gradient reaches only the rows it used
+EMBEDDING_MODULES = ("Embedding", "EmbeddingBag")

@@ -147,3 +147,38 @@ def test_a_failure_inside_the_doctor_never_stops_training(tmp_path, monkeypatch,
     notes = contained(cb.diagnosis)
     assert len(notes) == 1 and "injected fault" in notes[0]
     assert capsys.readouterr().err.count("internal error contained") == 1
+
+
+class FirstToken(torch.utils.data.Dataset):
+    """Sequence classification: the label is whether the first token is above the vocabulary's middle."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.ids = torch.randint(3, 50, (n, 12), generator=g)
+        self.y = (self.ids[:, 0] > 26).long()
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.ids[i], "labels": self.y[i]}
+
+
+def test_a_healthy_tiny_bert_classifier_gets_no_warning(tmp_path):
+    """A BERT's first weight layers are an embedding table (its gradient spread over unused rows) and
+    attention's query/key (little gradient while attention is near uniform): not a vanishing gradient."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    set_seed(0)
+    model = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                                     num_attention_heads=2, intermediate_size=32, num_labels=2))
+    cb = DoctorCallback(live=False, report=False)
+    targs = TrainingArguments(output_dir=str(tmp_path / "out"), learning_rate=1e-3, num_train_epochs=20,
+                              per_device_train_batch_size=16, eval_strategy="epoch", save_strategy="no",
+                              report_to="none", use_cpu=True, disable_tqdm=True, seed=0, logging_steps=1000)
+    trainer = Trainer(model=model, args=targs, train_dataset=FirstToken(512, 0), eval_dataset=FirstToken(128, 1),
+                      callbacks=[cb])
+    trainer.train()
+    d = cb.diagnosis
+    assert trainer.state.log_history[-2]["eval_loss"] < 0.05  # it learned
+    assert not serious(d), [(f.code, f.message) for f in d.findings]

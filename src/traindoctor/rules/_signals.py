@@ -6,6 +6,7 @@ import math
 import numpy as np
 
 from ..events import InitScale, ModelGraph
+from ..layerkinds import EMBEDDING_MODULES
 from ..losskinds import CLASSES
 from ..numfmt import fmt
 from ..run import Run
@@ -29,6 +30,17 @@ def weight_layers(run: Run) -> list[tuple[str, int]]:
         if meta.get("ndim", 2) >= 2:
             out.append((p, int(meta.get("numel", 1) or 1)))
     return out
+
+
+def depth_layers(run: Run) -> list[tuple[str, int]]:
+    """The weight layers a gradient crosses on its way back through the network's depth: ``weight_layers``
+    less embedding tables (a lookup's gradient is spread over the rows a batch did not use: small per
+    weight by construction) and the parameters inside an attention module (its query/key projections get
+    little gradient while attention is near uniform, as at initialisation, whatever the depth). Where the
+    run did not record which module holds a parameter (a log), every weight layer counts."""
+    info = run.meta.get("params") or {}
+    return [(p, n) for p, n in weight_layers(run)
+            if (info.get(p) or {}).get("module") not in EMBEDDING_MODULES and not (info.get(p) or {}).get("attention")]
 
 
 def weight_update_ratios(run: Run) -> dict[str, np.ndarray]:
@@ -76,7 +88,7 @@ def best_layer_update_ratio(run: Run) -> float | None:
 
 def vanishing_ratio(run: Run) -> float | None:
     """Late RMS gradient of the first weight layer over the last one's (None with < 3 layers)."""
-    layers = weight_layers(run)
+    layers = depth_layers(run)
     if len(layers) < 3:
         return None
     (first, n0), (lastl, n1) = layers[0], layers[-1]

@@ -10,7 +10,7 @@ from ..findings import Finding
 from ..numfmt import fmt
 from ..run import Run
 from . import Rule, rule
-from ._signals import eps_note, eps_swamps, per_step, recurrent, weight_layers, weight_update_ratios, zero_weights
+from ._signals import depth_layers, eps_note, eps_swamps, per_step, recurrent, weight_update_ratios, zero_weights
 from ._stats import late, nanmedian, sustained
 
 
@@ -236,9 +236,12 @@ def vanishing_gradients(run: Run, r: Rule) -> list[Finding]:
 
     Known false positives:
         A first layer fed by sparse or tiny inputs (most features zero) gets small gradients by
-        construction; check its input scale.
+        construction; check its input scale. A run whose loss fell by 90 % or more was not hurt: info,
+        not a warning. Embedding tables and the projections inside attention
+        modules are not counted as depth (a lookup's gradient is spread over unused rows; query/key
+        get little gradient while attention is near uniform).
     """
-    layers = weight_layers(run)
+    layers = depth_layers(run)
     if len(layers) < 3:
         return []
     (first, n0), (lastl, n1) = layers[0], layers[-1]
@@ -279,8 +282,18 @@ def vanishing_gradients(run: Run, r: Rule) -> list[Finding]:
         ev["max_saturated_fraction"] = max(sat)
     else:
         causes["saturating-activation"] = 0.3
+    drop = _loss_drop(run)
+    severity = None
+    if drop is not None and drop >= LEARNED_ANYWAY:
+        # the hazard did not hurt this run: its loss fell by nine tenths or more all the same
+        severity = "info"
+        ev["loss_drop"] = drop
+        msg += f" — though the loss fell {drop * 100:.0f} % all the same"
     return [r.finding(step=int(a.steps[len(a) // 2]), step_end=int(a.steps[-1]), message=msg, evidence=ev,
-                      causes=list(causes.items()))]
+                      causes=list(causes.items()), severity=severity)]
+
+
+LEARNED_ANYWAY = 0.9  # G002: a run whose loss fell this much (first tenth → last tenth) was not hurt by it
 
 
 @rule("G004", "warning", causes=("lr-too-high", "over-regularization"))
