@@ -224,3 +224,30 @@ class Bridge:
             except Exception as exc:  # noqa: BLE001
                 self.contain("report", exc)
         return self.diagnosis
+
+
+class BridgeViews:
+    """What every framework callback shows of its Bridge (``self.bridge``): the Doctor, the diagnosis,
+    the treatments, and ``report()`` to end the run by hand."""
+
+    bridge: Bridge
+
+    @property
+    def doctor(self) -> Any:
+        """The Doctor of the current (or last) training; None before it starts."""
+        return self.bridge.doctor
+
+    @property
+    def diagnosis(self) -> Diagnosis | None:
+        """The diagnosis at the end of the last training (None before it ends)."""
+        return self.bridge.diagnosis
+
+    @property
+    def treatments(self) -> list[dict[str, Any]]:
+        """What healing did, in order."""
+        return self.bridge.doctor.treatments if self.bridge.doctor is not None else []
+
+    def report(self) -> Diagnosis | None:
+        """End the run now if it is still going (hooks off) and return its diagnosis (printed unless
+        ``report=False``); frameworks that call no callback when training raises need it then."""
+        return self.bridge.finish()

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 from typing import IO, Any
 
-from ..diagnosis import Diagnosis
 from ..heal import HealPolicy
 from ..watch.monitor import DEFAULT_CADENCE
-from ._common import Bridge
+from ._common import Bridge, BridgeViews
 
 
 def lightning_args(trainer: Any) -> dict[str, Any]:
@@ -46,7 +45,7 @@ def lightning_args(trainer: Any) -> dict[str, Any]:
     return args
 
 
-class LightningDoctor:
+class LightningDoctor(BridgeViews):
     """Mixed into the package's ``Callback`` (``lightning.pytorch`` or ``pytorch_lightning``)."""
 
     def __init__(self, heal: bool | str = False, *, cadence: int = DEFAULT_CADENCE, store: Any = None,
@@ -57,25 +56,6 @@ class LightningDoctor:
                              report_file=report_file, heal_every=heal_every, heal_policy=heal_policy)
         self._optimizer: Any = None
         self._stepped = False
-
-    @property
-    def doctor(self) -> Any:
-        """The Doctor of the current (or last) fit; None before training starts."""
-        return self.bridge.doctor
-
-    @property
-    def diagnosis(self) -> Diagnosis | None:
-        """The diagnosis at the end of the last fit (None before it ends)."""
-        return self.bridge.diagnosis
-
-    @property
-    def treatments(self) -> list[dict[str, Any]]:
-        return self.bridge.doctor.treatments if self.bridge.doctor is not None else []
-
-    def report(self) -> Diagnosis | None:
-        """End the run now if it is still going (hooks off) and return its diagnosis (printed unless
-        ``report=False``). Called by itself when ``fit`` ends or raises."""
-        return self.bridge.finish()
 
     # the Trainer's events ----------------------------------------------------------------------
 

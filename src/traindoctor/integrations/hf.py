@@ -27,10 +27,9 @@ from typing import IO, Any
 
 from transformers import TrainerCallback
 
-from ..diagnosis import Diagnosis
 from ..heal import HealPolicy
 from ..watch.monitor import DEFAULT_CADENCE
-from ._common import Bridge
+from ._common import Bridge, BridgeViews
 
 # the TrainingArguments the fixes and the report use, as the Trainer names them
 ARGS = ("learning_rate", "warmup_ratio", "warmup_steps", "max_grad_norm", "lr_scheduler_type", "logging_steps",
@@ -65,7 +64,7 @@ def _inner(obj: Any, attr: str) -> Any:
     return inner if inner is not None and type(obj).__module__.startswith("accelerate") else obj
 
 
-class DoctorCallback(TrainerCallback):
+class DoctorCallback(BridgeViews, TrainerCallback):
     """traindoctor's Doctor on a Hugging Face Trainer's training (see the module's docstring)."""
 
     def __init__(self, heal: bool | str = False, *, cadence: int = DEFAULT_CADENCE, store: Any = None,
@@ -74,25 +73,6 @@ class DoctorCallback(TrainerCallback):
         self.bridge = Bridge("huggingface", heal=heal, cadence=cadence, store=store, live=live, report=report,
                              report_file=report_file, heal_every=heal_every, heal_policy=heal_policy)
         self._model: Any = None
-
-    @property
-    def doctor(self) -> Any:
-        """The Doctor of the current (or last) training; None before it starts."""
-        return self.bridge.doctor
-
-    @property
-    def diagnosis(self) -> Diagnosis | None:
-        """The diagnosis at the end of the last training (None before it ends)."""
-        return self.bridge.diagnosis
-
-    @property
-    def treatments(self) -> list[dict[str, Any]]:
-        return self.bridge.doctor.treatments if self.bridge.doctor is not None else []
-
-    def report(self) -> Diagnosis | None:
-        """End the run now if it is still going (hooks off) and return its diagnosis (printed unless
-        ``report=False``): the Trainer calls no callback when training raises, so call it then."""
-        return self.bridge.finish()
 
     # the Trainer's events ----------------------------------------------------------------------
 

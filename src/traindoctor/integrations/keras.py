@@ -40,7 +40,7 @@ from ..heal import HealPolicy
 from ..heal.snapshot import TrainingState
 from ..heal.treatments import nonfinite_rows, sample_ids
 from ..watch.monitor import DEFAULT_CADENCE
-from ._common import Bridge
+from ._common import Bridge, BridgeViews
 
 # Keras's loss names → the loss kinds the rules know (losskinds.py)
 _LOSS_KINDS = {"sparsecategoricalcrossentropy": "cross_entropy", "categoricalcrossentropy": "cross_entropy",
@@ -265,7 +265,7 @@ class KerasHealer:
             self._snap = None
 
 
-class DoctorCallback(keras.callbacks.Callback):
+class DoctorCallback(BridgeViews, keras.callbacks.Callback):
     """traindoctor's Doctor on a Keras ``fit`` (torch backend; see the module's docstring)."""
 
     def __init__(self, heal: bool = False, *, cadence: int = DEFAULT_CADENCE, store: Any = None,
@@ -286,16 +286,6 @@ class DoctorCallback(keras.callbacks.Callback):
         self.healer: KerasHealer | None = None
         self._view: _OptimizerView | None = None
         self._wrapped: Any = None  # the optimizer whose ``apply`` is wrapped
-
-    @property
-    def doctor(self) -> Any:
-        """The Doctor of the current (or last) ``fit``; None before it starts."""
-        return self.bridge.doctor
-
-    @property
-    def diagnosis(self) -> Diagnosis | None:
-        """The diagnosis at the end of the last ``fit`` (None before it ends)."""
-        return self.bridge.diagnosis
 
     @property
     def treatments(self) -> list[dict[str, Any]]:
