@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import traceback
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -224,13 +225,16 @@ def consequences(findings: list[Finding]) -> None:
             f.evidence.setdefault("effect", "no other finding shows it hurting this run")
 
 
-def evaluate(run: Run) -> tuple[list[Finding], list[str]]:
-    """Run every rule; a rule that fails is contained and reported, never fatal."""
+def check_rules(run: Run, only: Callable[[str], bool] = lambda code: True) -> tuple[list[Finding], list[str]]:
+    """Run the rules whose code ``only`` accepts (every rule by default); a rule that fails is contained
+    and said in the second list, never fatal."""
     from .rules import all_rules
 
     findings: list[Finding] = []
     internal: list[str] = []
     for code, r in all_rules().items():
+        if not only(code):
+            continue
         try:
             with warnings.catch_warnings(), np.errstate(all="ignore"):
                 warnings.simplefilter("ignore", RuntimeWarning)
@@ -238,6 +242,12 @@ def evaluate(run: Run) -> tuple[list[Finding], list[str]]:
         except Exception as exc:  # noqa: BLE001 - a broken rule must not hide the others
             tb = traceback.extract_tb(exc.__traceback__)[-1]
             internal.append(f"rule {code} failed ({type(exc).__name__}: {exc} at {tb.filename}:{tb.lineno})")
+    return findings, internal
+
+
+def evaluate(run: Run) -> tuple[list[Finding], list[str]]:
+    """Run every rule; a rule that fails is contained and reported, never fatal."""
+    findings, internal = check_rules(run)
     consequences(findings)
     findings.sort(key=lambda f: (-severity_rank(f.severity), f.step if f.step is not None else 1 << 62, f.code))
     return findings, internal

@@ -18,13 +18,12 @@ runs (already read; it knows nothing of stores or processes) and gives one :clas
 from __future__ import annotations
 
 import traceback
-import warnings
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from .diagnosis import CauseScore, Diagnosis, RuledOut, diagnose, rank_causes
+from .diagnosis import CauseScore, Diagnosis, RuledOut, check_rules, diagnose, rank_causes
 from .findings import Finding, severity_rank
 from .run import Run
 
@@ -79,21 +78,7 @@ def _on_rank(f: Finding, r: int) -> Finding:
 
 def _rank_rules(run: Run) -> tuple[list[Finding], list[str]]:
     """The R rules on the combined run; a rule that fails is contained and said, as in ``evaluate``."""
-    from .rules import all_rules
-
-    found: list[Finding] = []
-    internal: list[str] = []
-    for code, rl in all_rules().items():
-        if not code.startswith("R"):
-            continue
-        try:
-            with warnings.catch_warnings(), np.errstate(all="ignore"):
-                warnings.simplefilter("ignore", RuntimeWarning)
-                found.extend(rl.check(run))
-        except Exception as exc:  # noqa: BLE001 - a broken rule must not hide the others
-            tb = traceback.extract_tb(exc.__traceback__)[-1]
-            internal.append(f"rule {code} failed ({type(exc).__name__}: {exc} at {tb.filename}:{tb.lineno})")
-    return found, internal
+    return check_rules(run, lambda code: code.startswith("R"))
 
 
 def _who(ranks: list[int], watched: list[int]) -> str:
