@@ -1,6 +1,6 @@
 # Two commands for a fresh machine with only python3:
 #   make demo   set up .venv, install, and diagnose a built-in faulty run on scikit-learn's digits
-#   make test   set up .venv, install, run ruff and the test suite (what CI runs)
+#   make test   set up .venv, install (Chromium too, for the browser tests), run ruff and the test suite (what CI runs)
 PY ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
@@ -22,6 +22,7 @@ demo: setup
 	$(BIN)/traindoctor demo --fault $(FAULT)
 
 test: setup
+	tools/ensure-chromium
 	$(BIN)/python -m ruff check src tests benchmarks
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest
 

@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
         "(rank0.db, rank1.db … in a run directory: --store DIR), and one diagnosis of all ranks at the end; the "
         "exit code is the launcher's. Healing (--heal, --verify) is for one process.")
     r.add_argument("--json", metavar="FILE", help="also write the diagnosis as JSON ('-' for stdout)")
+    r.add_argument("--html", metavar="FILE", help="also write the report as one self-contained HTML page with charts")
     r.add_argument("--store", metavar="PATH", help="run store to write (default .traindoctor/runs/<script>-<time>.db); "
                    "a store already at PATH is refused, before the script runs, unless --overwrite; with a launcher "
                    "(--), the directory of the ranks' stores")
@@ -57,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
                    "measurably helped, and report what each did")
     r.add_argument("--verify-budget", type=float, default=None, metavar="FRACTION",
                    help="time the replays may take, as a fraction of the run's time so far (default 0.1)")
+    r.add_argument("--no-status", action="store_true", dest="no_status",
+                   help="no live status line (step, loss, steps/s, alerts) on stderr while the script runs; it shows "
+                   "only when stderr is a terminal (TRAINDOCTOR_STATUS=0 also turns it off)")
     r.add_argument("--merge", metavar="DIR",
                    help="run nothing: give the diagnosis of all ranks from the ranks' run stores in DIR and the "
                    "directories just below it (rank0.db, rank1.db …, e.g. copied from several machines)")
@@ -84,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
                    "standard input (CSV/TSV, JSON Lines, trainer_state.json, an event file or a run store)")
     d.add_argument("--json", metavar="FILE",
                    help="also write the diagnosis as JSON ('-' for stdout only); for a directory, all runs")
+    d.add_argument("--html", metavar="FILE",
+                   help="also write the report as one self-contained HTML page with charts (one run; see report)")
     d.add_argument("--metric", action="append", default=[], metavar="ROLE=NAME",
                    help="use the metric (column, key, tag) NAME for ROLE (loss, val_loss, accuracy, "
                         "val_accuracy, lr, grad_norm, step, epoch); repeatable")
@@ -109,6 +115,8 @@ def _parser() -> argparse.ArgumentParser:
         "Exit codes: 0 no error-level finding, 1 an error-level finding, 2 bad usage or a script the checkup "
         "could not read.")
     c.add_argument("--json", metavar="FILE", help="also write the report as JSON ('-' for stdout)")
+    c.add_argument("--html", metavar="FILE", help="also write the report as one HTML page with charts (the LR range "
+                   "test, the probes' curves)")
     c.add_argument("--shallow", action="store_true", help="also compare with a shallower variant of the model (M005)")
     c.add_argument("--nonfinite-step", type=int, metavar="K",
                    help="replay the batch of training step K and name the samples that make the loss non-finite")
@@ -122,8 +130,36 @@ def _parser() -> argparse.ArgumentParser:
     from .checks.probes import skip_help  # the registry, without torch: the choices and help are its names
 
     c.add_argument("--skip", action="append", default=[], metavar="PROBE", help=skip_help())
+    c.add_argument("--no-status", action="store_true", dest="no_status",
+                   help="no live status line (the probe running, probes done, time against the budget) on stderr; "
+                   "it shows only when stderr is a terminal (TRAINDOCTOR_STATUS=0 also turns it off)")
     c.add_argument("script", help="the training script")
     c.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
+
+    rp = sub.add_parser(
+        "report", help="write a run's report as one self-contained HTML page with interactive charts",
+        description="Diagnose a run (a run store or any log diagnose reads) and write one HTML file that opens "
+        "without a network: loss and validation loss with each finding and the best epoch marked, accuracy, the "
+        "learning rate with treatments, per-layer gradient norms, update/weight ratios, dead and saturated units, "
+        "the LR range test, and the diagnosis as text. Exit codes as diagnose.")
+    rp.add_argument("path", help="a run store or log file, or a directory holding one run")
+    rp.add_argument("--html", metavar="FILE", help="the page to write ('-' for stdout; default: the run's name "
+                    "with .html, in the current directory, never over an existing file)")
+    rp.add_argument("--json", metavar="FILE", help="also write the diagnosis as JSON ('-' for stdout)")
+    rp.add_argument("--metric", action="append", default=[], metavar="ROLE=NAME",
+                    help="use the metric NAME for ROLE, as diagnose does; repeatable")
+    rp.add_argument("--fail-on", choices=("not-judged", "warning", "error"), default=None,
+                    help="exit 1 when a finding is at least this severe, as diagnose does")
+    rp.add_argument("--quiet", action="store_true", help="do not print the diagnosis in the terminal")
+
+    db = sub.add_parser(
+        "dashboard", help="a live page on 127.0.0.1: the runs in a directory, their charts and findings as they train",
+        description="Serve a page that lists the run stores in DIR (default .traindoctor/runs), updates while "
+        "other processes write them, shows each run's charts and diagnosis, and compares runs side by side. "
+        "Binds to 127.0.0.1 unless --host says otherwise; see docs/dashboard.md.")
+    from .report.dashboard import add_arguments  # stdlib only at import: the parser stays light
+
+    add_arguments(db)
     return p
 
 
@@ -178,14 +214,18 @@ def _cmd_run(a: argparse.Namespace) -> int:
         from .heal import HealPolicy
 
         policy = dataclasses.replace(policy or HealPolicy(), arch=True)
+    from .report.live import StatusLine, monitor_hook
     from .watch.launcher import watch_module, watch_script
 
     how = dict(store="" if a.no_store else a.store, cadence=a.cadence, heal=a.heal or a.heal_arch, verify=a.verify,
                heal_policy=policy)
-    if a.module is not None:
-        res = watch_module(a.module, args, **how)
-    else:
-        res = watch_script(a.script, args, **how)
+    shown = f"-m {a.module}" if a.module is not None else Path(a.script).name
+    with StatusLine(f"traindoctor run {shown}", enabled=not a.no_status) as status:  # erased before the report
+        how["on_monitor"] = monitor_hook(status)
+        if a.module is not None:
+            res = watch_module(a.module, args, **how)
+        else:
+            res = watch_script(a.script, args, **how)
     render(res.diagnosis, file=sys.stderr, title="traindoctor run")
     if res.store_stopped is not None:
         step, why = res.store_stopped
@@ -204,6 +244,10 @@ def _cmd_run(a: argparse.Namespace) -> int:
                    newlines=False), file=sys.stderr)
     if a.json:
         _write_json_out(lambda dest: write_json(res.diagnosis, dest), a)  # a failed write keeps the script's code
+    if a.html:
+        from .report.html import write_html
+
+        _write_html_out(lambda dest: write_html(res.run, res.diagnosis, dest, title="traindoctor run"), a)
     return res.exit_code
 
 
@@ -237,6 +281,9 @@ def _cmd_run_launcher(a: argparse.Namespace) -> int:
 
     healing = [o for o, on in (("--heal", a.heal), ("--heal-arch", a.heal_arch), ("--verify", a.verify),
                                ("--verify-budget", a.verify_budget is not None)) if on]
+    if a.html:
+        raise TrainDoctorError("--html: a report is of one run; under a launcher each rank writes its own store: "
+                               "traindoctor report DIR/rank0.db --html report.html, or traindoctor dashboard DIR")
     if healing:
         raise TrainDoctorError(f"{', '.join(healing)}: healing treats one process; under a launcher each rank trains "
                                "in its own process, and treating one rank alone would put it out of step with the "
@@ -316,10 +363,15 @@ def _cmd_diagnose(a: argparse.Namespace) -> int:
             return _diagnose_tree(path, overrides, a, found)
     run = load(a.path, overrides=overrides)
     diag = diagnose(run)
-    if a.json != "-":
+    if a.json != "-" and a.html != "-":
         render(diag, title="traindoctor diagnose")
     if a.json and not _write_json_out(lambda dest: write_json(diag, dest), a):
         return EXIT_USAGE
+    if a.html:
+        from .report.html import write_html
+
+        if not _write_html_out(lambda dest: write_html(run, diag, dest), a):
+            return EXIT_USAGE
     return 1 if _fails([diag], a.fail_on) else 0
 
 
@@ -335,6 +387,9 @@ def _diagnose_tree(root: object, overrides: dict[str, str] | None, a: argparse.N
 
     base = Path(str(root))
     found = find_runs(base) if found is None else found
+    if getattr(a, "html", None):
+        raise TrainDoctorError(f"--html: {root} holds several runs and a report is of one run; give one of them, or "
+                               f"watch them all with traindoctor dashboard {root}")
     summary = Summary(root=str(root))
     summary.skipped = [(display_path(p, base), why) for p, why in found.passed_over]
     rows = sorted([(ref.path.as_posix(), ref, None) for ref in found.runs]
@@ -372,6 +427,73 @@ def _diagnose_tree(root: object, overrides: dict[str, str] | None, a: argparse.N
     return 1 if _fails([r.diagnosis for r in summary.results if r.diagnosis is not None], a.fail_on) else 0
 
 
+def _write_html_out(write: Callable[[str], None], a: argparse.Namespace) -> bool:
+    """``write(a.html)``; when that fails at the end, one line on stderr and False."""
+    try:
+        write(a.html)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        from .report.safe import safe
+
+        why = exc.strerror or str(exc)
+        print(safe(f"traindoctor: error: --html {getattr(a, 'html_given', a.html)}: could not write: {why}",
+                   newlines=False), file=sys.stderr)
+        return False
+    return True
+
+
+def _default_html(path: Path) -> str:
+    """``<run name>.html`` in the current directory; an existing file there is never replaced unasked."""
+    from .report.output import json_destination
+
+    name = (path.name if path.is_dir() else path.stem) or "run"
+    if path.is_dir() and path.name in ("", ".", ".."):
+        name = path.resolve().name or "run"
+    target = Path.cwd() / f"{name}.html"
+    if target.exists() or target.is_symlink():
+        raise TrainDoctorError(f"{target.name} already exists here; pass --html FILE to choose where the report goes")
+    return json_destination(str(target), "--html")
+
+
+def _cmd_report(a: argparse.Namespace) -> int:
+    from .diagnosis import diagnose
+    from .logs import detect_format, find_runs, load
+    from .report import render, write_json
+    from .report.html import write_html
+    from .report.safe import safe
+
+    overrides = _overrides(a.metric) or None
+    path = Path(a.path)
+    target = a.path
+    if a.path != "-" and path.is_dir() and detect_format(path) is None:
+        found = find_runs(path)
+        if len(found.runs) != 1:
+            listed = ", ".join(str(r.path) for r in found.runs[:5]) + (" …" if len(found.runs) > 5 else "")
+            raise TrainDoctorError(f"{a.path}: holds {len(found.runs)} runs" + (f" ({listed})" if listed else "")
+                                   + "; give one of them (traindoctor dashboard DIR shows them all)")
+        target = str(found.runs[0].path)
+    run = load(target, overrides=overrides)
+    diag = diagnose(run)
+    if a.html is None:
+        a.html = a.html_given = _default_html(Path(target) if target != "-" else Path("stdin"))
+    if not a.quiet and a.json != "-" and a.html != "-":
+        render(diag, title="traindoctor report")
+    if not _write_html_out(lambda dest: write_html(run, diag, dest), a):
+        return EXIT_USAGE
+    if a.html != "-":
+        print(safe(f"report written to {a.html_given}", newlines=False), file=sys.stderr)
+    if a.json and not _write_json_out(lambda dest: write_json(diag, dest), a):
+        return EXIT_USAGE
+    return 1 if _fails([diag], a.fail_on) else 0
+
+
+def _cmd_dashboard(a: argparse.Namespace) -> int:
+    from .report.dashboard import main_dashboard
+
+    return main_dashboard(a)
+
+
 def _cmd_explain(a: argparse.Namespace) -> int:
     from .explain import explain, listing
 
@@ -397,14 +519,25 @@ def _cmd_checkup(a: argparse.Namespace) -> int:
         if s not in DEFAULT_PROBES:
             raise TrainDoctorError(f"--skip {s!r}: not a probe; choose from {', '.join(DEFAULT_PROBES)}")
     args = a.args  # exactly what followed the script on the command line
-    report = checkup_script(a.script, args, probes=[p for p in DEFAULT_PROBES if p not in a.skip], shallow=a.shallow,
-                            nonfinite_step=a.nonfinite_step, amp_dtype=a.amp, max_samples=a.max_samples, steps=a.steps,
-                            budget_s=a.budget)
+    from .report.live import CheckupProgress, StatusLine
+
+    progress = CheckupProgress(a.budget)
+    with StatusLine(f"traindoctor checkup {Path(a.script).name}", poll=progress, enabled=not a.no_status) as status:
+        report = checkup_script(a.script, args, probes=[p for p in DEFAULT_PROBES if p not in a.skip],
+                                shallow=a.shallow, nonfinite_step=a.nonfinite_step, amp_dtype=a.amp,
+                                max_samples=a.max_samples, steps=a.steps, budget_s=a.budget,
+                                status=progress.fields if status.active else None)
     report.render(file=sys.stderr, title="traindoctor checkup")
     if a.json:
         from .report.output import write_document
 
         if not _write_json_out(lambda dest: write_document(report.to_json(), dest), a):
+            return EXIT_USAGE
+    if a.html:
+        from .report.html import write_html
+
+        if not _write_html_out(lambda dest: write_html(report.run, report.diagnosis, dest, title="traindoctor checkup"),
+                               a):
             return EXIT_USAGE
     return 1 if report.diagnosis.worst_severity == "error" else 0
 
@@ -537,8 +670,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             a.json_given = a.json
             a.json = json_destination(a.json)
+        if getattr(a, "html", None) is not None:
+            from .report.output import json_destination
+
+            a.html_given = a.html
+            a.html = json_destination(a.html, "--html")
         return {"run": _cmd_run, "diagnose": _cmd_diagnose, "explain": _cmd_explain, "demo": _cmd_demo,
-                "checkup": _cmd_checkup, "boot-path": _cmd_boot_path}[a.cmd](a)
+                "checkup": _cmd_checkup, "boot-path": _cmd_boot_path, "report": _cmd_report,
+                "dashboard": _cmd_dashboard}[a.cmd](a)
     except TrainDoctorError as exc:
         print(safe(f"traindoctor: error: {exc}", newlines=False), file=sys.stderr)
         return EXIT_USAGE

@@ -86,6 +86,7 @@ class Options:
     batch_fn: BatchFn | None = None
     val_optional: bool = False  # a validation loader that cannot be read is skipped, not an error
     budget_s: float | None = BUDGET_S  # seconds for the whole checkup; None: every probe at full length
+    status: dict[str, Any] | None = None  # progress written here (phase, probe, done, total, t0): report/live.py
 
 
 @dataclass
@@ -279,6 +280,7 @@ def run_checkup(pipe: Pipeline, train_loader: Iterable[Any], val_loader: Iterabl
                 missing: list[str] | None = None) -> CheckupReport:
     """The checkup proper, on a prepared :class:`Pipeline` (the API and the CLI both end here)."""
     t0 = time.perf_counter()
+    _status(opts, t0=t0)
     rec = _Recorder()
     if source:
         rec.meta["source"] = source
@@ -349,8 +351,11 @@ def _checks(pipe: Pipeline, train_loader: Any, val_loader: Any, opts: Options, r
     sample) has recorded why, and the pipeline stops there: what was measured is still judged.
     """
     _record_setup(pipe, rec)
+    _status(opts, phase="reading the data")
     data = _read_data(pipe, train_loader, val_loader, opts, rec, snapshot)
+    _status(opts, phase="inspecting the model")
     prec = _inspect_model(pipe, data, opts, rec, snapshot)
+    _status(opts, phase="the first loss")
     if not _loss_phase(pipe, data, prec, opts, rec, snapshot):
         return
     batches = _probe_batches(data, opts, rec)
@@ -359,6 +364,11 @@ def _checks(pipe: Pipeline, train_loader: Any, val_loader: Any, opts: Options, r
     pbatches, clean = batches
     ctx = ProbeContext(pipe, pbatches, clean, rec, snapshot, opts, data.profile.out_shape, train_loader)
     _probes(ctx, t0 if t0 is not None else time.perf_counter())
+
+
+def _status(opts: Options, **progress: Any) -> None:
+    if opts.status is not None:
+        opts.status.update(progress)
 
 
 def _record_setup(pipe: Pipeline, rec: _Recorder) -> None:
@@ -653,13 +663,16 @@ def _probes(ctx: ProbeContext, t0: float) -> None:
     if opts.budget_s is not None:
         budget = Budget(float(opts.budget_s), t0)
         if any(p.scalable for p in chosen):
+            _status(opts, phase="timing one training step")
             budget.step_s = _time_step(ctx.pipe, ctx.pbatches, ctx.snapshot, opts.seed)
             rec.meta["budget"] = {"seconds": budget.seconds, "step_s": budget.step_s,
                                   "left_for_probes_s": round(budget.left(), 3)}
             progress(f"one training step ≈ {fmt(budget.step_s * 1e3)} ms; {max(0.0, budget.left()):.0f} s of the "
                      f"{budget.seconds:g} s budget left for {len(chosen)} probe(s)")
     for i, probe in enumerate(chosen):
+        _status(opts, probe=probe.title, done=i, total=len(chosen))
         run_probe(probe, ctx, budget, chosen[i + 1:])
+    _status(opts, done=len(chosen), phase="diagnosing")
 
 
 def _batch_at_step(loader: Any, step: int, batch_fn: BatchFn | None) -> Batch:
@@ -709,12 +722,14 @@ def checkup_script(
     probe_samples: int = 2048,
     steps: int = 300,
     budget_s: float | None = BUDGET_S,
+    status: dict[str, Any] | None = None,
 ) -> CheckupReport:
     """``traindoctor checkup SCRIPT [ARGS]``: run the script to its first loss, check what it built.
 
     The script is stopped before its first loss is computed (so labels that would crash the
     loss are checked first), the checkup runs on the model, loss, optimizer and loaders found,
     and the training itself never runs. What could not be found is listed in the report.
+    ``status``: a dict the checkup writes its progress into (``report/live.py`` shows it).
     """
     from .discover import run_to_first_loss
 
@@ -741,6 +756,6 @@ def checkup_script(
         intro.append(ProbeLine("stopped at", f"{found.where} (the first loss; the training step never ran)"))
     opts = Options(max_samples=max_samples, probe_samples=probe_samples, steps=steps, probes=chosen,
                    shallow="auto" if shallow else None, nonfinite_step=nonfinite_step, amp_dtype=amp_dtype,
-                   batch_fn=found.batch_fn, val_optional=True, budget_s=budget_s)
+                   batch_fn=found.batch_fn, val_optional=True, budget_s=budget_s, status=status)
     return run_checkup(pipe, found.train_loader, found.val_loader, opts, source=str(script), intro=intro,
                        missing=list(found.missing))

@@ -97,18 +97,19 @@ def _plan(path: str, shown: str) -> tuple[str, Any]:
     return "open", path  # a device or a FIFO: write into it
 
 
-def json_destination(given: str) -> str:
+def json_destination(given: str, option: str = "--json") -> str:
     """``-``, or ``given`` as an absolute path once it is known to be writable; a one-line
-    :class:`TrainDoctorError` (``--json x/y.json: directory x does not exist``) otherwise."""
+    :class:`TrainDoctorError` (``--json x/y.json: directory x does not exist``) otherwise. ``option``
+    names the flag in the message (``--html``)."""
     if given == "-":
         return given
     if not given:
-        raise TrainDoctorError("--json: an empty path; give a file name, or '-' for standard output")
+        raise TrainDoctorError(f"{option}: an empty path; give a file name, or '-' for standard output")
     path = given if os.path.isabs(given) else os.path.join(os.getcwd(), given)
     try:
         _plan(path, given)
     except DestinationError as exc:
-        raise TrainDoctorError(f"--json {given}: {exc}") from None
+        raise TrainDoctorError(f"{option} {given}: {exc}") from None
     return path
 
 
@@ -161,17 +162,39 @@ def _atomic(target: str, data: bytes) -> None:
 def write_document(obj: Any, dest: str | os.PathLike[str]) -> None:
     """Write ``obj`` as JSON to ``dest`` (``-``: standard output) as the module docstring says;
     :class:`OSError` when it cannot."""
-    path = os.fspath(dest)
-    if path == "-":
+    if os.fspath(dest) == "-":
         _to_stream(obj, sys.stdout)
         return
+    _write(dest, lambda stream: _to_stream(obj, stream), lambda: _dumps(obj).encode("utf-8"))
+
+
+def write_text(text: str, dest: str | os.PathLike[str]) -> None:
+    """Write a text document (an HTML page) to ``dest`` as :func:`write_document` writes JSON; UTF-8."""
+    def to_stream(stream: Any) -> None:
+        stream.flush()
+        buf = getattr(stream, "buffer", None)
+        if buf is not None:
+            buf.write(text.encode("utf-8"))
+            buf.flush()
+        else:
+            stream.write(text)
+            stream.flush()
+
+    if os.fspath(dest) == "-":
+        to_stream(sys.stdout)
+        return
+    _write(dest, to_stream, lambda: text.encode("utf-8"))
+
+
+def _write(dest: str | os.PathLike[str], to_stream: Any, data_of: Any) -> None:
+    path = os.fspath(dest)
     if not os.path.isabs(path):
         path = os.path.abspath(path)
     how, where = _plan(path, os.fspath(dest))
     if how == "fd" and where in (1, 2):
-        _to_stream(obj, sys.stdout if where == 1 else sys.stderr)
+        to_stream(sys.stdout if where == 1 else sys.stderr)
         return
-    data = _dumps(obj).encode("utf-8")
+    data = data_of()
     if how == "fd":
         view = memoryview(data)
         while view:

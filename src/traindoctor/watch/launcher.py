@@ -17,6 +17,7 @@ import runpy
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -71,7 +72,30 @@ class PrintedMetrics(io.TextIOBase):
     def flush(self) -> None:
         self._inner.flush()
 
-    def __getattr__(self, name: str):  # fileno, isatty, encoding, buffer ... as the real stream
+    # io.TextIOBase defines these itself (isatty() False, encoding None …), so __getattr__ never sees them:
+    # the script must see its real stream's answers (tqdm and rich ask whether stdout is a terminal)
+    def isatty(self) -> bool:
+        return self._inner.isatty()
+
+    def fileno(self) -> int:
+        return self._inner.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self._inner.encoding
+
+    @property
+    def errors(self) -> str | None:  # type: ignore[override]
+        return getattr(self._inner, "errors", None)
+
+    @property
+    def newlines(self) -> Any:
+        return getattr(self._inner, "newlines", None)
+
+    def writable(self) -> bool:
+        return True
+
+    def __getattr__(self, name: str):  # buffer, reconfigure, line_buffering ... as the real stream
         return getattr(self._inner, name)
 
 
@@ -141,6 +165,7 @@ def watch_script(
     heal: bool = False,
     verify: bool = False,
     heal_policy: HealPolicy | None = None,
+    on_monitor: Callable[[Monitor], None] | None = None,
 ) -> WatchResult:
     """Run ``script`` with ``args`` as ``python`` would, watched; with ``heal``, treated as it trains
     (``traindoctor run --heal``): the Healer acts through the model, optimizer, schedulers and
@@ -150,7 +175,8 @@ def watch_script(
     path = check_script(script)
     return _watch(lambda: run_as_main(script), [os.fspath(script), *args], str(path.resolve().parent), path,
                   {"source": str(path), "script": str(path), "args": list(args), "mode": "run"},
-                  store=store, cadence=cadence, err=err, heal=heal, verify=verify, heal_policy=heal_policy)
+                  store=store, cadence=cadence, err=err, heal=heal, verify=verify, heal_policy=heal_policy,
+                  on_monitor=on_monitor)
 
 
 def find_module(name: str) -> str:
@@ -206,6 +232,7 @@ def watch_module(
     heal: bool = False,
     verify: bool = False,
     heal_policy: HealPolicy | None = None,
+    on_monitor: Callable[[Monitor], None] | None = None,
 ) -> WatchResult:
     """Run module ``module`` with ``args`` as ``python -m MODULE ARGS`` would, watched: ``sys.path[0]``
     the working directory, ``sys.argv[0]`` the module's file, the code run as ``__main__`` with its
@@ -217,7 +244,8 @@ def watch_module(
     source = f"-m {module}"
     return _watch(lambda: runpy.run_module(module, run_name="__main__", alter_sys=True), [origin, *args], cwd, stem,
                   {"source": source, "script": origin, "module": module, "args": list(args), "mode": "run"},
-                  store=store, cadence=cadence, err=err, heal=heal, verify=verify, heal_policy=heal_policy)
+                  store=store, cadence=cadence, err=err, heal=heal, verify=verify, heal_policy=heal_policy,
+                  on_monitor=on_monitor)
 
 
 def _watch(
@@ -233,9 +261,11 @@ def _watch(
     heal: bool,
     verify: bool,
     heal_policy: HealPolicy | None,
+    on_monitor: Callable[[Monitor], None] | None = None,
 ) -> WatchResult:
     """Run ``run_main()`` watched, with ``sys.argv`` = ``argv`` and ``sys.path[0]`` = ``path0`` as
-    python sets them; ``name`` names the default run store."""
+    python sets them; ``name`` names the default run store. ``on_monitor(monitor)`` is called once the
+    monitor is built, before the script runs (the live status line reads it: ``report/live.py``)."""
     err = err or sys.stderr
     store_obj = None
     store_path = None
@@ -254,6 +284,8 @@ def _watch(
     if heal or verify:
         monitor.meta["heal"] = {}
     watch = AutoWatch(monitor, heal=heal, verify=verify, heal_policy=heal_policy)
+    if on_monitor is not None:
+        on_monitor(monitor)
     old_argv, old_path0 = sys.argv[:], sys.path[0] if sys.path else None
     sys.argv = list(argv)  # argv[0] as python leaves it: the script as typed, a module's file
     if sys.path:
