@@ -23,6 +23,7 @@ demo: setup
 
 test: setup
 	tools/ensure-chromium
+	tools/ensure-postgres
 	$(BIN)/python -m ruff check src tests benchmarks
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest
 

@@ -30,6 +30,10 @@ def __getattr__(name: str):  # torch-dependent parts load on first use
         from .checks.checkup import checkup
 
         return checkup
+    if name == "tune":
+        from .tuning import tune
+
+        return tune
     if name == "CheckupReport":
         from .checks.checkup import CheckupReport
 
@@ -38,4 +42,4 @@ def __getattr__(name: str):  # torch-dependent parts load on first use
 
 
 __all__ = ["CauseScore", "CheckupReport", "Diagnosis", "Doctor", "Finding", "Run", "__version__", "checkup",
-           "diagnose", "load"]
+           "diagnose", "load", "tune"]

@@ -152,6 +152,50 @@ def _parser() -> argparse.ArgumentParser:
                     help="exit 1 when a finding is at least this severe, as diagnose does")
     rp.add_argument("--quiet", action="store_true", help="do not print the diagnosis in the terminal")
 
+    t = sub.add_parser(
+        "tune", help="tune a script's hyperparameters on Optuna, the doctor pruning sick trials",
+        usage="traindoctor tune [OPTIONS] --param NAME=SPEC [--param ...] SCRIPT.py [ARGS...]",
+        description="Run SCRIPT once per trial with --NAME VALUE for each --param (zero code change: each trial is "
+        "watched as traindoctor run watches), in three stages: coarse (half the trials, wide ranges, with "
+        "--coarse-arg added), fine (the range of the best coarse trials), final (the top-k re-run over seeds, "
+        "mean ± std). The doctor prunes a trial that goes non-finite, diverges, oscillates, makes no progress or "
+        "kills its units at once; Optuna's MedianPruner the merely mediocre ones. The study is stored (SQLite by "
+        "default, --storage postgresql://… for workers on many machines); the same command again continues it. "
+        "SPEC: log:LO:HI, LO:HI, int:LO:HI, intlog:LO:HI, choice:A,B. See docs/tuning.md.")
+    t.add_argument("--param", action="append", default=[], metavar="NAME=SPEC", required=True,
+                   help="a hyperparameter the script takes as --NAME: lr=log:1e-5:1, dropout=0.1:0.7, layers=int:1:4, "
+                   "opt=choice:adam,sgd; repeatable")
+    t.add_argument("--trials", type=int, default=40, help="trials of the coarse and fine stages (default 40)")
+    t.add_argument("--storage", metavar="FILE|URL", help="the study's database: an SQLite file (default "
+                   ".traindoctor/tune/<study>.db) or postgresql://USER:PASSWORD@HOST:PORT/DB")
+    t.add_argument("--study", metavar="NAME", help="the study's name (default: from the script, its arguments and the "
+                   "parameters, so the same command continues the same study)")
+    t.add_argument("--sampler", choices=("tpe", "random"), default="tpe", help="Optuna's sampler (default tpe)")
+    t.add_argument("--sampler-seed", type=int, metavar="N", help="seed the sampler (reproducible trials; give each "
+                   "worker of one study its own, or none)")
+    t.add_argument("--pruner", choices=("median", "none"), default="median",
+                   help="Optuna's pruner for mediocre trials, next to the doctor (default median)")
+    t.add_argument("--no-doctor", action="store_true", help="the doctor does not prune (plain Optuna, for comparison)")
+    t.add_argument("--metric", default="val_loss", help="the metric to optimise, as the run records it (default "
+                   "val_loss: logged, computed by the loss functions, or printed by the script)")
+    t.add_argument("--direction", choices=("minimize", "maximize"), default=None,
+                   help="default: maximize for a metric named like accuracy, else minimize")
+    t.add_argument("--objective", choices=("last", "best"), default="last",
+                   help="a trial's value: the metric's last value (default) or its best")
+    t.add_argument("--coarse", type=float, default=0.5, metavar="SHARE",
+                   help="share of the trials in the coarse stage (default 0.5; 0: no coarse stage)")
+    t.add_argument("--coarse-arg", action="append", default=[], metavar="ARG",
+                   help="an argument added to the script in the coarse stage, e.g. --coarse-arg=--epochs=2; repeatable")
+    t.add_argument("--top-k", type=int, default=3, help="parameter sets re-run in the final stage (default 3; 0: none)")
+    t.add_argument("--seeds", type=int, default=3, help="seeds each final set is re-run with (default 3)")
+    t.add_argument("--seed-arg", metavar="NAME", help="pass each trial's seed to the script as --NAME SEED")
+    t.add_argument("--trial-timeout", type=float, metavar="SECONDS", help="prune a trial that runs longer than this")
+    t.add_argument("--json", metavar="FILE", help="also write the results as JSON ('-' for stdout)")
+    t.add_argument("--html", metavar="FILE", help="also write the results as an HTML page with Optuna's plots")
+    t.add_argument("--no-status", action="store_true", help="no live status line on the terminal")
+    t.add_argument("script", help="the training script")
+    t.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script, given to every trial")
+
     db = sub.add_parser(
         "dashboard", help="a live page on 127.0.0.1: the runs in a directory, their charts and findings as they train",
         description="Serve a page that lists the run stores in DIR (default .traindoctor/runs), updates while "
@@ -314,21 +358,30 @@ def _cmd_boot_path(a: argparse.Namespace) -> int:
     return 0
 
 
-def _write_json_out(write: Callable[[str], None], a: argparse.Namespace) -> bool:
-    """``write(a.json)``; when that fails at the end (disk full, the directory gone), one line on stderr
-    and False."""
+def _write_out(write: Callable[[str], None], a: argparse.Namespace, option: str = "json") -> bool:
+    """``write(a.<option>)`` (``--json``, ``--html``); when that fails at the end (disk full, the directory
+    gone), one line on stderr and False."""
+    dest = getattr(a, option)
     try:
-        write(a.json)
+        write(dest)
     except BrokenPipeError:
         raise
     except OSError as exc:
         from .report.safe import safe
 
         why = exc.strerror or str(exc)
-        print(safe(f"traindoctor: error: --json {getattr(a, 'json_given', a.json)}: could not write: {why}",
+        print(safe(f"traindoctor: error: --{option} {getattr(a, option + '_given', dest)}: could not write: {why}",
                    newlines=False), file=sys.stderr)
         return False
     return True
+
+
+def _write_json_out(write: Callable[[str], None], a: argparse.Namespace) -> bool:
+    return _write_out(write, a, "json")
+
+
+def _write_html_out(write: Callable[[str], None], a: argparse.Namespace) -> bool:
+    return _write_out(write, a, "html")
 
 
 def _fails(diags: list[Diagnosis], fail_on: str | None) -> bool:
@@ -427,22 +480,6 @@ def _diagnose_tree(root: object, overrides: dict[str, str] | None, a: argparse.N
     return 1 if _fails([r.diagnosis for r in summary.results if r.diagnosis is not None], a.fail_on) else 0
 
 
-def _write_html_out(write: Callable[[str], None], a: argparse.Namespace) -> bool:
-    """``write(a.html)``; when that fails at the end, one line on stderr and False."""
-    try:
-        write(a.html)
-    except BrokenPipeError:
-        raise
-    except OSError as exc:
-        from .report.safe import safe
-
-        why = exc.strerror or str(exc)
-        print(safe(f"traindoctor: error: --html {getattr(a, 'html_given', a.html)}: could not write: {why}",
-                   newlines=False), file=sys.stderr)
-        return False
-    return True
-
-
 def _default_html(path: Path) -> str:
     """``<run name>.html`` in the current directory; an existing file there is never replaced unasked."""
     from .report.output import json_destination
@@ -486,6 +523,74 @@ def _cmd_report(a: argparse.Namespace) -> int:
     if a.json and not _write_json_out(lambda dest: write_json(diag, dest), a):
         return EXIT_USAGE
     return 1 if _fails([diag], a.fail_on) else 0
+
+
+def _cmd_tune(a: argparse.Namespace) -> int:
+    from .report.live import StatusLine
+    from .report.safe import safe
+    from .report.tune import render_tune, write_tune_html, write_tune_json
+    from .tuning import parse_param, tune
+    from .tuning.script import ScriptTrials, check_script
+    from .tuning.study import default_study_name
+
+    params = [parse_param(x) for x in a.param]
+    check_script(a.script)
+    if a.trials < 1:
+        raise TrainDoctorError(f"--trials must be at least 1, got {a.trials}")
+    if a.top_k < 0 or a.seeds < 0:
+        raise TrainDoctorError("--top-k and --seeds must not be negative")
+    if not 0 <= a.coarse < 1:
+        raise TrainDoctorError(f"--coarse is the share of trials in the coarse stage, in [0, 1), got {a.coarse}")
+    if a.trial_timeout is not None and not a.trial_timeout > 0:
+        raise TrainDoctorError(f"--trial-timeout must be a positive number of seconds, got {a.trial_timeout}")
+    taken = {p.name for p in params}
+    clash = [x for x in a.args if x.startswith("--") and x[2:].split("=", 1)[0] in taken]
+    if clash:
+        raise TrainDoctorError(f"{clash[0]}: given to the script and searched by --param; leave it out of the "
+                               "script's arguments")
+    direction = a.direction or ("maximize" if "acc" in a.metric.lower() else "minimize")
+    name = a.study or default_study_name(str(Path(a.script).resolve()), params, [*a.args, *a.coarse_arg])
+    workdir = Path(".traindoctor") / "tune" / name
+    workdir.mkdir(parents=True, exist_ok=True)
+    trials = ScriptTrials(str(Path(a.script).resolve()), list(a.args), workdir, metric=a.metric,
+                          objective=a.objective, coarse_args=list(a.coarse_arg), seed_arg=a.seed_arg,
+                          trial_timeout=a.trial_timeout)
+    counts = {"done": 0, "pruned": 0, "best": None}
+
+    with StatusLine(f"traindoctor tune {Path(a.script).name}", enabled=not a.no_status) as status:
+        def on_trial(row: object) -> None:
+            counts["done"] += 1
+            if getattr(row, "state", "") == "PRUNED":
+                counts["pruned"] += 1
+                print(safe(f"traindoctor tune: trial {row.number} pruned: {row.reason}", newlines=False),  # type: ignore[attr-defined]
+                      file=sys.stderr)
+            v = getattr(row, "value", None)
+            if getattr(row, "state", "") == "COMPLETE" and isinstance(v, float):
+                b = counts["best"]
+                better = b is None or (v < b if direction == "minimize" else v > b)  # type: ignore[operator]
+                counts["best"] = v if better else b
+            status.update(trials=counts["done"], pruned=counts["pruned"], best=counts["best"])
+
+        status.update(trials=0, of=a.trials + a.top_k * a.seeds)
+        result = tune(lambda p, d: None, params, a.trials, storage=a.storage, study_name=name, direction=direction,
+                      metric=a.metric, sampler=a.sampler, pruner="median" if a.pruner == "median" else None, seed=a.sampler_seed,
+                      coarse=a.coarse, top_k=a.top_k, seeds=a.seeds, doctor_prunes=not a.no_doctor,
+                      on_trial=on_trial, run_trial=trials)
+    if trials.crashed:
+        result.notes.append(f"{len(trials.crashed)} trial(s) ended with an error; their output is in {workdir}")
+    if not trials.seed_arg and result.final:
+        result.notes.append("the final re-runs passed no seed to the script (--seed-arg NAME): they differ only by "
+                            "what the script leaves unseeded")
+    if a.json != "-":
+        render_tune(result, file=sys.stderr)
+        where = result.storage.removeprefix("sqlite:///") if result.storage.startswith("sqlite:///") else "its database"
+        print(safe(f"study {name} in {where}; the trials' runs in {workdir} (traindoctor dashboard {workdir}); "
+                   "the same command again continues the study", newlines=False), file=sys.stderr)
+    if a.json and not _write_json_out(lambda dest: write_tune_json(result, dest), a):
+        return EXIT_USAGE
+    if a.html and not _write_html_out(lambda dest: write_tune_html(result, dest), a):
+        return EXIT_USAGE
+    return 0 if result.best_params is not None else 1
 
 
 def _cmd_dashboard(a: argparse.Namespace) -> int:
@@ -571,7 +676,7 @@ def _script_args(p: argparse.ArgumentParser, args: list[str]) -> tuple[list[str]
     value says how the script was given: ``"--"`` (after ``--``: a launcher command unless a ``.py``
     file), ``"-m"`` (``run -m MODULE``: what follows the module is its arguments), ``"--empty"``
     (nothing after ``--``), or None."""
-    if not args or args[0] not in ("run", "checkup"):
+    if not args or args[0] not in ("run", "checkup", "tune"):
         return args, None, None
     sub = next((act.choices.get(args[0]) for act in p._actions if isinstance(act, argparse._SubParsersAction)), None)
     if sub is None:
@@ -677,7 +782,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             a.html = json_destination(a.html, "--html")
         return {"run": _cmd_run, "diagnose": _cmd_diagnose, "explain": _cmd_explain, "demo": _cmd_demo,
                 "checkup": _cmd_checkup, "boot-path": _cmd_boot_path, "report": _cmd_report,
-                "dashboard": _cmd_dashboard}[a.cmd](a)
+                "dashboard": _cmd_dashboard, "tune": _cmd_tune}[a.cmd](a)
     except TrainDoctorError as exc:
         print(safe(f"traindoctor: error: {exc}", newlines=False), file=sys.stderr)
         return EXIT_USAGE

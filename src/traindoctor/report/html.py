@@ -22,7 +22,7 @@ from typing import Any
 from ..diagnosis import Diagnosis
 from ..numfmt import fmt
 from ..run import Run
-from .figures import SEV_COLOR, figures
+from .figures import figures
 from .output import write_text
 
 SCHEMA = "traindoctor-html/1"
@@ -251,14 +251,10 @@ _SCRIPT = """
 """
 
 
-def render_html(run: Run, diag: Diagnosis, *, title: str = "traindoctor report",
-                extra_figures: Sequence[dict[str, Any]] = ()) -> str:
-    """The whole page as a string (see the module docstring)."""
-    figs = figures(run, diag, extra_figures)
-    src = diag.source.get("source") or diag.source.get("store") or run.meta.get("source") or run.meta.get("script") or ""
-    facts = "".join(f"<span><b>{h(k)}</b> {h(v)}</span>" for k, v in run_facts(run, diag))
+def page(title: str, src: str, body: str, figs: Sequence[dict[str, Any]]) -> str:
+    """A whole self-contained page: ``body`` (HTML, already escaped) above the charts of ``figs``."""
     charts = ('<div class="charts" id="td-charts"></div>' if figs
-              else '<p class="muted">This run holds no series to chart.</p>')
+              else '<p class="muted">Nothing to chart.</p>')
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -269,21 +265,28 @@ def render_html(run: Run, diag: Diagnosis, *, title: str = "traindoctor report",
 </head><body>
 <header class="top"><h1>{h(title)}</h1><span class="src">{h(src)}</span></header>
 <main>
-<section id="verdict"><h2>Verdict {verdict_badge(diag)}</h2><div>{verdict_line(diag)}</div>
-<div class="facts">{facts}</div></section>
-{diagnosis_html(diag)}
+{body}
 <section id="charts"><h2>Charts</h2>{charts}</section>
 </main>
 <footer>traindoctor — the report needs no network: plotly.js is embedded.</footer>
-<script type="application/json" id="td-figures">{json_for_script(figs)}</script>
+<script type="application/json" id="td-figures">{json_for_script(list(figs))}</script>
 <script>{_SCRIPT}</script>
 </body></html>
 """
+
+
+def render_html(run: Run, diag: Diagnosis, *, title: str = "traindoctor report",
+                extra_figures: Sequence[dict[str, Any]] = ()) -> str:
+    """The whole page as a string (see the module docstring)."""
+    figs = figures(run, diag, extra_figures)
+    src = diag.source.get("source") or diag.source.get("store") or run.meta.get("source") or run.meta.get("script") or ""
+    facts = "".join(f"<span><b>{h(k)}</b> {h(v)}</span>" for k, v in run_facts(run, diag))
+    body = (f'<section id="verdict"><h2>Verdict {verdict_badge(diag)}</h2><div>{verdict_line(diag)}</div>'
+            f'<div class="facts">{facts}</div></section>\n{diagnosis_html(diag)}')
+    return page(title, str(src), body, figs)
 
 
 def write_html(run: Run, diag: Diagnosis, dest: str | os.PathLike[str], **kw: Any) -> None:
     """Write :func:`render_html` to ``dest`` as ``--json`` writes (``-``: standard output)."""
     write_text(render_html(run, diag, **kw), dest)
 
-
-SEVERITY_COLORS = SEV_COLOR

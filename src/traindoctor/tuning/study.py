@@ -1,0 +1,770 @@
+"""``traindoctor.tune``: hyperparameter search on Optuna with the doctor as pruner, in three stages.
+
+1. **coarse**: the first half of the trials (``coarse=0.5``) over the whole ranges, each on a subsample of
+   the data and a fraction of the epochs (``TrialDoctor.fraction`` / ``.epochs(n)`` / ``.subset(ds)``:
+   the training function applies them);
+2. **fine**: the other trials over the range the best coarse trials occupy (:meth:`Param.narrowed`),
+   on the full data;
+3. **final**: the ``top_k`` best parameter sets re-run over ``seeds`` seeds, reported as mean ± std:
+   the choice is judged over seeds, not on one lucky run.
+
+A trial is pruned at once when the doctor finds it sick (:mod:`.pruning`), with the reason saved on the
+trial (``user_attrs["pruned_by"]`` and ``["diagnosis"]``), and otherwise by Optuna's own pruner on its
+reported metric (a MedianPruner by default) for trials that are merely mediocre.
+
+The study lives in Optuna's RDB storage: an SQLite file by default (``.traindoctor/tune/<study>.db``),
+or a PostgreSQL URL shared by workers on many machines: every worker running the same ``tune`` joins
+the study; the stage of the next trial and the fine ranges are decided from the study itself, so
+workers agree. Storage heartbeats mark a killed worker's trial failed; Ctrl-C marks the running
+trial failed and leaves the study consistent; the same call again continues it (a failed trial does not
+count towards ``n_trials``).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import random
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import TrainDoctorError
+from ..run import Run
+from .pruning import SickWatch, Verdict
+from .space import Param, as_space
+
+STAGES = ("coarse", "fine", "final")
+STAGE_OFFSET = {"coarse": 0, "fine": 1_000_000, "final": 2_000_000}
+HEARTBEAT_S = 5
+GRACE_S = 20
+
+
+# ----------------------------------------------------------------------------------------------- storage
+
+
+def _mask(url: str) -> str:
+    """A database URL with its password hidden, for messages."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def storage_url(storage: str | os.PathLike[str] | None, study: str) -> str:
+    """An RDB URL: ``None`` → ``sqlite:///.traindoctor/tune/<study>.db``; a path → an SQLite file there."""
+    if storage is None:
+        path = Path(".traindoctor") / "tune" / f"{study}.db"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path.resolve()}"
+    s = os.fspath(storage)
+    if "://" in s:
+        return s
+    p = Path(s)
+    if p.is_dir():
+        raise TrainDoctorError(f"--storage {s}: is a directory; give a file for the SQLite study, or a database URL")
+    if not p.parent.resolve().is_dir():
+        raise TrainDoctorError(f"--storage {s}: directory {p.parent} does not exist")
+    return f"sqlite:///{p.resolve()}"
+
+
+def _postgres_driver(url: str) -> str:
+    """``postgresql://`` / ``postgres://`` with the driver that is installed: SQLAlchemy 2.1 reads a bare
+    ``postgresql://`` as psycopg 3, 2.0 as psycopg2; either may be the one installed."""
+    import importlib.util
+
+    scheme, rest = url.split("://", 1)
+    if scheme not in ("postgresql", "postgres"):
+        return url
+    for module in ("psycopg2", "psycopg"):
+        if importlib.util.find_spec(module) is not None:
+            return f"postgresql+{module}://{rest}"
+    raise TrainDoctorError(f"--storage {_mask(url)}: no PostgreSQL driver is installed; pip install psycopg2-binary")
+
+
+def open_storage(url: str) -> Any:
+    """Optuna's RDB storage with heartbeats (a killed worker's trial is marked failed); a database that
+    cannot be reached is a one-line :class:`TrainDoctorError` naming it (password hidden)."""
+    import warnings
+
+    import optuna
+    import sqlalchemy.exc
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    kwargs: dict[str, Any] = {}
+    given = url
+    if url.startswith(("postgresql", "postgres")):
+        url = _postgres_driver(url)
+        kwargs["engine_kwargs"] = {"connect_args": {"connect_timeout": 5}, "pool_pre_ping": True}
+    elif not url.startswith("sqlite"):
+        scheme = url.split("://", 1)[0]
+        if scheme not in ("mysql", "mysql+pymysql", "mysql+mysqldb", "postgresql+psycopg2", "postgresql+psycopg"):
+            raise TrainDoctorError(f"--storage {_mask(url)}: unknown database kind {scheme!r}; give a file, "
+                                   "sqlite:///FILE or postgresql://USER:PASSWORD@HOST:PORT/DB")
+    try:
+        for attempt in range(5):
+            try:
+                with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna's words, since 2.8
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    # a worker killed mid-trial: its trial is marked failed after GRACE_S and tried again
+                    return RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+                                      **kwargs)
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                # workers started together on an empty database all create Optuna's tables: the losers of that
+                # race ("already exists", "duplicate key") find them made when they try again (optuna#1092)
+                if attempt == 4:
+                    raise
+                time.sleep(0.2 + random.random() * 0.5)
+        raise AssertionError("not reached")
+    except (ImportError, ModuleNotFoundError) as exc:
+        raise TrainDoctorError(f"--storage {_mask(given)}: the database driver is missing ({exc}); for "
+                               "PostgreSQL: pip install psycopg2-binary") from None
+    except Exception as exc:  # noqa: BLE001 - sqlalchemy's OperationalError and friends: one line
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrainDoctorError(f"--storage {_mask(given)}: cannot open the study database: {first}") from None
+    finally:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+# -------------------------------------------------------------------------------------------- the trial
+
+
+class TrialDoctor:
+    """What ``train_fn(params, doctor)`` gets: the trial's parameters and stage, and the doctor that
+    watches the training and prunes it.
+
+    ``watch(model, optimizer)`` attaches a :class:`traindoctor.Doctor`; call ``step(loss)`` after each
+    optimizer step and ``report(value)`` with the validation metric (each epoch). Either may raise
+    ``optuna.TrialPruned``: let it propagate. In the coarse stage apply ``fraction`` (or ``subset(ds)``) to
+    the data and ``epochs(n)`` to the epochs; ``seed`` is the trial's seed (torch, numpy and random are
+    seeded with it before ``train_fn`` is called).
+    """
+
+    def __init__(self, trial: Any, params: dict[str, Any], stage: str, seed: int, *, fraction: float = 1.0,
+                 epoch_fraction: float = 1.0, metric: str = "val_loss", check_s: float = 1.0,
+                 median: bool = True) -> None:
+        self.trial = trial
+        self.params = params
+        self.stage = stage
+        self.seed = seed
+        self.fraction = fraction
+        self.epoch_fraction = epoch_fraction
+        self.metric = metric
+        self.check_s = check_s
+        self.steps = 0
+        self.values: list[tuple[int, float]] = []
+        self.verdict: Verdict | None = None
+        self.pruned_by: str | None = None
+        self._median = median
+        self.prunes = True  # False: the doctor watches but never prunes (plain Optuna, for comparison)
+        self._doctor: Any = None
+        self._losses: list[tuple[int, float]] = []  # when no model is watched: the loss, read each step
+        self._sick = SickWatch(only_nonfinite=stage == "final")
+        self._last_check = time.monotonic()
+        self._critical = False
+
+    # the data and the epochs of this stage
+    def epochs(self, n: int) -> int:
+        return max(1, round(n * self.epoch_fraction))
+
+    def subset(self, dataset: Any) -> Any:
+        """``dataset`` itself on the full data, else a seeded random ``Subset`` of ``fraction`` of it."""
+        if self.fraction >= 1.0:
+            return dataset
+        import torch
+        from torch.utils.data import Subset
+
+        n = len(dataset)
+        k = max(1, round(n * self.fraction))
+        g = torch.Generator().manual_seed(self.seed)
+        return Subset(dataset, torch.randperm(n, generator=g)[:k].tolist())
+
+    def watch(self, model: Any, optimizer: Any, **kw: Any) -> Any:
+        """Attach the doctor to the trial's model and optimizer (in memory); returns the Doctor."""
+        from ..watch.doctor import Doctor
+
+        self._doctor = Doctor(model, optimizer, **kw)
+        mon = getattr(self._doctor, "monitor", None)
+        said = getattr(mon, "on_critical", None)
+        if mon is not None and callable(said):
+            def critical(*a: Any, **k: Any) -> Any:
+                self._critical = True
+                return said(*a, **k)
+
+            mon.on_critical = critical
+        return self._doctor
+
+    def step(self, loss: Any) -> None:
+        """After ``optimizer.step()``: the doctor records the step; a sick trial is pruned here."""
+        if self._doctor is not None:
+            self._doctor.step(loss)
+        else:
+            v = float(loss)
+            self._losses.append((self.steps, v))
+            if not math.isfinite(v):
+                self._critical = True
+        self.steps += 1
+        if self._critical or time.monotonic() - self._last_check >= self.check_s:
+            self._check()
+
+    def report(self, value: float, step: int | None = None) -> None:
+        """The validation metric (each epoch): logged, judged by the doctor, then by Optuna's pruner."""
+        import optuna
+
+        value = float(value)
+        at = len(self.values) if step is None else int(step)
+        self.values.append((at, value))
+        if self._doctor is not None:
+            self._doctor.log(**{self.metric: value})
+        self._check()
+        if math.isfinite(value):
+            # each stage reports on its own steps: Optuna's pruner compares a fine trial with fine trials only
+            # (a coarse trial trains on a subsample: its numbers are not comparable)
+            self.trial.report(value, STAGE_OFFSET.get(self.stage, 0) + at)
+            if self._median and self.stage != "final" and self.trial.should_prune():
+                self.pruned_by = "optuna"
+                raise optuna.TrialPruned(f"Optuna's pruner: {self.metric} {value:.4g} at report {at} is worse "
+                                         "than the other trials' at the same point")
+
+    def run(self) -> Run:
+        """The trial's run so far."""
+        if self._doctor is not None:
+            return self._doctor.run_record()
+        import numpy as np
+
+        from ..run import Series
+
+        run = Run()
+        if self._losses:
+            s, v = zip(*self._losses, strict=True)
+            run.series["loss"] = Series(np.asarray(s), np.asarray(v))
+        if self.values:
+            s, v = zip(*self.values, strict=True)
+            run.series[self.metric] = Series(np.asarray(s), np.asarray(v))
+        return run
+
+    def _check(self) -> None:
+        import optuna
+
+        self._last_check = time.monotonic()
+        self._critical = False
+        verdict = self._sick.check(self.run())
+        if verdict is not None:
+            self.verdict = verdict
+            self.pruned_by = "doctor"
+            raise optuna.TrialPruned("traindoctor: " + verdict.reason())
+
+    def close(self) -> None:
+        if self._doctor is not None:
+            try:
+                self._doctor.close()
+            except Exception:  # noqa: BLE001 - the doctor's own failure never fails the trial
+                pass
+
+
+# --------------------------------------------------------------------------------------------- results
+
+
+@dataclass
+class TrialRow:
+    number: int
+    stage: str
+    state: str
+    params: dict[str, Any]
+    value: float | None
+    steps: int
+    pruned_by: str | None = None
+    reason: str | None = None
+    seed: int | None = None
+    group: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        v = self.value if self.value is None or math.isfinite(self.value) else str(self.value)
+        return {"number": self.number, "stage": self.stage, "state": self.state, "params": self.params, "value": v,
+                "steps": self.steps, "pruned_by": self.pruned_by, "reason": self.reason, "seed": self.seed,
+                "group": self.group}
+
+
+@dataclass
+class FinalRow:
+    params: dict[str, Any]
+    values: list[float]
+    mean: float
+    std: float
+    failed: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"params": self.params, "values": self.values, "mean": self.mean, "std": self.std, "failed": self.failed}
+
+
+@dataclass
+class TuneResult:
+    study_name: str
+    storage: str
+    direction: str
+    metric: str
+    space: list[Param]
+    fine_space: list[Param] | None
+    trials: list[TrialRow]
+    final: list[FinalRow]
+    best_params: dict[str, Any] | None
+    best_value: float | None
+    notes: list[str] = field(default_factory=list)
+    study: Any = None
+
+    @property
+    def pruned(self) -> list[TrialRow]:
+        return [t for t in self.trials if t.state == "PRUNED"]
+
+    @property
+    def compute(self) -> int:
+        """Training steps over every trial: what the search cost."""
+        return sum(t.steps for t in self.trials)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": "traindoctor-tune/1", "study": self.study_name, "storage": _mask(self.storage),
+            "direction": self.direction, "metric": self.metric,
+            "space": [p.spec() for p in self.space],
+            "fine_space": [p.spec() for p in self.fine_space] if self.fine_space else None,
+            "best_params": self.best_params, "best_value": self.best_value,
+            "final": [f.to_json() for f in self.final],
+            "trials": [t.to_json() for t in self.trials],
+            "compute_steps": self.compute, "notes": self.notes,
+        }
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+
+
+def default_study_name(what: str, space: Sequence[Param], extra: Sequence[str] = ()) -> str:
+    """The same search gets the same name, so running it again continues it."""
+    key = "\n".join([what, *(p.spec() for p in space), *extra])
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(what).stem or what)[:40] or "study"
+    return f"{stem}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    except ImportError:  # pragma: no cover - numpy is a dependency
+        pass
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(seed)
+
+
+def _state(t: Any) -> str:
+    return t.state.name
+
+
+def _main(t: Any) -> bool:
+    return t.user_attrs.get("stage") in ("coarse", "fine")
+
+
+class Search:
+    """One worker's view of the study: which stage comes next, the fine ranges, the final re-runs."""
+
+    def __init__(self, study: Any, space: list[Param], n_trials: int, *, coarse: float, top_k: int, seeds: int,
+                 fraction: float, epoch_fraction: float) -> None:
+        self.study = study
+        self.space = space
+        self.n_trials = n_trials
+        self.n_coarse = max(1, round(n_trials * coarse)) if coarse > 0 else 0
+        self.top_k = top_k
+        self.seeds = seeds
+        self.fraction = fraction
+        self.epoch_fraction = epoch_fraction
+
+    def trials(self, states: tuple[str, ...] = ("COMPLETE", "PRUNED", "RUNNING")) -> list[Any]:
+        return [t for t in self.study.get_trials(deepcopy=False) if _state(t) in states]
+
+    def counted(self) -> list[Any]:
+        """The coarse and fine trials that count towards ``n_trials`` (failed ones are tried again)."""
+        return [t for t in self.trials() if _main(t)]
+
+    def next_stage(self) -> str | None:
+        done = self.counted()
+        if len(done) >= self.n_trials:
+            return None
+        coarse = [t for t in done if t.user_attrs.get("stage") == "coarse"]
+        return "coarse" if len(coarse) < self.n_coarse else "fine"
+
+    def place(self, number: int) -> str | None:
+        """The stage of trial ``number`` from the trials ahead of it (lower numbers, not failed): the coarse and
+        fine ones, and those whose stage is not decided yet (counted as taking a coarse place). Two workers that
+        start a trial for the last place at once both see the other's trial: the later one gets None (no place).
+        """
+        ahead = [t for t in self.study.get_trials(deepcopy=False)
+                 if t.number < number and _state(t) in ("COMPLETE", "PRUNED", "RUNNING")]
+        undecided = sum(1 for t in ahead if "stage" not in t.user_attrs)
+        main = [t for t in ahead if _main(t)]
+        if len(main) + undecided >= self.n_trials:
+            return None
+        coarse = sum(1 for t in main if t.user_attrs.get("stage") == "coarse")
+        return "coarse" if coarse + undecided < self.n_coarse else "fine"
+
+    def duplicate_of(self, trial: Any) -> int | None:
+        """The number of an earlier final re-run of the same set and seed, not failed (two workers that enqueue
+        the final re-runs at once both enqueue them: the earlier trial runs, the later is skipped)."""
+        key = (trial.user_attrs.get("group"), trial.user_attrs.get("seed"))
+        for t in self.study.get_trials(deepcopy=False):
+            if (t.number < trial.number and t.user_attrs.get("stage") == "final"
+                    and (t.user_attrs.get("group"), t.user_attrs.get("seed")) == key
+                    and _state(t) in ("COMPLETE", "PRUNED", "RUNNING", "WAITING")):
+                return int(t.number)
+        return None
+
+    def wait_for(self, stages: tuple[str, ...], deadline: float | None = None) -> bool:
+        """Wait while another worker's trial of ``stages`` runs (a dead worker's trial is failed after the grace
+        period, and retried); False when the deadline came first."""
+        import optuna
+
+        while any(_state(t) == "RUNNING" and t.user_attrs.get("stage") in stages
+                  for t in self.study.get_trials(deepcopy=False)):
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            optuna.storages.fail_stale_trials(self.study)
+            time.sleep(0.5)
+        return True
+
+    def ranked(self, stage: str | None = None) -> list[Any]:
+        """Completed trials of ``stage`` (coarse and fine when None), best first."""
+        sign = 1.0 if self.study.direction.name == "MINIMIZE" else -1.0
+        ok = [t for t in self.trials(("COMPLETE",)) if (t.user_attrs.get("stage") == stage if stage else _main(t))
+              and t.value is not None and math.isfinite(t.value)]
+        return sorted(ok, key=lambda t: sign * t.value)
+
+    def fine_space(self) -> list[Param]:
+        """The ranges of the best coarse trials (the best quarter, at least 3), padded; decided once per study
+        (stored on it) so every worker searches the same fine ranges."""
+        stored = self.study.user_attrs.get("fine_space")
+        if isinstance(stored, list) and len(stored) == len(self.space):
+            from .space import parse_param
+
+            return [parse_param(s) for s in stored]
+        best = self.ranked("coarse")
+        if not best:
+            return self.space
+        top = best[: max(3, math.ceil(len(best) / 4))]
+        fine = [p.narrowed([t.params.get(p.name) for t in top if p.name in t.params]) for p in self.space]
+        finished = [t for t in self.trials(("COMPLETE", "PRUNED")) if t.user_attrs.get("stage") == "coarse"]
+        if len(finished) >= self.n_coarse:  # every coarse trial in (pruned ones too): the ranges are final
+            self.study.set_user_attr("fine_space", [p.spec() for p in fine])
+        return fine
+
+    def final_sets(self) -> list[dict[str, Any]]:
+        """The top-k parameter sets of the fine stage, then of the coarse stage when the fine one has too few:
+        a coarse trial trained on a subsample, so its value does not rank against a fine one's."""
+        out: list[dict[str, Any]] = []
+        ranked = self.ranked("fine") + self.ranked("coarse")
+        for t in ranked:
+            if t.params not in out:
+                out.append(dict(t.params))
+            if len(out) >= self.top_k:
+                break
+        return out
+
+    def enqueue_final(self) -> None:
+        """Queue the final re-runs still missing: each (set, seed) not done, running or queued. The sets are
+        chosen once per study (stored on it), so a resumed or second worker re-runs the same ones."""
+        if self.top_k <= 0 or self.seeds <= 0:
+            return
+        sets = self.study.user_attrs.get("final_sets")
+        if not isinstance(sets, list):
+            sets = self.final_sets()
+            self.study.set_user_attr("final_sets", sets)
+        have = {(t.user_attrs.get("group"), t.user_attrs.get("seed")) for t in self.study.get_trials(deepcopy=False)
+                if t.user_attrs.get("stage") == "final" and _state(t) in ("COMPLETE", "PRUNED", "RUNNING", "WAITING")}
+        for g, params in enumerate(sets):
+            for s in range(self.seeds):
+                if (g, 1000 + s) not in have:
+                    self.study.enqueue_trial(params, user_attrs={"stage": "final", "group": g, "seed": 1000 + s},
+                                             skip_if_exists=False)
+
+
+def _stage_pruner_base() -> type:
+    import optuna
+
+    return optuna.pruners.BasePruner  # type: ignore[no-any-return]
+
+
+class StagePruner(_stage_pruner_base()):  # type: ignore[misc]
+    """Optuna's pruner, judging a trial only against the trials of its own stage, and only once
+    ``n_startup`` of them completed (a coarse trial trains on a subsample: the fine trials must not be held
+    to its numbers, nor the first fine trials to one another's). Final re-runs are never pruned by it."""
+
+    def __init__(self, inner: Any, n_startup: int = 5) -> None:
+        self.inner = inner
+        self.n_startup = n_startup
+
+    def prune(self, study: Any, trial: Any) -> bool:
+        stage = trial.user_attrs.get("stage")
+        if stage not in ("coarse", "fine"):
+            return False
+        done = [t for t in study.get_trials(deepcopy=False, states=(_complete(),)) if t.user_attrs.get("stage") == stage]
+        if len(done) < self.n_startup:
+            return False
+        return bool(self.inner.prune(study, trial))
+
+
+def _complete() -> Any:
+    import optuna
+
+    return optuna.trial.TrialState.COMPLETE
+
+
+def _seed_of(trial: Any) -> int:
+    s = trial.user_attrs.get("seed")
+    return int(s) if isinstance(s, int) else trial.number
+
+
+def _rows(study: Any) -> list[TrialRow]:
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if t.user_attrs.get("stage") == "skipped":  # a place or re-run another worker took: nothing ran
+            continue
+        rows.append(TrialRow(t.number, str(t.user_attrs.get("stage", "?")), _state(t), dict(t.params),
+                             t.value if t.value is not None else None, int(t.user_attrs.get("steps") or 0),
+                             t.user_attrs.get("pruned_by"), t.user_attrs.get("reason"),
+                             t.user_attrs.get("seed"), t.user_attrs.get("group")))
+    return rows
+
+
+def _finals(study: Any) -> list[FinalRow]:
+    import numpy as np
+
+    groups: dict[int, list[Any]] = {}
+    for t in study.get_trials(deepcopy=False):
+        if t.user_attrs.get("stage") == "final" and isinstance(t.user_attrs.get("group"), int):
+            groups.setdefault(t.user_attrs["group"], []).append(t)
+    out = []
+    for g in sorted(groups):
+        ts = groups[g]
+        vals = [float(t.value) for t in ts if _state(t) == "COMPLETE" and t.value is not None and math.isfinite(t.value)]
+        failed = sum(1 for t in ts if _state(t) in ("PRUNED", "FAIL"))
+        if not vals and not failed:
+            continue
+        arr = np.asarray(vals) if vals else np.asarray([np.nan])
+        out.append(FinalRow(dict(ts[0].params), vals, float(np.mean(arr)),
+                            float(np.std(arr, ddof=1)) if len(vals) > 1 else 0.0, failed))
+    return out
+
+
+def fingerprint(run: Run, n: int = 64) -> str | None:
+    """The trial's training-loss trajectory (its first ``n`` recorded values, exactly), hashed: two trials
+    with different parameters and the same fingerprint trained identically."""
+    loss = run.get("loss")
+    if loss is None or len(loss) < 2:
+        return None
+    return hashlib.sha1(loss.values[:n].tobytes() + loss.steps[:n].tobytes()).hexdigest()
+
+
+def identical_trials(trials: Sequence[Any]) -> bool:
+    """Whether three or more completed trials with different parameters trained exactly alike: the same
+    value and the same training-loss trajectory (:func:`fingerprint`). The training does not read the
+    parameters (a script that ignores its arguments). Equal values alone are not enough: an accuracy can
+    reach 1.0 in every trial of an easy task."""
+    done = [t for t in trials if _state(t) == "COMPLETE" and t.value is not None and math.isfinite(t.value)]
+    if len(done) < 3:
+        return False
+    params = {tuple(sorted((k, repr(v)) for k, v in t.params.items())) for t in done}
+    prints = {t.user_attrs.get("fingerprint") for t in done}
+    return len(params) == len(done) and len({t.value for t in done}) == 1 and len(prints) == 1 and None not in prints
+
+
+def tune(train_fn: Callable[[dict[str, Any], TrialDoctor], float | None],
+         space: Mapping[str, Any] | Sequence[Any], n_trials: int = 40, *, storage: str | os.PathLike[str] | None = None,
+         study_name: str | None = None, direction: str = "minimize", metric: str = "val_loss",
+         sampler: str | Any = "tpe", pruner: Any = "median", coarse: float = 0.5, fraction: float = 0.25,
+         epoch_fraction: float = 0.34, top_k: int = 3, seeds: int = 3, seed: int | None = None, check_s: float = 1.0,
+         doctor_prunes: bool = True, timeout: float | None = None,
+         on_trial: Callable[[TrialRow], None] | None = None, run_trial: Callable[..., Any] | None = None) -> TuneResult:
+    """Search ``space`` with ``train_fn(params, doctor)`` (see the module docstring); returns a
+    :class:`TuneResult`. ``train_fn`` returns the trial's objective (or None: its last ``doctor.report``).
+
+    ``seed`` seeds the sampler (None, the default: each worker samples its own points; a fixed seed on two
+    workers of one study would make them propose the same trials). ``sampler``: ``"tpe"`` (default), ``"random"``
+    or an Optuna sampler; ``pruner``: ``"median"`` (default),
+    ``None`` or an Optuna pruner, for trials that are merely mediocre; ``doctor_prunes=False`` turns the
+    doctor's pruning off (a baseline). ``coarse=0`` skips the coarse stage, ``top_k=0`` the final one.
+    """
+    import optuna
+
+    params = as_space(space)
+    if n_trials < 1:
+        raise TrainDoctorError(f"n_trials must be at least 1, got {n_trials}")
+    if direction not in ("minimize", "maximize"):
+        raise TrainDoctorError(f"direction must be 'minimize' or 'maximize', got {direction!r}")
+    if not 0 < fraction <= 1 or not 0 < epoch_fraction <= 1 or not 0 <= coarse < 1:
+        raise TrainDoctorError("fraction and epoch_fraction must be in (0, 1], coarse in [0, 1)")
+    name = study_name or default_study_name(getattr(train_fn, "__qualname__", "train_fn"), params)
+    url = storage_url(storage, name)
+    store = open_storage(url)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if isinstance(sampler, str):
+        if sampler not in ("tpe", "random"):
+            raise TrainDoctorError(f"sampler must be 'tpe' or 'random' (or an Optuna sampler), got {sampler!r}")
+        sampler = (optuna.samplers.TPESampler(seed=seed) if sampler == "tpe"
+                   else optuna.samplers.RandomSampler(seed=seed))
+    if pruner == "median":
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=0, n_warmup_steps=1)
+    if pruner is not None:
+        pruner = StagePruner(pruner)
+    else:
+        pruner = optuna.pruners.NopPruner()
+    try:
+        study = optuna.create_study(study_name=name, storage=store, sampler=sampler, pruner=pruner,
+                                    direction=direction, load_if_exists=True)
+    except Exception as exc:  # noqa: BLE001 - a database error while creating: one line
+        raise TrainDoctorError(f"study {name!r} in {_mask(url)}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+    if study.direction.name.lower() != direction:
+        raise TrainDoctorError(f"study {name!r} in {_mask(url)} was created to {study.direction.name.lower()}, "
+                               f"not {direction}: give another study name")
+    search = Search(study, params, n_trials, coarse=coarse, top_k=top_k, seeds=seeds, fraction=fraction,
+                    epoch_fraction=epoch_fraction)
+    notes: list[str] = []
+    runner = run_trial or _call
+
+    def skip(trial: optuna.Trial, reason: str) -> None:
+        trial.set_user_attr("stage", "skipped")
+        trial.set_user_attr("reason", reason)
+        raise optuna.TrialPruned(reason)
+
+    def objective(trial: optuna.Trial) -> float:
+        stage = trial.user_attrs.get("stage")
+        if stage is None:  # not an enqueued final re-run: its place among the trials decides
+            stage = search.place(trial.number)
+            if stage is None:
+                skip(trial, f"the {n_trials} trials were taken by other workers")
+            trial.set_user_attr("stage", stage)
+        elif stage in ("coarse", "fine") and search.place(trial.number) is None:  # a retried trial, too late
+            skip(trial, f"the {n_trials} trials were taken by other workers")
+        elif stage == "final":
+            dup = search.duplicate_of(trial)
+            if dup is not None:
+                skip(trial, f"a duplicate of final re-run #{dup}")
+        if stage == "fine" and "fine_space" not in study.user_attrs:
+            search.wait_for(("coarse",), deadline)  # the fine ranges are decided on every coarse trial
+        # the final re-runs are enqueued: their values come back from suggesting on the full ranges
+        space_now = search.fine_space() if stage == "fine" else params
+        chosen = {p.name: p.suggest(trial) for p in space_now}
+        tseed = _seed_of(trial)
+        trial.set_user_attr("seed", tseed)
+        doctor = TrialDoctor(trial, chosen, stage, tseed, fraction=fraction if stage == "coarse" else 1.0,
+                             epoch_fraction=epoch_fraction if stage == "coarse" else 1.0, metric=metric,
+                             check_s=check_s, median=pruner is not None)
+        if not doctor_prunes:
+            doctor.prunes = False
+            doctor._sick.check = lambda run, finished=False: None  # type: ignore[method-assign]
+        return runner(train_fn, trial, doctor)
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+
+    def one() -> bool:
+        if deadline is not None and time.monotonic() > deadline:
+            return False
+        before = {t.number for t in study.get_trials(deepcopy=False)}
+        study.optimize(objective, n_trials=1, catch=())
+        new = [t for t in study.get_trials(deepcopy=False) if t.number not in before]
+        if on_trial is not None:
+            for r in _rows(study):
+                if r.number in {t.number for t in new}:
+                    on_trial(r)
+        if identical_trials(search.counted()):
+            done = [t for t in search.counted() if _state(t) == "COMPLETE"]
+            raise TrainDoctorError(
+                f"all {len(done)} completed trials gave exactly the same {metric} ({done[0].value:.6g}) with different "
+                f"parameters ({', '.join(p.name for p in params)}): the training does not read them (does the "
+                "script take them as arguments?)")
+        return True
+
+    while True:
+        if search.next_stage() is not None:
+            if not one():
+                notes.append("stopped by the time limit before all trials ran")
+                break
+            continue
+        # every place is taken: the final sets wait for the coarse and fine trials other workers still run
+        if not search.wait_for(("coarse", "fine"), deadline):
+            notes.append("stopped by the time limit before all trials ran")
+            break
+        if search.next_stage() is not None:  # one of them failed (its worker died): its place is free again
+            continue
+        search.enqueue_final()
+        while any(_state(t) == "WAITING" for t in study.get_trials(deepcopy=False)):
+            if not one():
+                break
+        break
+    return result_of(study, url, params, metric, notes, search)
+
+
+def _call(train_fn: Callable[..., Any], trial: Any, doctor: TrialDoctor) -> float:
+    """Run one trial in this process: seed, train, save what the doctor saw on the trial."""
+    import optuna
+
+    seed_everything(doctor.seed)
+    try:
+        value = train_fn(dict(doctor.params), doctor)
+    except optuna.TrialPruned as exc:
+        _save(trial, doctor, str(exc))
+        raise
+    except KeyboardInterrupt:
+        raise
+    finally:
+        trial.set_user_attr("steps", doctor.steps)
+        try:
+            trial.set_user_attr("fingerprint", fingerprint(doctor.run()))
+        except Exception:  # noqa: BLE001 - a record for the identical-trials check, never a failure
+            pass
+        doctor.close()
+    if value is None:
+        if not doctor.values:
+            raise TrainDoctorError("train_fn returned None and never called doctor.report(value): nothing to optimise")
+        value = doctor.values[-1][1]
+    value = float(value)
+    verdict = doctor._sick.check(doctor.run(), finished=True) if doctor.prunes else None
+    if verdict is not None:  # sick, though it ended before a second check: its number is not a result
+        doctor.verdict, doctor.pruned_by = verdict, "doctor"
+        _save(trial, doctor, "traindoctor: " + verdict.reason())
+        raise optuna.TrialPruned("traindoctor: " + verdict.reason())
+    if not math.isfinite(value):  # a non-finite objective: the doctor says why, the trial is pruned
+        verdict = doctor._sick.check(doctor.run())
+        reason = verdict.reason() if verdict else f"the objective is {value}"
+        doctor.verdict, doctor.pruned_by = verdict, "doctor"
+        _save(trial, doctor, "traindoctor: " + reason)
+        raise optuna.TrialPruned("traindoctor: " + reason)
+    return value
+
+
+def _save(trial: Any, doctor: TrialDoctor, reason: str) -> None:
+    trial.set_user_attr("pruned_by", doctor.pruned_by or "doctor")
+    trial.set_user_attr("reason", reason)
+    if doctor.verdict is not None:
+        trial.set_user_attr("diagnosis", doctor.verdict.to_json())
+
+
+def result_of(study: Any, url: str, params: list[Param], metric: str, notes: list[str], search: Search) -> TuneResult:
+    rows = _rows(study)
+    finals = _finals(study)
+    fine = search.fine_space() if any(r.stage == "coarse" for r in rows) and any(r.stage == "fine" for r in rows) else None
+    best_params, best_value = None, None
+    if finals:
+        sign = 1.0 if study.direction.name == "MINIMIZE" else -1.0
+        ok = [f for f in finals if f.values]
+        if ok:
+            top = min(ok, key=lambda f: sign * f.mean)
+            best_params, best_value = top.params, top.mean
+    if best_params is None:
+        ranked = search.ranked()
+        if ranked:
+            best_params, best_value = dict(ranked[0].params), float(ranked[0].value)
+    if finals and not any(len(set(f.values)) > 1 for f in finals if len(f.values) > 1):
+        notes.append("the final re-runs gave identical values over seeds: the training fixes its own seed")
+    return TuneResult(study.study_name, url, study.direction.name.lower(), metric, params, fine, rows, finals,
+                      best_params, best_value, notes, study)
