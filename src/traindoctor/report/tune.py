@@ -51,7 +51,7 @@ def render_tune(result: Any, file: IO[str] | None = None, *, width: int | None =
     pruned = [r for r in result.trials if r.state == "PRUNED"]
     by_doctor = sum(1 for r in pruned if r.pruned_by == "doctor")
     con.print(f"[dim]{sum(1 for r in result.trials if r.state == 'COMPLETE')} complete, {len(pruned)} pruned "
-              f"({by_doctor} by the doctor, {len(pruned) - by_doctor} by Optuna's pruner or a timeout); "
+              f"({by_doctor} by the doctor, {len(pruned) - by_doctor} by Optuna's pruner, a timeout or a non-finite result); "
               f"{result.compute:,} training steps in all[/dim]")
     if result.fine_space:
         con.print("[dim]fine stage searched: " + esc(", ".join(p.spec() for p in result.fine_space)) + "[/dim]")

@@ -11,17 +11,17 @@ code      symptom                     when it prunes
 L001      non-finite loss             at once
 G003      non-finite gradients        at once
 L008      saturated loss (87.34 …)    at once
-L002      divergence                  seen at two checks in a row
-L004      oscillation                 seen at two checks in a row
-L005      no progress                 seen at two checks in a row
-L007      stuck at chance             seen at two checks in a row
-A001      dead ReLUs                  ≥ 90 % of a module's units, at two checks in a row
+L002      divergence                  still seen 10 steps (or 5 % of the run) later
+L004      oscillation                 still seen 10 steps (or 5 % of the run) later
+L005      no progress                 still seen 10 steps (or 5 % of the run) later
+L007      stuck at chance             still seen 10 steps (or 5 % of the run) later
+A001      dead ReLUs                  ≥ 90 % of a module's units, held as long
 ========  ==========================  =====================================================
 
 Dead units prune only when nearly all of a module is dead: with half of them dead (where the rule's
 finding starts) a network still learns with the rest, and how well is for Optuna's pruner to judge on
 the metric. A final re-run (a top-k set measured over seeds) is pruned only when its loss or gradients
-go non-finite: its number cannot be computed then. A trial that ends before a second check (a short one) is judged once more on its whole run, where one
+go non-finite: its number cannot be computed then. A trial that ends before a finding was confirmed (a short one) is judged once more on its whole run, where one
 sighting decides: a sick run's finite metric is not a result. A finding only prunes at severity warning or error (a hazard that did not hurt the run is info and
 never prunes), after the same severity-from-consequences pass the diagnosis makes. The rules are the
 diagnosis's, run on the run so far (:func:`~traindoctor.diagnosis.check_rules` restricted to these
@@ -69,6 +69,11 @@ def sick_findings(run: Run) -> list[Finding]:
     return [f for f in findings if f.severity in ("warning", "error")]
 
 
+def confirm_after(steps: int) -> int:
+    """Steps a finding must hold before it prunes: 10, or 5 % of the run so far when that is more."""
+    return max(10, int(0.05 * steps))
+
+
 DEAD_BEYOND = 0.9  # A001 prunes when at least this share of a module's units is dead
 
 
@@ -84,16 +89,20 @@ class SickWatch:
     ``only_nonfinite``: a final re-run, pruned only when its numbers go non-finite."""
 
     def __init__(self, only_nonfinite: bool = False) -> None:
-        self._seen: set[str] = set()  # codes seen at the previous check
+        self._first: dict[str, int] = {}  # code -> the run's length when it was first seen (and ever since)
         self._codes = AT_ONCE if only_nonfinite else PRUNE_CODES
 
     def check(self, run: Run, *, finished: bool = False) -> Verdict | None:
         """``finished``: the trial's whole run, its training over: a finding needs no second sighting then
-        (the rule saw all the evidence there will be)."""
+        (the rule saw all the evidence there will be). Otherwise a confirmed-kind finding decides when it is
+        still there :func:`confirm_after` steps after it was first seen: two sightings in steps, not in checks,
+        so how often the run is checked (a fast machine, a slow trial) does not change what is pruned."""
         found = [f for f in sick_findings(run) if f.code in self._codes and _decides(f)]
         codes = {f.code for f in found}
-        decide = [f for f in found if f.code in AT_ONCE or (f.code in CONFIRMED and (finished or f.code in self._seen))]
-        self._seen = codes
+        now = run.num_steps
+        self._first = {c: self._first.get(c, now) for c in codes}
+        decide = [f for f in found if f.code in AT_ONCE or (f.code in CONFIRMED and (
+            finished or now - self._first[f.code] >= confirm_after(now)))]
         if not decide:
             return None
         first = min(decide, key=lambda f: (f.code not in AT_ONCE, f.step if f.step is not None else 1 << 62))

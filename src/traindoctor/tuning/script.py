@@ -140,10 +140,9 @@ class ScriptTrials:
                 raise TrainDoctorError(f"the first {len(self.crashed)} trials all failed; the last: {self.crashed[-1]} "
                                        f"(its output: {log})")
             raise optuna.TrialPruned(trial.user_attrs["reason"])
-        if not math.isfinite(value):
-            verdict = doctor._sick.check(run) if run is not None else None
-            reason = "traindoctor: " + (verdict.reason() if verdict else f"{self.metric} ended {value}")
-            trial.set_user_attr("pruned_by", "doctor")
+        if not math.isfinite(value):  # the doctor found nothing more (above): the objective itself is the reason
+            reason = f"{self.metric} ended {value}"
+            trial.set_user_attr("pruned_by", "objective")
             trial.set_user_attr("reason", reason)
             raise optuna.TrialPruned(reason)
         return value
@@ -154,7 +153,7 @@ class ScriptTrials:
         if s is None:
             return None
         for i in range(len(s)):
-            if i in reported or not math.isfinite(s.values[i]):
+            if i in reported:
                 continue
             reported.add(i)
             doctor.values.append((i, float(s.values[i])))

@@ -218,14 +218,14 @@ class TrialDoctor:
         if self._doctor is not None:
             self._doctor.log(**{self.metric: value})
         self._check()
-        if math.isfinite(value):
-            # each stage reports on its own steps: Optuna's pruner compares a fine trial with fine trials only
-            # (a coarse trial trains on a subsample: its numbers are not comparable)
-            self.trial.report(value, STAGE_OFFSET.get(self.stage, 0) + at)
-            if self._median and self.stage != "final" and self.trial.should_prune():
-                self.pruned_by = "optuna"
-                raise optuna.TrialPruned(f"Optuna's pruner: {self.metric} {value:.4g} at report {at} is worse "
-                                         "than the other trials' at the same point")
+        # each stage reports on its own steps: Optuna's pruner compares a fine trial with fine trials only (a
+        # coarse trial trains on a subsample: its numbers are not comparable). A NaN is reported too: Optuna's
+        # pruner stops such a trial, as in a plain Optuna loop
+        self.trial.report(value, STAGE_OFFSET.get(self.stage, 0) + at)
+        if self._median and self.stage != "final" and self.trial.should_prune():
+            self.pruned_by = "optuna"
+            raise optuna.TrialPruned(f"Optuna's pruner: {self.metric} {value:.4g} at report {at} is worse "
+                                     "than the other trials' at the same point")
 
     def run(self) -> Run:
         """The trial's run so far."""
@@ -499,13 +499,17 @@ class StagePruner(_stage_pruner_base()):  # type: ignore[misc]
     ``n_startup`` of them completed (a coarse trial trains on a subsample: the fine trials must not be held
     to its numbers, nor the first fine trials to one another's). Final re-runs are never pruned by it."""
 
-    def __init__(self, inner: Any, n_startup: int = 5) -> None:
+    def __init__(self, inner: Any, n_startup: int = 5, n_warmup: int = 1) -> None:
         self.inner = inner
         self.n_startup = n_startup
+        self.n_warmup = n_warmup  # reports of the trial's own stage before it may be pruned
 
     def prune(self, study: Any, trial: Any) -> bool:
         stage = trial.user_attrs.get("stage")
         if stage not in ("coarse", "fine"):
+            return False
+        last = trial.last_step
+        if last is None or last - STAGE_OFFSET[stage] < self.n_warmup:  # counted on the stage's own steps
             return False
         done = [t for t in study.get_trials(deepcopy=False, states=(_complete(),)) if t.user_attrs.get("stage") == stage]
         if len(done) < self.n_startup:
@@ -613,7 +617,8 @@ def tune(train_fn: Callable[[dict[str, Any], TrialDoctor], float | None],
         sampler = (optuna.samplers.TPESampler(seed=seed) if sampler == "tpe"
                    else optuna.samplers.RandomSampler(seed=seed))
     if pruner == "median":
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=0, n_warmup_steps=1)
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=0, n_warmup_steps=0)  # the warm-up: StagePruner's
+    median = pruner is not None
     if pruner is not None:
         pruner = StagePruner(pruner)
     else:
@@ -658,7 +663,7 @@ def tune(train_fn: Callable[[dict[str, Any], TrialDoctor], float | None],
         trial.set_user_attr("seed", tseed)
         doctor = TrialDoctor(trial, chosen, stage, tseed, fraction=fraction if stage == "coarse" else 1.0,
                              epoch_fraction=epoch_fraction if stage == "coarse" else 1.0, metric=metric,
-                             check_s=check_s, median=pruner is not None)
+                             check_s=check_s, median=median)
         if not doctor_prunes:
             doctor.prunes = False
             doctor._sick.check = lambda run, finished=False: None  # type: ignore[method-assign]
@@ -734,11 +739,11 @@ def _call(train_fn: Callable[..., Any], trial: Any, doctor: TrialDoctor) -> floa
         _save(trial, doctor, "traindoctor: " + verdict.reason())
         raise optuna.TrialPruned("traindoctor: " + verdict.reason())
     if not math.isfinite(value):  # a non-finite objective: the doctor says why, the trial is pruned
-        verdict = doctor._sick.check(doctor.run())
-        reason = verdict.reason() if verdict else f"the objective is {value}"
-        doctor.verdict, doctor.pruned_by = verdict, "doctor"
-        _save(trial, doctor, "traindoctor: " + reason)
-        raise optuna.TrialPruned("traindoctor: " + reason)
+        verdict = doctor._sick.check(doctor.run(), finished=True)
+        reason = "traindoctor: " + verdict.reason() if verdict else f"the objective is {value}"
+        doctor.verdict, doctor.pruned_by = verdict, "doctor" if verdict else "objective"
+        _save(trial, doctor, reason)
+        raise optuna.TrialPruned(reason)
     return value
 
 
