@@ -553,7 +553,8 @@ def _cmd_tune(a: argparse.Namespace) -> int:
     workdir = Path(".traindoctor") / "tune" / name
     workdir.mkdir(parents=True, exist_ok=True)
     trials = ScriptTrials(str(Path(a.script).resolve()), list(a.args), workdir, metric=a.metric,
-                          objective=a.objective, coarse_args=list(a.coarse_arg), seed_arg=a.seed_arg,
+                          objective=a.objective, direction=direction, coarse_args=list(a.coarse_arg),
+                          seed_arg=a.seed_arg,
                           trial_timeout=a.trial_timeout)
     counts = {"done": 0, "pruned": 0, "best": None}
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LogError, TrainDoctorError
-from .study import TrialDoctor, fingerprint
+from .study import TrialDoctor, _state, fingerprint
 
 _GRACE_S = 10.0
 
@@ -45,6 +45,7 @@ class ScriptTrials:
     workdir: Path
     metric: str = "val_loss"
     objective: str = "last"  # or "best"
+    direction: str = "minimize"
     coarse_args: list[str] = field(default_factory=list)
     seed_arg: str | None = None
     check_s: float = 1.0
@@ -176,13 +177,8 @@ class ScriptTrials:
             fin = s.values[[math.isfinite(v) for v in s.values]]
             if not len(fin):
                 return float(s.values[-1])
-            maximize = "acc" in self.metric.lower()
-            return float(fin.max() if maximize else fin.min())
+            return float(fin.max() if self.direction == "maximize" else fin.min())
         return float(s.values[-1])
-
-
-def _state(t: Any) -> str:
-    return str(t.state.name)
 
 
 def _arg(v: Any) -> str:

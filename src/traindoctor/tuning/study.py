@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import optuna
+
 from ..errors import TrainDoctorError
 from ..run import Run
 from .pruning import SickWatch, Verdict
@@ -87,7 +89,6 @@ def open_storage(url: str) -> Any:
     cannot be reached is a one-line :class:`TrainDoctorError` naming it (password hidden)."""
     import warnings
 
-    import optuna
     import sqlalchemy.exc
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
@@ -210,8 +211,6 @@ class TrialDoctor:
 
     def report(self, value: float, step: int | None = None) -> None:
         """The validation metric (each epoch): logged, judged by the doctor, then by Optuna's pruner."""
-        import optuna
-
         value = float(value)
         at = len(self.values) if step is None else int(step)
         self.values.append((at, value))
@@ -245,8 +244,6 @@ class TrialDoctor:
         return run
 
     def _check(self) -> None:
-        import optuna
-
         self._last_check = time.monotonic()
         self._critical = False
         verdict = self._sick.check(self.run())
@@ -423,8 +420,6 @@ class Search:
     def wait_for(self, stages: tuple[str, ...], deadline: float | None = None) -> bool:
         """Wait while another worker's trial of ``stages`` runs (a dead worker's trial is failed after the grace
         period, and retried); False when the deadline came first."""
-        import optuna
-
         while any(_state(t) == "RUNNING" and t.user_attrs.get("stage") in stages
                   for t in self.study.get_trials(deepcopy=False)):
             if deadline is not None and time.monotonic() > deadline:
@@ -488,13 +483,7 @@ class Search:
                                              skip_if_exists=False)
 
 
-def _stage_pruner_base() -> type:
-    import optuna
-
-    return optuna.pruners.BasePruner  # type: ignore[no-any-return]
-
-
-class StagePruner(_stage_pruner_base()):  # type: ignore[misc]
+class StagePruner(optuna.pruners.BasePruner):
     """Optuna's pruner, judging a trial only against the trials of its own stage, and only once
     ``n_startup`` of them completed (a coarse trial trains on a subsample: the fine trials must not be held
     to its numbers, nor the first fine trials to one another's). Final re-runs are never pruned by it."""
@@ -511,16 +500,10 @@ class StagePruner(_stage_pruner_base()):  # type: ignore[misc]
         last = trial.last_step
         if last is None or last - STAGE_OFFSET[stage] < self.n_warmup:  # counted on the stage's own steps
             return False
-        done = [t for t in study.get_trials(deepcopy=False, states=(_complete(),)) if t.user_attrs.get("stage") == stage]
+        done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if t.user_attrs.get("stage") == stage]
         if len(done) < self.n_startup:
             return False
         return bool(self.inner.prune(study, trial))
-
-
-def _complete() -> Any:
-    import optuna
-
-    return optuna.trial.TrialState.COMPLETE
 
 
 def _seed_of(trial: Any) -> int:
@@ -598,8 +581,6 @@ def tune(train_fn: Callable[[dict[str, Any], TrialDoctor], float | None],
     ``None`` or an Optuna pruner, for trials that are merely mediocre; ``doctor_prunes=False`` turns the
     doctor's pruning off (a baseline). ``coarse=0`` skips the coarse stage, ``top_k=0`` the final one.
     """
-    import optuna
-
     params = as_space(space)
     if n_trials < 1:
         raise TrainDoctorError(f"n_trials must be at least 1, got {n_trials}")
@@ -711,8 +692,6 @@ def tune(train_fn: Callable[[dict[str, Any], TrialDoctor], float | None],
 
 def _call(train_fn: Callable[..., Any], trial: Any, doctor: TrialDoctor) -> float:
     """Run one trial in this process: seed, train, save what the doctor saw on the trial."""
-    import optuna
-
     seed_everything(doctor.seed)
     try:
         value = train_fn(dict(doctor.params), doctor)
