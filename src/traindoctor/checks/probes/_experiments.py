@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -28,6 +27,7 @@ from ...inspect.losses import FUNCTION_KINDS
 from ...inspect.model import WEIGHT_LAYERS, leaf_order
 from ...inspect.state import Snapshot, rolled_back
 from ...losskinds import BINARY
+from ...lrsweep import LRRange, RangeSweep
 
 SAFE_LR = 1e-3  # Adam's default: trains nearly any small model, the plumbing probes' baseline
 
@@ -218,68 +218,25 @@ def initial_loss(pipe: Pipeline, batches: list[Batch], k: int = 4) -> dict[str, 
 
 
 # ---------------------------------------------------------------------- LR range test
-@dataclass
-class LRRange:
-    lrs: list[float]
-    losses: list[float]
-    smoothed: list[float]
-    suggested: float | None
-    min_loss_lr: float | None
-    diverged_at: float | None
-    optimizer: str
-    rule: str = ("steepest descent: the LR where the smoothed loss falls fastest per unit of log(LR), between the "
-                 "10th point and the loss minimum (torch-lr-finder's rule, which searches up to the 5th-last point, "
-                 "restricted to before the minimum)")
-
-
 def lr_range_test(pipe: Pipeline, batches: list[Batch], snapshot: Snapshot, *, start_lr: float = 1e-7,
                   end_lr: float = 10.0, num_iter: int = 100, smooth_f: float = 0.05,
                   diverge_th: float = 5.0, skip_start: int = 10, skip_end: int = 5, min_fall: float = 0.1) -> LRRange:
-    """Exponential LR sweep with the user's optimizer class (Leslie Smith's range test).
-
-    Step ``i`` trains one batch at ``lr_i = start·(end/start)^(i/(n−1))`` and records the loss
-    of that batch; the loss is smoothed exponentially and the sweep stops once it exceeds
-    ``diverge_th`` times its best value. No LR is suggested unless the smoothed loss fell by at
-    least ``min_fall`` (10 %) somewhere in the sweep.
+    """Exponential LR sweep with the user's optimizer class (Leslie Smith's range test, read by
+    :class:`~traindoctor.lrsweep.RangeSweep`): step ``i`` trains one batch at ``lr_i``; the sweep stops once
+    the smoothed loss exceeds ``diverge_th`` times its best value. No LR is suggested unless the smoothed loss
+    fell by at least ``min_fall`` (10 %) somewhere in the sweep.
     """
-    lrs: list[float] = []
-    raw: list[float] = []
-    sm: list[float] = []
-    diverged = None
+    sweep = RangeSweep(start_lr, end_lr, max(2, num_iter), smooth_f=smooth_f, diverge_th=diverge_th)
     with rolled_back(snapshot):
         pipe.model.train()
         opt, name = pipe.make_optimizer(start_lr, like_user=True)
         it = _cycle(batches)
-        best = math.inf
         for i in range(num_iter):
-            lr = start_lr * (end_lr / start_lr) ** (i / max(1, num_iter - 1))
             for g in opt.param_groups:
-                g["lr"] = lr
-            v = _step(pipe, opt, next(it))
-            lrs.append(lr)
-            raw.append(v)
-            if not _finite(v):
-                diverged = lr
+                g["lr"] = sweep.lr(i)
+            if sweep.add(_step(pipe, opt, next(it))):
                 break
-            s = v if not sm else smooth_f * v + (1 - smooth_f) * sm[-1]
-            sm.append(s)
-            best = min(best, s)
-            if s > diverge_th * best:
-                diverged = lr
-                break
-    fin = len(sm)
-    suggested = min_lr = None
-    # a suggestion only when the loss really fell: on a flat sweep the steepest point is noise
-    if fin and min(sm) < (1 - min_fall) * sm[0]:
-        j = min(range(fin), key=lambda k: sm[k])
-        min_lr = lrs[j]
-        # the steepest descent *before* the minimum: past it the loss is diverging, and a dip while
-        # it diverges must not be read as learning
-        lo, hi = min(skip_start, max(0, j - 3)), min(fin - skip_end, j + 1)
-        if hi - lo >= 3:
-            grad = np.gradient(np.asarray(sm[lo:hi]))
-            suggested = lrs[lo + int(np.argmin(grad))]
-    return LRRange(lrs[:fin], raw[:fin], sm, suggested, min_lr, diverged, name)
+    return sweep.result(name, skip_start=skip_start, skip_end=skip_end, min_fall=min_fall)
 
 
 # ---------------------------------------------------------------------- fitting tiny data
