@@ -156,7 +156,8 @@ def _parser() -> argparse.ArgumentParser:
         "tune", help="tune a script's hyperparameters on Optuna, the doctor pruning sick trials",
         usage="traindoctor tune [OPTIONS] --param NAME=SPEC [--param ...] SCRIPT.py [ARGS...]",
         description="Run SCRIPT once per trial with --NAME VALUE for each --param (zero code change: each trial is "
-        "watched as traindoctor run watches), in three stages: coarse (half the trials, wide ranges, with "
+        "watched as traindoctor run watches), after a probe (one LR range test inside the script, which drops the learning rates that blow "
+        "it up) in three stages: coarse (half the trials, wide ranges, with "
         "--coarse-arg added), fine (the range of the best coarse trials), final (the top-k re-run over seeds, "
         "mean ± std). The doctor prunes a trial that goes non-finite, diverges, oscillates, makes no progress or "
         "kills its units at once; Optuna's MedianPruner the merely mediocre ones. The study is stored (SQLite by "
@@ -186,6 +187,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="share of the trials in the coarse stage (default 0.5; 0: no coarse stage)")
     t.add_argument("--coarse-arg", action="append", default=[], metavar="ARG",
                    help="an argument added to the script in the coarse stage, e.g. --coarse-arg=--epochs=2; repeatable")
+    t.add_argument("--probe", default="auto", metavar="NAME|auto|off",
+                   help="the learning rate the first run sweeps (an LR range test inside the script: the rates above "
+                   "where its loss blows up, and those over 4 decades below, are not searched); default auto: a "
+                   "log-scale parameter named lr, learning_rate, *_lr or lr_*; off: none")
+    t.add_argument("--probe-steps", type=int, default=100, metavar="N", help="the LR range test's length in steps "
+                   "(default 100)")
     t.add_argument("--top-k", type=int, default=3, help="parameter sets re-run in the final stage (default 3; 0: none)")
     t.add_argument("--seeds", type=int, default=3, help="seeds each final set is re-run with (default 3)")
     t.add_argument("--seed-arg", metavar="NAME", help="pass each trial's seed to the script as --NAME SEED")
@@ -560,6 +567,9 @@ def _cmd_tune(a: argparse.Namespace) -> int:
 
     with StatusLine(f"traindoctor tune {Path(a.script).name}", enabled=not a.no_status) as status:
         def on_trial(row: object) -> None:
+            if getattr(row, "stage", "") == "probe":  # not a trial of the search: said, not counted
+                print(safe(f"traindoctor tune: {row.reason}", newlines=False), file=sys.stderr)  # type: ignore[attr-defined]
+                return
             counts["done"] += 1
             if getattr(row, "state", "") == "PRUNED":
                 counts["pruned"] += 1
@@ -576,6 +586,7 @@ def _cmd_tune(a: argparse.Namespace) -> int:
         result = tune(lambda p, d: None, params, a.trials, storage=a.storage, study_name=name, direction=direction,
                       metric=a.metric, sampler=a.sampler, pruner="median" if a.pruner == "median" else None, seed=a.sampler_seed,
                       coarse=a.coarse, top_k=a.top_k, seeds=a.seeds, doctor_prunes=not a.no_doctor,
+                      probe=None if a.probe == "off" else a.probe, probe_steps=a.probe_steps,
                       on_trial=on_trial, run_trial=trials)
     if trials.crashed:
         result.notes.append(f"{len(trials.crashed)} trial(s) ended with an error; their output is in {workdir}")

@@ -6,6 +6,8 @@ start at the same moment (a barrier after their imports), against a database tha
 What must hold afterwards, read back with plain Optuna:
 
 * the trial numbers are 0..N-1, each once; nothing is left RUNNING or WAITING;
+* the probe (an LR range test, stored as a failed trial) ran once, before every other trial, and the coarse
+  trials lie in the range it kept;
 * exactly ``n_trials`` coarse and fine trials finished (COMPLETE or PRUNED), the first ``n_coarse`` of
   them coarse; each final re-run (``top_k`` sets × ``seeds``) finished exactly once; and no other trial
   trained (a worker that finds the places taken may record a trial, but it must not train);
@@ -198,6 +200,16 @@ def check_complete(url: str, study_name: str, calls: list[dict]) -> list:
     assert not extra, f"trials {extra} trained but are not among the coarse, fine and final ones:\n{table}"
     assert len(trained) == len(set(trained)), f"a trial trained twice: {sorted(trained)}"
 
+    # the probe: run once, first, its result on the study, the coarse trials inside the range it kept
+    probes = [t for t in trials if t.user_attrs.get("stage") == "probe"]
+    assert len(probes) == 1 and probes[0].number == 0, f"probes {[t.number for t in probes]}:\n{table}"
+    info = study.user_attrs.get("probe")
+    assert isinstance(info, dict) and info["trial"] == 0, f"study attr probe: {info!r}"
+    if info["range"] is not None:
+        lo, hi = info["range"]
+        assert all(lo <= t.params["lr"] <= hi for t in coarse), f"coarse trials outside the probe's {lo}..{hi}:\n{table}"
+    assert sum(c["trial"] == 0 for c in calls) == 1, f"the probe trained more than once: {calls}"
+
     # the fine ranges: decided once, inside the original range, and the fine trials inside them
     spec = study.user_attrs.get("fine_space")
     assert isinstance(spec, list) and len(spec) == 1, f"study attr fine_space: {spec!r}\n{table}"
@@ -232,7 +244,7 @@ def test_two_workers_share_one_study(postgres_url, tmp_path):
     trials = check_complete(postgres_url, study, calls)
     by_worker = {w: [t.number for t in trials if t.user_attrs.get("worker") == w] for w in "AB"}
     assert all(by_worker.values()), f"a worker trained none of the trials: {by_worker}\n{_table(trials)}"
-    assert not [t for t in trials if t.state.name == "FAIL"], _table(trials)
+    assert not [t for t in trials if t.state.name == "FAIL" and t.user_attrs.get("stage") != "probe"], _table(trials)
 
 
 def _closed_port() -> int:
@@ -272,11 +284,12 @@ def test_an_unreachable_database_is_one_line_naming_it_with_the_password_hidden(
 def test_an_interrupted_worker_leaves_the_study_consistent_and_the_same_call_completes_it(postgres_url, tmp_path):
     study = "resume"
     holding = tmp_path / "holding"
-    p = _worker(tmp_path, postgres_url, study, "A", hold_at=7, holding=str(holding))  # in the fine stage
+    # the 8th call of train_fn: the probe, five coarse trials, one fine one, then the second fine one
+    p = _worker(tmp_path, postgres_url, study, "A", hold_at=8, holding=str(holding))
     t0 = time.monotonic()
     while not holding.exists():
         if p.poll() is not None or time.monotonic() - t0 > 90:
-            pytest.fail(f"the worker never reached its 7th trial:\n{_finish(p, 5)[1]}")
+            pytest.fail(f"the worker never reached its 8th call:\n{_finish(p, 5)[1]}")
         time.sleep(0.05)
     held = int(holding.read_text())
     p.send_signal(signal.SIGINT)  # Ctrl-C
@@ -287,7 +300,7 @@ def test_an_interrupted_worker_leaves_the_study_consistent_and_the_same_call_com
     table = _table(trials)
     left = [t.number for t in trials if t.state.name in ("RUNNING", "WAITING")]
     assert not left, f"after Ctrl-C, trials {left} are left RUNNING or WAITING:\n{table}"
-    failed = [t.number for t in trials if t.state.name == "FAIL"]
+    failed = [t.number for t in trials if t.state.name == "FAIL" and t.user_attrs.get("stage") != "probe"]
     assert failed == [held], f"after Ctrl-C the failed trials are {failed}, not the interrupted #{held}:\n{table}"
     assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials) == 6, table
 
@@ -295,5 +308,7 @@ def test_an_interrupted_worker_leaves_the_study_consistent_and_the_same_call_com
     assert rc == 0, f"the second run exited {rc}:\n{out}"
     calls = _calls(tmp_path, study)
     trials = check_complete(postgres_url, study, calls)
-    assert [t.number for t in trials if t.state.name == "FAIL"] == [held], _table(trials)
-    assert [c["worker"] for c in calls] == ["A"] * 7 + ["B"] * (N_TRIALS - 6 + TOP_K * SEEDS), calls
+    assert [t.number for t in trials if t.state.name == "FAIL" and t.user_attrs.get("stage") != "probe"] == [held], \
+        _table(trials)
+    # B continues: no second probe, the interrupted place and the rest, then the final re-runs
+    assert [c["worker"] for c in calls] == ["A"] * 8 + ["B"] * (N_TRIALS - 6 + TOP_K * SEEDS), calls

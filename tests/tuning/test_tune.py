@@ -57,7 +57,7 @@ def train_digits(params, doctor, epochs=4, seen=None):
 def test_sick_trials_are_pruned_at_once_with_the_diagnosis(tmp_path):
     grid = optuna.samplers.GridSampler({"lr": [0.05, 80.0, 0.1]}, seed=0)
     res = traindoctor.tune(train_digits, {"lr": "log:1e-3:100"}, n_trials=3, storage=tmp_path / "s.db",
-                           study_name="sick", sampler=grid, pruner=None, coarse=0, top_k=0)
+                           study_name="sick", sampler=grid, pruner=None, coarse=0, top_k=0, probe=None)
     by_lr = {round(t.params["lr"], 3): t for t in res.trials}
     sick = by_lr[80.0]
     assert sick.state == "PRUNED" and sick.pruned_by == "doctor"
@@ -73,16 +73,20 @@ def test_sick_trials_are_pruned_at_once_with_the_diagnosis(tmp_path):
 def test_a_healthy_search_prunes_nothing_by_the_doctor(tmp_path):
     grid = optuna.samplers.GridSampler({"lr": [0.01, 0.03, 0.1]}, seed=0)
     res = traindoctor.tune(train_digits, {"lr": "log:1e-3:1"}, n_trials=3, storage=tmp_path / "s.db",
-                           study_name="ok", sampler=grid, pruner=None, coarse=0, top_k=0)
+                           study_name="ok", sampler=grid, pruner=None, coarse=0, top_k=0, probe=None)
     assert [t.state for t in res.trials] == ["COMPLETE"] * 3
 
 
 def test_coarse_then_fine_narrows_the_range_and_final_reruns_over_seeds(tmp_path):
     seen: list = []
-    res = traindoctor.tune(lambda p, d: train_digits(p, d, seen=seen), {"lr": "log:1e-4:3"}, n_trials=8,
+    res = traindoctor.tune(lambda p, d: train_digits(p, d, seen=seen), {"lr": "log:1e-4:100"}, n_trials=8,
                            storage=tmp_path / "s.db", study_name="stages", seed=1, top_k=2, seeds=2)
     stages = [s for s, *_ in seen]
-    assert stages[:4] == ["coarse"] * 4 and stages[4:8] == ["fine"] * 4 and stages[8:] == ["final"] * 4
+    assert stages[0] == "probe" and res.trials[0].state == "PROBE"  # the LR range test first, then the stages
+    assert stages[1:5] == ["coarse"] * 4 and stages[5:9] == ["fine"] * 4 and stages[9:] == ["final"] * 4
+    rng = res.probe["range"]
+    assert rng is not None and 1e-4 <= rng[0] < rng[1] < 100  # the rates that blow this MLP up are not searched
+    assert all(rng[0] <= p["lr"] <= rng[1] for s, *_, p in seen if s == "coarse")
     assert all(f == 0.25 and e == 1 for s, f, e, _ in seen if s == "coarse")  # a subsample, a third of the epochs
     assert all(f == 1.0 and e == 4 for s, f, e, _ in seen if s != "coarse")
     (orig,), (fine,) = res.space, res.fine_space
@@ -102,7 +106,7 @@ def test_an_interrupted_search_resumes_where_it_stopped(tmp_path):
             raise KeyboardInterrupt  # Ctrl-C in the middle of the third trial
         return train_digits(params, doctor, epochs=2)
 
-    kw = dict(storage=tmp_path / "s.db", study_name="resume", coarse=0, top_k=0, pruner=None, seed=0)
+    kw = dict(storage=tmp_path / "s.db", study_name="resume", coarse=0, top_k=0, pruner=None, seed=0, probe=None)
     with pytest.raises(KeyboardInterrupt):
         traindoctor.tune(train, {"lr": "log:1e-3:1"}, n_trials=5, **kw)
     study = optuna.load_study(study_name="resume", storage=f"sqlite:///{tmp_path / 's.db'}")
@@ -142,7 +146,7 @@ def cli(*args, cwd, timeout=600):
 
 def test_cli_tunes_a_script_unchanged_and_the_doctor_prunes_its_sick_trials(tmp_path):
     # sampler seed 3 draws lr 0.568, 3.47, 0.028, 0.358, 29.2: a learning rate that trains, ones far too high
-    p = cli("--param", "lr=log:1e-3:100", "--trials", "5", "--coarse", "0", "--top-k", "1", "--seeds", "2",
+    p = cli("--param", "lr=log:1e-3:100", "--trials", "5", "--coarse", "0", "--top-k", "1", "--seeds", "2", "--probe", "off",
             "--seed-arg", "seed", "--pruner", "none", "--sampler-seed", "3", "--json", str(tmp_path / "t.json"), "--html",
             str(tmp_path / "t.html"), str(SCRIPT), "--epochs", "3", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
@@ -189,7 +193,7 @@ def test_cli_bad_input_is_one_clear_line(tmp_path):
 
 def test_cli_ctrl_c_leaves_the_study_consistent_and_the_same_command_continues_it(tmp_path):
     args = ["--param", "lr=log:1e-3:1", "--trials", "4", "--coarse", "0", "--top-k", "0", "--pruner", "none",
-            "--sampler-seed", "0", "--study", "resume", "--storage", str(tmp_path / "s.db"), str(SCRIPT), "--epochs", "2"]
+            "--sampler-seed", "0", "--probe", "off", "--study", "resume", "--storage", str(tmp_path / "s.db"), str(SCRIPT), "--epochs", "2"]
     proc = subprocess.Popen([sys.executable, "-m", "traindoctor", "tune", *args], cwd=tmp_path, env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     url = f"sqlite:///{tmp_path / 's.db'}"
@@ -223,7 +227,7 @@ def test_equal_values_alone_are_not_a_script_ignoring_its_parameters(tmp_path):
 
     res = traindoctor.tune(train, {"lr": "log:1e-3:0.1"}, n_trials=4, storage=tmp_path / "s.db", study_name="eq",
                            direction="maximize", coarse=0, top_k=0, pruner=None, seed=0)
-    assert [t.state for t in res.trials] == ["COMPLETE"] * 4
+    assert [t.state for t in res.trials if t.stage != "probe"] == ["COMPLETE"] * 4
 
     def ignores(params, doctor):  # seeds itself and never reads params: every trial trains the same
         torch.manual_seed(0)

@@ -15,7 +15,7 @@ from ..numfmt import fmt
 from .output import write_document, write_text
 from .safe import safe_markup as esc
 
-STATE_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red", "RUNNING": "cyan", "WAITING": "dim"}
+STATE_STYLE = {"PROBE": "blue", "COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red", "RUNNING": "cyan", "WAITING": "dim"}
 
 
 def _params(p: dict[str, Any]) -> str:
@@ -142,6 +142,35 @@ def intermediate_figure(study: Any) -> dict[str, Any]:
             "caption": "A pruned trial's line ends where it was stopped."}
 
 
+def probe_figure(probe: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The probe's LR range test: each step's loss against the learning rate it trained at, the rate it blew
+    up at, and the range kept for the search (shaded)."""
+    from .figures import PALETTE, base_layout, json_floats, pe
+
+    if not probe or not probe.get("lrs"):
+        return None
+    import numpy as np
+
+    lrs = [float(x) for x in probe["lrs"]]
+    losses = np.asarray([np.nan if v is None else float(v) for v in probe.get("losses") or []][: len(lrs)], float)
+    name = str(probe.get("param", "lr"))
+    data = [{"type": "scatter", "mode": "lines+markers", "name": "loss", "x": lrs[: len(losses)],
+             "y": json_floats(losses), "line": {"color": PALETTE[0], "width": 1.5}, "marker": {"size": 3},
+             "hovertemplate": pe(name) + " %{x:.3g}: loss %{y:.4g}<extra></extra>"}]
+    lay = base_layout("LR range test (the probe)", ytitle="loss", xtitle=name, logy=True, logx=True)
+    shapes = []
+    rng = probe.get("range")
+    if isinstance(rng, list) and len(rng) == 2:
+        shapes.append({"type": "rect", "xref": "x", "yref": "paper", "x0": rng[0], "x1": rng[1], "y0": 0, "y1": 1,
+                       "fillcolor": PALETTE[2], "opacity": 0.12, "line": {"width": 0}})
+    if probe.get("diverged_at"):
+        shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": probe["diverged_at"],
+                       "x1": probe["diverged_at"], "y0": 0, "y1": 1, "line": {"color": PALETTE[3], "dash": "dash"}})
+    lay["shapes"] = shapes
+    return {"id": "probe", "title": "LR range test", "figure": {"data": data, "layout": lay},
+            "caption": str(probe.get("why", ""))}  # shown as text (textContent), never as markup
+
+
 def tune_html(result: Any) -> str:
     from .html import h, page
 
@@ -168,6 +197,9 @@ def tune_html(result: Any) -> str:
             f"<th>parameters</th><th>{h(result.metric)}</th><th>steps</th><th>why pruned</th></tr></thead><tbody>"
             + "".join(rows) + "</tbody></table></section>")
     figs = optuna_figures(result.study) if result.study is not None else []
+    pf = probe_figure(getattr(result, "probe", None))
+    if pf is not None:
+        figs.insert(0, pf)
     return page(f"traindoctor tune — {result.study_name}", result.study_name, body, figs)
 
 

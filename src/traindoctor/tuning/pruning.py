@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..diagnosis import check_rules, consequences
+from ..diagnosis import check_rules, consequences, rank_causes
 from ..findings import Finding
 from ..run import Run
 
@@ -106,6 +106,18 @@ class SickWatch:
         if not decide:
             return None
         first = min(decide, key=lambda f: (f.code not in AT_ONCE, f.step if f.step is not None else 1 << 62))
-        cause = max(first.causes, key=lambda c: c[1])[0] if first.causes else None
         return Verdict(first.code, first.name, first.step, first.message,
-                       sorted(codes - {first.code}), cause)
+                       sorted(codes - {first.code}), leading_cause(first, found, run))
+
+
+def leading_cause(first: Finding, found: list[Finding], run: Run) -> str | None:
+    """The cause the differential diagnosis ranks first among those ``first`` points at: the causes the run's
+    own facts rule out (:func:`~traindoctor.diagnosis.rank_causes`) are not named. A flat loss at a learning
+    rate whose steps move the weights by 1e-2 of their norm is not "learning rate too low": the tuner steers the
+    learning rate by this cause (``study.steer``), so a wrong one would send the search the wrong way."""
+    scored, _ = rank_causes(found, run)
+    mine = {c for c, w in first.causes if w > 0}
+    for c in scored:
+        if c.id in mine:
+            return c.id
+    return None

@@ -73,6 +73,8 @@ class ScriptTrials:
         trial.set_user_attr("command", cmd[4:])
         env = {**os.environ, "TRAINDOCTOR_TUNE_STAGE": doctor.stage, "TRAINDOCTOR_TUNE_FRACTION": str(doctor.fraction),
                "TRAINDOCTOR_TUNE_SEED": str(doctor.seed), "TRAINDOCTOR_STATUS": "0"}
+        if doctor.sweep is not None:
+            return self._probe(cmd, env, store, log, trial, doctor)
         reason: str | None = None
         steps = 0
         with open(log, "wb") as out:
@@ -147,6 +149,42 @@ class ScriptTrials:
             trial.set_user_attr("reason", reason)
             raise optuna.TrialPruned(reason)
         return value
+
+    def _probe(self, cmd: list[str], env: dict[str, str], store: Path, log: Path, trial: Any,
+               doctor: TrialDoctor) -> float:
+        """The probe: the script runs with its learning rate swept (``TRAINDOCTOR_LR_SWEEP``, applied by
+        ``traindoctor run`` inside it); its store's losses feed the sweep, and the script is stopped when the
+        sweep is over (the loss blew up, or the sweep reached its end) or the script ends."""
+        from ..lrsweep import ENV
+
+        sweep = doctor.sweep
+        env[ENV] = f"{sweep.start!r}:{sweep.end!r}:{sweep.num_iter}:{float(doctor.params.get(doctor.sweep_param or '', 0.0))!r}"
+        fed = 0
+
+        def feed() -> None:
+            nonlocal fed
+            run = _read(store)
+            loss = run.get("loss") if run is not None else None
+            if loss is None:
+                return
+            doctor.steps = max(doctor.steps, run.num_steps)
+            for v in loss.values[fed:]:
+                fed += 1
+                if sweep.add(float(v)):
+                    break
+
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                    start_new_session=True)
+            try:
+                while proc.poll() is None and not sweep.done:
+                    time.sleep(0.1)
+                    feed()
+            finally:
+                _stop(proc)
+        feed()
+        trial.set_user_attr("store", str(store))
+        return math.nan
 
     def _report(self, run: Any, trial: Any, doctor: TrialDoctor, reported: set[int]) -> str | None:
         """Report the metric's new points to Optuna's pruner; the reason when it prunes."""

@@ -1,9 +1,17 @@
-"""``traindoctor.tune``: hyperparameter search on Optuna with the doctor as pruner, in three stages.
+"""``traindoctor.tune``: hyperparameter search on Optuna with the doctor as pruner, in three stages after a probe.
 
+0. **probe** (when the space has a learning rate on a log scale, named ``lr``, ``learning_rate``, ``*_lr`` or
+   ``lr_*``; ``probe=NAME`` names another, ``probe=None`` turns it off): one LR range test inside the user's
+   own training (:mod:`traindoctor.lrsweep`): the doctor sets the learning rate of every optimizer step,
+   sweeping the parameter's range from its low end upwards in ``probe_steps`` steps, and stops the training
+   when the loss blows up. The learning rates above the one it blew up at are dropped from the search, and
+   so are those more than :data:`PROBE_DECADES` decades below it (see :func:`probe_range`). The probe is
+   not a trial of the search (it is stored as a failed trial, which Optuna's samplers ignore); its steps
+   count in the search's compute;
 1. **coarse**: the first half of the trials (``coarse=0.5``) over the whole ranges, each on a subsample of
    the data and a fraction of the epochs (``TrialDoctor.fraction`` / ``.epochs(n)`` / ``.subset(ds)``:
    the training function applies them);
-2. **fine**: the other trials over the range the best coarse trials occupy (:meth:`Param.narrowed`),
+2. **fine**: the other trials over the range the better half of the coarse trials occupy (:meth:`Param.narrowed`),
    on the full data;
 3. **final**: the ``top_k`` best parameter sets re-run over ``seeds`` seeds, reported as mean ± std:
    the choice is judged over seeds, not on one lucky run.
@@ -39,8 +47,14 @@ from ..run import Run
 from .pruning import SickWatch, Verdict
 from .space import Param, as_space
 
-STAGES = ("coarse", "fine", "final")
-STAGE_OFFSET = {"coarse": 0, "fine": 1_000_000, "final": 2_000_000}
+STAGES = ("probe", "coarse", "fine", "final")
+STAGE_OFFSET = {"probe": 0, "coarse": 0, "fine": 1_000_000, "final": 2_000_000}
+PROBE_STEPS = 100  # Smith's range test: about 100 steps
+PROBE_DECADES = 4.0  # the learning rates kept below the probe's blow-up (see probe_range)
+# the fine stage searches the range the better half of the completed coarse trials occupy: a short coarse
+# training ranks its trials noisily, and on the development tasks (benchmarks/tune_probe_dev.py) the best quarter
+# narrowed onto noise (two moons: the coarse values within 0.31-0.36, the full-training optimum outside them)
+FINE_TOP = 0.5
 HEARTBEAT_S = 5
 GRACE_S = 20
 
@@ -131,6 +145,11 @@ def open_storage(url: str) -> Any:
 # -------------------------------------------------------------------------------------------- the trial
 
 
+class ProbeOver(optuna.TrialPruned):
+    """The probe's LR sweep is over (the loss blew up, or the sweep reached its end): the training stops here.
+    A ``TrialPruned``, so a ``train_fn`` that lets pruning through lets this through too."""
+
+
 class TrialDoctor:
     """What ``train_fn(params, doctor)`` gets: the trial's parameters and stage, and the doctor that
     watches the training and prunes it.
@@ -164,6 +183,9 @@ class TrialDoctor:
         self._sick = SickWatch(only_nonfinite=stage == "final")
         self._last_check = time.monotonic()
         self._critical = False
+        self.sweep: Any = None  # the probe's RangeSweep
+        self.sweep_param: str | None = None  # the parameter it sweeps
+        self._hook: Any = None
 
     # the data and the epochs of this stage
     def epochs(self, n: int) -> int:
@@ -188,7 +210,9 @@ class TrialDoctor:
         self._doctor = Doctor(model, optimizer, **kw)
         mon = getattr(self._doctor, "monitor", None)
         said = getattr(mon, "on_critical", None)
-        if mon is not None and callable(said):
+        if mon is not None and self.sweep is not None:  # the probe blows the loss up on purpose: nothing to say
+            mon.on_critical = lambda *a, **k: None
+        elif mon is not None and callable(said):
             def critical(*a: Any, **k: Any) -> Any:
                 self._critical = True
                 return said(*a, **k)
@@ -196,8 +220,19 @@ class TrialDoctor:
             mon.on_critical = critical
         return self._doctor
 
+    def begin_sweep(self, sweep: Any, lr_name: str) -> None:
+        """The probe, in this process: every optimizer step's learning rate is the sweep's for the step
+        (:func:`traindoctor.lrsweep.install`); :meth:`close` ends it."""
+        from ..lrsweep import install
+
+        self.sweep = sweep
+        self._hook = install(sweep, float(self.params.get(lr_name) or 0.0), lambda: self.steps)
+
     def step(self, loss: Any) -> None:
         """After ``optimizer.step()``: the doctor records the step; a sick trial is pruned here."""
+        if self.sweep is not None:
+            self._probe_step(loss)
+            return
         if self._doctor is not None:
             self._doctor.step(loss)
         else:
@@ -209,6 +244,18 @@ class TrialDoctor:
         if self._critical or time.monotonic() - self._last_check >= self.check_s:
             self._check()
 
+    def _probe_step(self, loss: Any) -> None:
+        v = float(loss.detach()) if hasattr(loss, "detach") else float(loss)
+        if self._doctor is not None:
+            self._doctor.step(loss)
+        else:
+            self._losses.append((self.steps, v))
+        self.steps += 1
+        if self.sweep.add(v):
+            lr = self.sweep.lrs[-1]
+            raise ProbeOver(f"LR range test over at step {self.steps}, lr {lr:.3g}: " +
+                            ("the loss blew up" if self.sweep.diverged is not None else "the sweep reached its end"))
+
     def report(self, value: float, step: int | None = None) -> None:
         """The validation metric (each epoch): logged, judged by the doctor, then by Optuna's pruner."""
         value = float(value)
@@ -216,6 +263,8 @@ class TrialDoctor:
         self.values.append((at, value))
         if self._doctor is not None:
             self._doctor.log(**{self.metric: value})
+        if self.sweep is not None:  # the probe: no pruning, no report to Optuna (it is not a trial of the search)
+            return
         self._check()
         # each stage reports on its own steps: Optuna's pruner compares a fine trial with fine trials only (a
         # coarse trial trains on a subsample: its numbers are not comparable). A NaN is reported too: Optuna's
@@ -253,11 +302,140 @@ class TrialDoctor:
             raise optuna.TrialPruned("traindoctor: " + verdict.reason())
 
     def close(self) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
         if self._doctor is not None:
             try:
                 self._doctor.close()
             except Exception:  # noqa: BLE001 - the doctor's own failure never fails the trial
                 pass
+
+
+# --------------------------------------------------------------------------------------------- the probe
+
+_LR_NAME = re.compile(r"^(lr|learning[_-]?rate)$|[_.-](lr|learning[_-]?rate)$|^(lr|learning[_-]?rate)[_.-]", re.I)
+
+
+def lr_param(space: Sequence[Param], probe: Any) -> Param | None:
+    """The parameter the probe sweeps: ``probe="auto"`` (or True) the first learning rate on a log scale by its
+    name (``lr``, ``learning_rate``, ``*_lr``, ``lr_*``), None when there is none; a name, that parameter (a
+    log-scale float, else a one-line error); None/False, no probe."""
+    if probe is None or probe is False:
+        return None
+    if probe is True or probe == "auto":
+        return next((p for p in space if p.kind == "log" and _LR_NAME.search(p.name)), None)
+    found = [p for p in space if p.name == str(probe)]
+    if not found:
+        raise TrainDoctorError(f"probe={probe!r}: no such parameter in the space ({', '.join(p.name for p in space)})")
+    if found[0].kind != "log":
+        raise TrainDoctorError(f"probe={probe!r}: the LR range test sweeps a learning rate on a log scale; give "
+                               f"{probe}=log:LOW:HIGH")
+    return found[0]
+
+
+def probe_center(space: Sequence[Param], lrp: Param) -> dict[str, Any]:
+    """The probe's parameters: the swept learning rate at its low end, every other parameter at the middle of
+    its range (on its own scale), a choice at its first value."""
+    out: dict[str, Any] = {}
+    for p in space:
+        if p is lrp or p.name == lrp.name:
+            out[p.name] = float(p.low)  # type: ignore[arg-type]
+        elif p.kind == "choice":
+            out[p.name] = p.choices[0]
+        else:
+            lo, hi = float(p.low), float(p.high)  # type: ignore[arg-type]
+            mid = math.sqrt(lo * hi) if p.log else (lo + hi) / 2
+            out[p.name] = int(round(mid)) if p.kind in ("int", "intlog") else mid
+    return out
+
+
+def probe_range(p: Param, sweep: Any) -> tuple[Param | None, str]:
+    """The learning rates worth searching after the probe's sweep, and why (None: the range is kept).
+
+    Above the LR the loss blew up at, every trial of this model and optimizer blows up too (a range test
+    spends a few steps at each LR, a trial many more): those are dropped. Below it the range keeps
+    :data:`PROBE_DECADES` decades. How low a rate still trains well depends on how long the trial trains,
+    which a sweep of 100 steps does not see, so this is a margin, not a measurement: on the development tasks
+    (benchmarks/tune_probe_dev.py) the ten best of 100 random fully trained trials lay 0.6–2.8 decades below
+    the blow-up (3.1 in a 60-trial pilot); a first version kept 3 decades, and the held-out diabetes task's
+    best lay 3.0–3.2 decades below, out of reach (benchmarks/README.md). Keeping no floor at all searched
+    5–6 decades and did much worse on the development tasks. A sweep that did not blow up says nothing about
+    the range, nor one that blew up in its first tenth (the lowest rates blow up: not a learning-rate
+    problem; the diagnosis says which).
+    """
+    assert p.low is not None and p.high is not None
+    n = len(sweep.raw)
+    if not n:
+        return None, (f"LR range test: the training reported no loss while {p.name} was swept (does it call "
+                      f"doctor.step(loss)?); {p.name} is searched over its whole range")
+    if sweep.diverged is None:
+        top = f"{p.name} {sweep.lrs[-1]:.3g}"
+        return None, (f"LR range test ({n} steps): the loss did not blow up up to {top}; "
+                      f"{p.name} is searched over its whole range")
+    d = float(sweep.diverged)
+    if n - 1 < 0.1 * (sweep.num_iter - 1):
+        return None, (f"LR range test: the loss blew up at {p.name} {d:.3g}, in the first tenth of the sweep: not a "
+                      f"learning-rate problem; {p.name} is searched over its whole range")
+    high = min(float(p.high), d)
+    low = max(float(p.low), high / 10 ** PROBE_DECADES)
+    if not low < high:
+        return None, f"LR range test: the loss blew up at {p.name} {d:.3g}; {p.name} is searched over its whole range"
+    new = Param(p.name, p.kind, low, high)
+    return new, (f"LR range test ({n} steps): the loss blew up at {p.name} {d:.3g}; {p.name} searched in "
+                 f"[{low:.3g}, {high:.3g}] instead of [{float(p.low):.3g}, {float(p.high):.3g}]")
+
+
+def _lr_of(t: Any, name: str, cause: str) -> float | None:
+    """The learning rate of a trial the doctor pruned with ``cause`` as the diagnosis's leading cause."""
+    diag = t.user_attrs.get("diagnosis")
+    if _state(t) != "PRUNED" or t.user_attrs.get("pruned_by") != "doctor" or not isinstance(diag, dict):
+        return None
+    v = t.params.get(name)
+    return float(v) if diag.get("cause") == cause and isinstance(v, (int, float)) and v > 0 else None
+
+
+def steer(space: list[Param], base: list[Param], trials: Sequence[Any], name: str | None,
+          stage: str) -> tuple[list[Param], str | None]:
+    """The learning rate's range moved away from the trials the doctor pruned with a learning-rate cause: a
+    trial pruned for ``lr-too-high`` at LR x (a coarse or a fine one: a rate that blows up a short training
+    blows up a long one too) caps the range below x; one of this stage pruned for ``lr-too-low`` at x (only
+    this stage's: a short training needs a larger rate than a long one) raises the floor above x. When the
+    cap falls to the range's floor (or the floor to its cap) the range keeps its width and moves, within
+    ``base`` (the range before the coarse stage narrowed it). Returns the space and what was done (None:
+    nothing)."""
+    p = next((q for q in space if q.name == name and q.kind == "log"), None)
+    b = next((q for q in base if q.name == name and q.kind == "log"), None)
+    if p is None or b is None:
+        return space, None
+    assert p.low is not None and p.high is not None and b.low is not None and b.high is not None
+    mine = [t for t in trials if t.user_attrs.get("stage") in ("coarse", "fine")]
+    high_at = [x for t in mine if (x := _lr_of(t, name, "lr-too-high")) is not None]
+    low_at = [x for t in mine if t.user_attrs.get("stage") == stage and (x := _lr_of(t, name, "lr-too-low")) is not None]
+    lo, hi = math.log10(p.low), math.log10(p.high)
+    width = max(hi - lo, 0.5)
+    blo, bhi = math.log10(b.low), math.log10(b.high)
+    said = []
+    if high_at and math.log10(min(high_at)) < hi:
+        cap = math.log10(min(high_at))
+        hi = cap
+        if lo > hi - 0.25:
+            lo = max(blo, hi - width)
+        said.append(f"{name} < {min(high_at):.3g} (pruned for lr-too-high there)")
+    if low_at and math.log10(max(low_at)) > lo:
+        floor = math.log10(max(low_at))
+        lo = floor
+        if hi < lo + 0.25:
+            hi = min(bhi, lo + width)
+        said.append(f"{name} > {max(low_at):.3g} (pruned for lr-too-low there)")
+    if not said or not lo < hi:
+        return space, None
+    moved = Param(p.name, p.kind, 10 ** lo, 10 ** hi)
+    return [moved if q is p else q for q in space], "; ".join(said)
+
+
+class _ProbeDone(Exception):
+    """Ends the probe's Optuna trial as FAIL: Optuna's samplers learn nothing from it (it is not a trial)."""
 
 
 # --------------------------------------------------------------------------------------------- results
@@ -275,12 +453,13 @@ class TrialRow:
     reason: str | None = None
     seed: int | None = None
     group: int | None = None
+    steered: str | None = None  # how the doctor's earlier prunes moved this trial's learning-rate range
 
     def to_json(self) -> dict[str, Any]:
         v = self.value if self.value is None or math.isfinite(self.value) else str(self.value)
         return {"number": self.number, "stage": self.stage, "state": self.state, "params": self.params, "value": v,
                 "steps": self.steps, "pruned_by": self.pruned_by, "reason": self.reason, "seed": self.seed,
-                "group": self.group}
+                "group": self.group, "steered": self.steered}
 
 
 @dataclass
@@ -309,6 +488,7 @@ class TuneResult:
     best_value: float | None
     notes: list[str] = field(default_factory=list)
     study: Any = None
+    probe: dict[str, Any] | None = None  # the LR range test: param, steps, diverged_at, range, why, lrs, losses
 
     @property
     def pruned(self) -> list[TrialRow]:
@@ -328,7 +508,7 @@ class TuneResult:
             "best_params": self.best_params, "best_value": self.best_value,
             "final": [f.to_json() for f in self.final],
             "trials": [t.to_json() for t in self.trials],
-            "compute_steps": self.compute, "notes": self.notes,
+            "compute_steps": self.compute, "notes": self.notes, "probe": self.probe,
         }
 
 
@@ -435,8 +615,18 @@ class Search:
               and t.value is not None and math.isfinite(t.value)]
         return sorted(ok, key=lambda t: sign * t.value)
 
+    def base_space(self) -> list[Param]:
+        """The space the coarse stage searches: the whole space, with the learning rate's range as the probe
+        left it (stored on the study, so every worker searches the same)."""
+        info = self.study.user_attrs.get("probe")
+        rng = info.get("range") if isinstance(info, dict) else None
+        if not (isinstance(rng, list) and len(rng) == 2):
+            return self.space
+        return [Param(p.name, p.kind, float(rng[0]), float(rng[1])) if p.name == info.get("param") else p
+                for p in self.space]
+
     def fine_space(self) -> list[Param]:
-        """The ranges of the best coarse trials (the best quarter, at least 3), padded; decided once per study
+        """The ranges of the best coarse trials (the better half, at least 3: :data:`FINE_TOP`), padded; decided once per study
         (stored on it) so every worker searches the same fine ranges."""
         stored = self.study.user_attrs.get("fine_space")
         if isinstance(stored, list) and len(stored) == len(self.space):
@@ -444,10 +634,11 @@ class Search:
 
             return [parse_param(s) for s in stored]
         best = self.ranked("coarse")
+        base = self.base_space()
         if not best:
-            return self.space
-        top = best[: max(3, math.ceil(len(best) / 4))]
-        fine = [p.narrowed([t.params.get(p.name) for t in top if p.name in t.params]) for p in self.space]
+            return base
+        top = best[: max(3, math.ceil(len(best) * FINE_TOP))]
+        fine = [p.narrowed([t.params.get(p.name) for t in top if p.name in t.params]) for p in base]
         finished = [t for t in self.trials(("COMPLETE", "PRUNED")) if t.user_attrs.get("stage") == "coarse"]
         if len(finished) >= self.n_coarse:  # every coarse trial in (pruned ones too): the ranges are final
             self.study.set_user_attr("fine_space", [p.spec() for p in fine])
@@ -516,10 +707,13 @@ def _rows(study: Any) -> list[TrialRow]:
     for t in study.get_trials(deepcopy=False):
         if t.user_attrs.get("stage") == "skipped":  # a place or re-run another worker took: nothing ran
             continue
-        rows.append(TrialRow(t.number, str(t.user_attrs.get("stage", "?")), _state(t), dict(t.params),
+        state = _state(t)
+        if t.user_attrs.get("stage") == "probe" and state == "FAIL" and t.user_attrs.get("reason"):
+            state = "PROBE"  # a probe that ran its sweep (its Optuna state is FAIL only so samplers ignore it)
+        rows.append(TrialRow(t.number, str(t.user_attrs.get("stage", "?")), state, dict(t.params),
                              t.value if t.value is not None else None, int(t.user_attrs.get("steps") or 0),
                              t.user_attrs.get("pruned_by"), t.user_attrs.get("reason"),
-                             t.user_attrs.get("seed"), t.user_attrs.get("group")))
+                             t.user_attrs.get("seed"), t.user_attrs.get("group"), t.user_attrs.get("steered")))
     return rows
 
 
@@ -570,8 +764,8 @@ def tune(train_fn: Callable[[dict[str, Any], TrialDoctor], float | None],
          study_name: str | None = None, direction: str = "minimize", metric: str = "val_loss",
          sampler: str | Any = "tpe", pruner: Any = "median", coarse: float = 0.5, fraction: float = 0.25,
          epoch_fraction: float = 0.34, top_k: int = 3, seeds: int = 3, seed: int | None = None, check_s: float = 1.0,
-         doctor_prunes: bool = True, timeout: float | None = None,
-         on_trial: Callable[[TrialRow], None] | None = None, run_trial: Callable[..., Any] | None = None) -> TuneResult:
+         doctor_prunes: bool = True, timeout: float | None = None, probe: str | bool | None = "auto",
+         probe_steps: int = PROBE_STEPS, on_trial: Callable[[TrialRow], None] | None = None, run_trial: Callable[..., Any] | None = None) -> TuneResult:
     """Search ``space`` with ``train_fn(params, doctor)`` (see the module docstring); returns a
     :class:`TuneResult`. ``train_fn`` returns the trial's objective (or None: its last ``doctor.report``).
 
@@ -580,8 +774,15 @@ def tune(train_fn: Callable[[dict[str, Any], TrialDoctor], float | None],
     or an Optuna sampler; ``pruner``: ``"median"`` (default),
     ``None`` or an Optuna pruner, for trials that are merely mediocre; ``doctor_prunes=False`` turns the
     doctor's pruning off (a baseline). ``coarse=0`` skips the coarse stage, ``top_k=0`` the final one.
+    ``probe``: the learning-rate parameter the probe sweeps (``"auto"``: found by its name; None: no probe);
+    ``probe_steps``: the sweep's length.
     """
     params = as_space(space)
+    lrp = lr_param(params, probe)
+    named = lrp or lr_param(params, "auto")
+    lr_name = named.name if named is not None else None  # the learning rate the doctor's prunes steer
+    if probe_steps < 10:
+        raise TrainDoctorError(f"probe_steps must be at least 10, got {probe_steps}")
     if n_trials < 1:
         raise TrainDoctorError(f"n_trials must be at least 1, got {n_trials}")
     if direction not in ("minimize", "maximize"):
@@ -635,10 +836,17 @@ def tune(train_fn: Callable[[dict[str, Any], TrialDoctor], float | None],
             dup = search.duplicate_of(trial)
             if dup is not None:
                 skip(trial, f"a duplicate of final re-run #{dup}")
+        if stage == "probe":
+            return probe_trial(trial)
         if stage == "fine" and "fine_space" not in study.user_attrs:
             search.wait_for(("coarse",), deadline)  # the fine ranges are decided on every coarse trial
         # the final re-runs are enqueued: their values come back from suggesting on the full ranges
-        space_now = search.fine_space() if stage == "fine" else params
+        space_now = {"fine": search.fine_space, "coarse": search.base_space}.get(stage, lambda: params)()
+        if stage in ("coarse", "fine") and doctor_prunes:  # the doctor's pruning reasons steer the learning rate
+            space_now, steered = steer(space_now, search.base_space(), study.get_trials(deepcopy=False), lr_name,
+                                       stage)
+            if steered:
+                trial.set_user_attr("steered", steered)
         chosen = {p.name: p.suggest(trial) for p in space_now}
         tseed = _seed_of(trial)
         trial.set_user_attr("seed", tseed)
@@ -649,6 +857,75 @@ def tune(train_fn: Callable[[dict[str, Any], TrialDoctor], float | None],
             doctor.prunes = False
             doctor._sick.check = lambda run, finished=False: None  # type: ignore[method-assign]
         return runner(train_fn, trial, doctor)
+
+    def probe_trial(trial: optuna.Trial) -> float:
+        from ..lrsweep import RangeSweep
+
+        assert lrp is not None
+        earlier = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number
+                   and t.user_attrs.get("stage") == "probe" and _state(t) in ("RUNNING", "FAIL")]
+        if "probe" in study.user_attrs or any(_state(t) == "RUNNING" for t in earlier):
+            # two workers that enqueued a probe at once: the earlier one runs it, this one trains nothing
+            trial.set_user_attr("stage", "skipped")
+            raise _ProbeDone("another worker's probe")
+        chosen = {p.name: p.suggest(trial) for p in params}
+        tseed = _seed_of(trial)
+        trial.set_user_attr("seed", tseed)
+        doctor = TrialDoctor(trial, chosen, "probe", tseed, metric=metric, check_s=check_s, median=False)
+        sweep = RangeSweep(float(lrp.low), float(lrp.high), probe_steps)  # type: ignore[arg-type]
+        doctor.sweep, doctor.sweep_param = sweep, lrp.name  # the runner applies it (_call: in this process)
+        error = None
+        try:
+            runner(train_fn, trial, doctor)
+        except ProbeOver:
+            pass
+        except (KeyboardInterrupt, optuna.TrialPruned):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a training that fails once the sweep's LR blew it up
+            if not sweep.raw:
+                raise
+            error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        finally:
+            trial.set_user_attr("steps", doctor.steps)
+            doctor.close()
+        if error is not None and sweep.diverged is None:
+            sweep.diverged = sweep.lrs[-1]  # the training raised at this LR: the sweep is over there
+        rng, why = probe_range(lrp, sweep)
+        if error is not None:
+            why += f" (the training stopped with {error})"
+        trial.set_user_attr("reason", why)
+        if "probe" not in study.user_attrs:  # two workers that probed at once: the first result stands
+            study.set_user_attr("probe", {
+                "param": lrp.name, "trial": trial.number, "steps": doctor.steps, "sweep": [sweep.start, sweep.end],
+                "num_iter": sweep.num_iter, "diverged_at": sweep.diverged,
+                "range": [rng.low, rng.high] if rng is not None else None, "why": why,
+                "lrs": sweep.lrs, "losses": [v if math.isfinite(v) else None for v in sweep.raw]})
+        raise _ProbeDone(why)
+
+    def ensure_probe() -> None:
+        """Run the probe once per study (another worker's probe is waited for; a lost one is run again)."""
+        assert lrp is not None
+        for _ in range(3):
+            if "probe" in study.user_attrs:
+                return
+            mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("stage") == "probe"]
+            if any(_state(t) == "RUNNING" for t in mine):
+                search.wait_for(("probe",), deadline)
+                continue
+            if not any(_state(t) == "WAITING" for t in mine):
+                study.enqueue_trial(probe_center(params, lrp), user_attrs={"stage": "probe"}, skip_if_exists=False)
+            before = {t.number for t in study.get_trials(deepcopy=False)}
+            optuna.logging.set_verbosity(optuna.logging.ERROR)  # "trial failed": the probe is not a trial
+            try:
+                study.optimize(objective, n_trials=1, catch=(_ProbeDone,))
+            finally:
+                optuna.logging.set_verbosity(optuna.logging.WARNING)
+            if on_trial is not None:
+                for r in _rows(study):
+                    if r.number not in before:
+                        on_trial(r)
+        if "probe" not in study.user_attrs:
+            notes.append("the LR range test did not finish: the learning rate is searched over its whole range")
 
     deadline = None if timeout is None else time.monotonic() + timeout
 
@@ -670,6 +947,8 @@ def tune(train_fn: Callable[[dict[str, Any], TrialDoctor], float | None],
                 "script take them as arguments?)")
         return True
 
+    if lrp is not None and search.next_stage() is not None:
+        ensure_probe()
     while True:
         if search.next_stage() is not None:
             if not one():
@@ -693,6 +972,10 @@ def tune(train_fn: Callable[[dict[str, Any], TrialDoctor], float | None],
 def _call(train_fn: Callable[..., Any], trial: Any, doctor: TrialDoctor) -> float:
     """Run one trial in this process: seed, train, save what the doctor saw on the trial."""
     seed_everything(doctor.seed)
+    if doctor.stage == "probe":  # the LR sweep: the training runs until the sweep stops it (ProbeOver)
+        doctor.begin_sweep(doctor.sweep, doctor.sweep_param or "")
+        train_fn(dict(doctor.params), doctor)
+        return math.nan
     try:
         value = train_fn(dict(doctor.params), doctor)
     except optuna.TrialPruned as exc:
@@ -750,5 +1033,9 @@ def result_of(study: Any, url: str, params: list[Param], metric: str, notes: lis
             best_params, best_value = dict(ranked[0].params), float(ranked[0].value)
     if finals and not any(len(set(f.values)) > 1 for f in finals if len(f.values) > 1):
         notes.append("the final re-runs gave identical values over seeds: the training fixes its own seed")
+    probe = study.user_attrs.get("probe")
+    probe = probe if isinstance(probe, dict) else None
+    if probe is not None and probe.get("why"):
+        notes.insert(0, str(probe["why"]))
     return TuneResult(study.study_name, url, study.direction.name.lower(), metric, params, fine, rows, finals,
-                      best_params, best_value, notes, study)
+                      best_params, best_value, notes, study, probe)

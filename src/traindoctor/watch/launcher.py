@@ -284,6 +284,13 @@ def _watch(
     if heal or verify:
         monitor.meta["heal"] = {}
     watch = AutoWatch(monitor, heal=heal, verify=verify, heal_policy=heal_policy)
+    from ..lrsweep import ENV as SWEEP_ENV
+    from ..lrsweep import from_env, install
+
+    asked = from_env(os.environ.get(SWEEP_ENV))  # `traindoctor tune`'s probe: an LR range test in this run
+    sweep_hook = install(*asked) if asked is not None else None
+    if sweep_hook is not None:
+        monitor.meta["lr_sweep"] = os.environ.get(SWEEP_ENV)
     if on_monitor is not None:
         on_monitor(monitor)
     old_argv, old_path0 = sys.argv[:], sys.path[0] if sys.path else None
@@ -327,6 +334,8 @@ def _watch(
         except Exception:  # noqa: BLE001
             pass
         sys.stdout = real_stdout
+        if sweep_hook is not None:
+            sweep_hook.remove()
         sys.argv = old_argv
         if old_path0 is not None and sys.path:
             sys.path[0] = old_path0
