@@ -5,9 +5,13 @@
     OMP_WAIT_POLICY=PASSIVE python benchmarks/tune_compare.py --budget steps    # equal compute, not trials; ~13 min
     OMP_WAIT_POLICY=PASSIVE python benchmarks/tune_compare.py --pilot 200       # how the targets were set
 
-Options: ``--tasks digits,diabetes --repeats 5 --trials 30 --methods traindoctor,td-nocoarse,tpe+median,random
+Options: ``--tasks digits,diabetes --repeats 5 --trials 30 --methods traindoctor,td-noprobe,td-nocoarse,tpe+median,random
 --false-prunes digits,diabetes --budget trials|steps --max-trials N --check-s S --check-every K --as-shipped
 --target TASK=LOSS --out FILE``.
+
+``--tasks cancer,friedman,blobs,moons`` runs the development tasks of ``tune_probe_dev.py`` instead (where
+the tuner's settings were chosen; digits and diabetes are held out); their targets are the 2 % quantile of a
+100-trial random pilot (``--pilot 100 --tasks cancer,friedman,blobs,moons``).
 
 Two tasks on scikit-learn's bundled data (nothing downloaded), each a small MLP trained by a
 ``train_fn(params, doctor)`` that seeds from ``doctor.seed``, trains on ``doctor.fraction`` of the data for
@@ -26,10 +30,13 @@ Methods, each repeat ``r`` with sampler seed ``r`` and its own fresh SQLite stud
 (the final re-runs over seeds measure the chosen parameters, they are not search, and are left out of every
 method):
 
-* ``traindoctor``: ``tune(sampler="tpe", pruner="median", doctor_prunes=True)`` with its default stages
-  (half the trials coarse, on 25 % of the data and 34 % of the epochs, then fine trials on the full data in
-  the ranges the best coarse trials occupy);
-* ``td-nocoarse``: the same with ``coarse=0`` (every trial on the full data): the doctor's pruning alone;
+* ``traindoctor``: ``tune(sampler="tpe", pruner="median", doctor_prunes=True)`` as shipped: the probe (an
+  LR range test inside the first run, which drops the learning rates that blow the model up; its steps are
+  counted), then half the trials coarse, on 25 % of the data and 34 % of the epochs, then fine trials on the
+  full data in the ranges the better coarse trials occupy; the doctor's prunes steer the learning rate;
+* ``td-noprobe``: the same with ``probe=None``;
+* ``td-nocoarse``: ``coarse=0, probe=None`` (every trial on the full data): the doctor's pruning (and its
+  steering) alone;
 * ``tpe+median``: ``tune(sampler="tpe", pruner="median", doctor_prunes=False, coarse=0)``: Optuna's TPE with
   its MedianPruner (through traindoctor's wrapper, so the pruner's settings are the same in every method);
 * ``random``: ``tune(sampler="random", pruner=None, doctor_prunes=False, coarse=0)``.
@@ -92,6 +99,9 @@ from sklearn.model_selection import train_test_split  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 from torch import nn  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tune_probe_dev as dev  # noqa: E402
+
 from traindoctor.tuning import tune  # noqa: E402
 from traindoctor.tuning.study import STAGE_OFFSET, TrialDoctor  # noqa: E402
 
@@ -152,6 +162,7 @@ class Task:
     epochs: int
     batch: int
     data: tuple[torch.Tensor, ...] | None = None
+    dev: bool = False  # a development task of tune_probe_dev.py (where the tuner's settings were chosen)
 
     def load(self) -> tuple[torch.Tensor, ...]:
         if self.data is None:
@@ -183,6 +194,13 @@ TASKS = {
     "digits": Task("digits", SPACE, target=0.12, epochs=10, batch=64),
     "diabetes": Task("diabetes", {**SPACE, "lr": "log:1e-5:10"}, target=0.522, epochs=30, batch=32),
 }
+# the development tasks (benchmarks/tune_probe_dev.py): the tuner's defaults were chosen on these; digits and
+# diabetes are held out. Targets: the 2.5 % quantile of a 100-trial random pilot (--pilot 100), as for those two
+DEV_TARGETS = {"cancer": 0.091, "friedman": 0.095, "blobs": 1.1, "moons": 0.232}
+for _name, _t in dev.TASKS.items():
+    TASKS[_name] = Task(_name, dev.space(_name), target=DEV_TARGETS[_name], epochs=_t["epochs"], batch=_t["batch"],
+                        dev=True)
+    LOADERS[_name] = _t["load"]
 
 
 def build(task: str, dropout: float) -> nn.Module:
@@ -205,6 +223,8 @@ def loss_of(task: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def train(task: Task, p: dict[str, Any], doctor: Any) -> float:
     """One trial: ``doctor`` is traindoctor's TrialDoctor, or a :class:`Plain` one (no pruning)."""
+    if task.dev:
+        return dev.train(task.name, p, doctor)
     Xtr, ytr, Xv, yv = task.load()
     n = len(Xtr)
     gen = torch.Generator().manual_seed(doctor.seed)
@@ -233,26 +253,7 @@ def train(task: Task, p: dict[str, Any], doctor: Any) -> float:
     return val
 
 
-class Plain:
-    """A trial with nothing watching or pruning it: the full-data re-run of a pruned trial."""
-
-    fraction = 1.0
-
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
-        self.steps = 0
-
-    def epochs(self, n: int) -> int:
-        return n
-
-    def watch(self, *a: Any, **k: Any) -> None:
-        pass
-
-    def step(self, loss: Any) -> None:
-        self.steps += 1
-
-    def report(self, value: float) -> None:
-        pass
+Plain = dev.Plain  # a trial with nothing watching or pruning it: the full-data re-run of a pruned trial
 
 
 def full_steps(task: Task) -> int:
@@ -269,9 +270,10 @@ def retrain(task: Task, params: dict[str, Any], seed: int) -> float:
 
 METHODS: dict[str, dict[str, Any]] = {
     "traindoctor": dict(sampler="tpe", pruner="median", doctor_prunes=True),
-    "td-nocoarse": dict(sampler="tpe", pruner="median", doctor_prunes=True, coarse=0),
-    "tpe+median": dict(sampler="tpe", pruner="median", doctor_prunes=False, coarse=0),
-    "random": dict(sampler="random", pruner=None, doctor_prunes=False, coarse=0),
+    "td-noprobe": dict(sampler="tpe", pruner="median", doctor_prunes=True, probe=None),
+    "td-nocoarse": dict(sampler="tpe", pruner="median", doctor_prunes=True, coarse=0, probe=None),
+    "tpe+median": dict(sampler="tpe", pruner="median", doctor_prunes=False, coarse=0, probe=None),
+    "random": dict(sampler="random", pruner=None, doctor_prunes=False, coarse=0, probe=None),
 }
 
 
