@@ -44,6 +44,7 @@ class RangeSweep:
         self.raw: list[float] = []
         self.smoothed: list[float] = []
         self.diverged: float | None = None
+        self.reached = 0  # the sweep's steps so far (the index of the last loss read, plus one)
         self._best = math.inf
 
     def lr(self, i: int) -> float:
@@ -53,13 +54,16 @@ class RangeSweep:
 
     @property
     def done(self) -> bool:
-        return self.diverged is not None or len(self.raw) >= self.num_iter
+        return self.diverged is not None or self.reached >= self.num_iter
 
-    def add(self, loss: float) -> bool:
-        """The loss of the step trained at :meth:`lr` of the next index; True when the sweep is over."""
+    def add(self, loss: float, index: int | None = None) -> bool:
+        """The loss of step ``index`` (default: the step after the last one read), trained at :meth:`lr` of it;
+        True when the sweep is over. A log that records the loss every k steps gives its steps' indices."""
         if self.done:
             return True
-        lr = self.lr(len(self.raw))
+        i = self.reached if index is None else max(int(index), self.reached)
+        self.reached = i + 1
+        lr = self.lr(i)
         v = float(loss)
         self.lrs.append(lr)
         self.raw.append(v)

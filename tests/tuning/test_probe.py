@@ -17,6 +17,7 @@ from torch.optim.optimizer import _global_optimizer_pre_hooks
 
 import traindoctor
 from traindoctor.errors import TrainDoctorError
+from traindoctor.lrsweep import RangeSweep
 from traindoctor.store import load_store
 from traindoctor.tuning.space import as_space
 from traindoctor.tuning.study import PROBE_DECADES, lr_param, steer
@@ -149,6 +150,17 @@ def test_the_probe_runs_once_per_study_and_a_resumed_search_reuses_it(tmp_path):
     assert res.probe == first.probe and len([t for t in res.trials if t.stage == "fine"]) == 3
 
 
+def test_a_sweep_read_every_few_steps_places_each_loss_at_its_step():
+    sweep = RangeSweep(1e-4, 1.0, 41)
+    for step in range(0, 40, 5):
+        assert not sweep.add(2.3, step)
+    assert sweep.lrs == pytest.approx([1e-4 * 1e4 ** (s / 40) for s in range(0, 40, 5)])
+    assert sweep.reached == 36 and sweep.add(2.3, 40) and sweep.done  # its last step read: over
+    blown = RangeSweep(1e-4, 1.0, 41)
+    blown.add(2.0, 0)
+    assert blown.add(float("nan"), 12) and blown.diverged == pytest.approx(1e-4 * 1e4 ** (12 / 40))
+
+
 def test_which_parameter_is_probed():
     space = as_space({"head_lr": "log:1e-4:1", "dropout": "0:0.5"})
     assert lr_param(space, "auto").name == "head_lr"
@@ -216,6 +228,8 @@ def test_cli_probes_the_scripts_learning_rate(tmp_path):
     assert d is not None and 1e-3 < d < 1000
     assert probe["range"] == pytest.approx([max(1e-4, d / 10 ** PROBE_DECADES), d])
     assert "LR range test" in p.stderr and "blew up" in p.stderr
+    # each loss the script's store recorded at step i was trained at the sweep's rate for step i
+    assert probe["lrs"] == pytest.approx([1e-4 * 1e7 ** (i / 99) for i in range(len(probe["lrs"]))], rel=1e-9)
     first = doc["trials"][0]
     assert first["stage"] == "probe" and first["state"] == "PROBE" and 0 < first["steps"] < 100 + 40
     fine = [t for t in doc["trials"] if t["stage"] == "fine"]

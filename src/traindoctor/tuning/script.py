@@ -168,9 +168,9 @@ class ScriptTrials:
             if loss is None:
                 return
             doctor.steps = max(doctor.steps, run.num_steps)
-            for v in loss.values[fed:]:
+            for step, v in zip(loss.steps[fed:].tolist(), loss.values[fed:].tolist(), strict=True):
                 fed += 1
-                if sweep.add(float(v)):
+                if sweep.add(float(v), int(step)):  # the hook in the script counts from step 0 as the store does
                     break
 
         with open(log, "wb") as out:

@@ -371,10 +371,10 @@ def probe_range(p: Param, sweep: Any) -> tuple[Param | None, str]:
                       f"doctor.step(loss)?); {p.name} is searched over its whole range")
     if sweep.diverged is None:
         top = f"{p.name} {sweep.lrs[-1]:.3g}"
-        return None, (f"LR range test ({n} steps): the loss did not blow up up to {top}; "
+        return None, (f"LR range test ({sweep.reached} steps): the loss did not blow up up to {top}; "
                       f"{p.name} is searched over its whole range")
     d = float(sweep.diverged)
-    if n - 1 < 0.1 * (sweep.num_iter - 1):
+    if sweep.reached - 1 < 0.1 * (sweep.num_iter - 1):
         return None, (f"LR range test: the loss blew up at {p.name} {d:.3g}, in the first tenth of the sweep: not a "
                       f"learning-rate problem; {p.name} is searched over its whole range")
     high = min(float(p.high), d)
@@ -382,7 +382,7 @@ def probe_range(p: Param, sweep: Any) -> tuple[Param | None, str]:
     if not low < high:
         return None, f"LR range test: the loss blew up at {p.name} {d:.3g}; {p.name} is searched over its whole range"
     new = Param(p.name, p.kind, low, high)
-    return new, (f"LR range test ({n} steps): the loss blew up at {p.name} {d:.3g}; {p.name} searched in "
+    return new, (f"LR range test ({sweep.reached} steps): the loss blew up at {p.name} {d:.3g}; {p.name} searched in "
                  f"[{low:.3g}, {high:.3g}] instead of [{float(p.low):.3g}, {float(p.high):.3g}]")
 
 
