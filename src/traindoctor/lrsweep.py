@@ -5,7 +5,7 @@ _experiments.lr_range_test`); ``traindoctor tune`` drives it inside the user's o
 ``probe`` trial), setting the learning rate before each of the user's optimizer steps. Both read it the same
 way: step ``i`` trains one batch at ``lr_i = start·(end/start)^(i/(n−1))``; the batch's loss is smoothed
 exponentially; the sweep stops once the smoothed loss exceeds ``diverge_th`` times its best value, or the loss
-is not finite.
+is not finite (tune's probe also stops once the smoothed loss, having fallen, is back above where it started).
 """
 from __future__ import annotations
 
@@ -35,11 +35,14 @@ class RangeSweep:
     :meth:`lr` gives step ``i``'s learning rate, :meth:`add` takes its loss and says whether the sweep is over."""
 
     def __init__(self, start: float, end: float, num_iter: int = 100, *, smooth_f: float = 0.05,
-                 diverge_th: float = 5.0) -> None:
+                 diverge_th: float = 5.0, back_to_start: bool = False) -> None:
         if not (start > 0 and end > start and num_iter >= 2):
             raise ValueError(f"an LR sweep needs 0 < start < end and at least 2 steps, got {start}, {end}, {num_iter}")
         self.start, self.end, self.num_iter = float(start), float(end), int(num_iter)
         self.smooth_f, self.diverge_th = smooth_f, diverge_th
+        # also over when the smoothed loss, having fallen 10 % below its start, climbs back above the start: a
+        # classifier whose units die at a high rate settles near chance instead of exploding 5× past its best
+        self.back_to_start = back_to_start
         self.lrs: list[float] = []
         self.raw: list[float] = []
         self.smoothed: list[float] = []
@@ -73,7 +76,8 @@ class RangeSweep:
         s = v if not self.smoothed else self.smooth_f * v + (1 - self.smooth_f) * self.smoothed[-1]
         self.smoothed.append(s)
         self._best = min(self._best, s)
-        if s > self.diverge_th * self._best:
+        first = self.smoothed[0]
+        if s > self.diverge_th * self._best or (self.back_to_start and 0 < self._best < 0.9 * first and s > first):
             self.diverged = lr
         return self.done
 

@@ -150,6 +150,19 @@ def test_the_probe_runs_once_per_study_and_a_resumed_search_reuses_it(tmp_path):
     assert res.probe == first.probe and len([t for t in res.trials if t.stage == "fine"]) == 3
 
 
+def test_a_classifier_that_collapses_to_chance_instead_of_exploding_ends_the_sweep(tmp_path):
+    """At a rate too high this MLP's units die and its loss settles near ln 10 instead of exploding past 5×
+    its best: the sweep is over when the smoothed loss, having fallen, is back above where it started."""
+    res = traindoctor.tune(recording([]), {"lr": "log:1e-4:100"}, n_trials=1, storage=tmp_path / "s.db",
+                           study_name="collapse", coarse=0, top_k=0, pruner=None, seed=0)
+    probe = res.probe
+    assert probe["diverged_at"] is not None and probe["range"][1] == pytest.approx(probe["diverged_at"])
+    plain = RangeSweep(1e-4, 100, 100)  # the checkup's rule alone: 5× the smoothed best
+    for i, v in enumerate(probe["losses"]):
+        plain.add(v if v is not None else float("nan"), i)
+    assert plain.diverged is None or plain.diverged > probe["diverged_at"]
+
+
 def test_a_sweep_read_every_few_steps_places_each_loss_at_its_step():
     sweep = RangeSweep(1e-4, 1.0, 41)
     for step in range(0, 40, 5):

@@ -872,7 +872,7 @@ def tune(train_fn: Callable[[dict[str, Any], TrialDoctor], float | None],
         tseed = _seed_of(trial)
         trial.set_user_attr("seed", tseed)
         doctor = TrialDoctor(trial, chosen, "probe", tseed, metric=metric, check_s=check_s, median=False)
-        sweep = RangeSweep(float(lrp.low), float(lrp.high), probe_steps)  # type: ignore[arg-type]
+        sweep = RangeSweep(float(lrp.low), float(lrp.high), probe_steps, back_to_start=True)  # type: ignore[arg-type]
         doctor.sweep, doctor.sweep_param = sweep, lrp.name  # the runner applies it (_call: in this process)
         error = None
         try:
