@@ -145,6 +145,10 @@ def open_storage(url: str) -> Any:
 # -------------------------------------------------------------------------------------------- the trial
 
 
+def _scalar(loss: Any) -> float:
+    return float(loss.detach()) if hasattr(loss, "detach") else float(loss)
+
+
 class ProbeOver(optuna.TrialPruned):
     """The probe's LR sweep is over (the loss blew up, or the sweep reached its end): the training stops here.
     A ``TrialPruned``, so a ``train_fn`` that lets pruning through lets this through too."""
@@ -229,32 +233,24 @@ class TrialDoctor:
         self._hook = install(sweep, float(self.params.get(lr_name) or 0.0), lambda: self.steps)
 
     def step(self, loss: Any) -> None:
-        """After ``optimizer.step()``: the doctor records the step; a sick trial is pruned here."""
-        if self.sweep is not None:
-            self._probe_step(loss)
-            return
+        """After ``optimizer.step()``: the doctor records the step; a sick trial is pruned here (the probe: its
+        sweep reads the loss, and the training stops when the sweep is over)."""
         if self._doctor is not None:
             self._doctor.step(loss)
         else:
-            v = float(loss)
+            v = _scalar(loss)
             self._losses.append((self.steps, v))
             if not math.isfinite(v):
                 self._critical = True
         self.steps += 1
+        if self.sweep is not None:
+            if self.sweep.add(_scalar(loss)):
+                lr = self.sweep.lrs[-1]
+                raise ProbeOver(f"LR range test over at step {self.steps}, lr {lr:.3g}: " + (
+                    "the loss blew up" if self.sweep.diverged is not None else "the sweep reached its end"))
+            return
         if self._critical or time.monotonic() - self._last_check >= self.check_s:
             self._check()
-
-    def _probe_step(self, loss: Any) -> None:
-        v = float(loss.detach()) if hasattr(loss, "detach") else float(loss)
-        if self._doctor is not None:
-            self._doctor.step(loss)
-        else:
-            self._losses.append((self.steps, v))
-        self.steps += 1
-        if self.sweep.add(v):
-            lr = self.sweep.lrs[-1]
-            raise ProbeOver(f"LR range test over at step {self.steps}, lr {lr:.3g}: " +
-                            ("the loss blew up" if self.sweep.diverged is not None else "the sweep reached its end"))
 
     def report(self, value: float, step: int | None = None) -> None:
         """The validation metric (each epoch): logged, judged by the doctor, then by Optuna's pruner."""
