@@ -174,8 +174,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--sampler", choices=("tpe", "random"), default="tpe", help="Optuna's sampler (default tpe)")
     t.add_argument("--sampler-seed", type=int, metavar="N", help="seed the sampler (reproducible trials; give each "
                    "worker of one study its own, or none)")
-    t.add_argument("--pruner", choices=("median", "none"), default="median",
-                   help="Optuna's pruner for mediocre trials, next to the doctor (default median)")
+    t.add_argument("--pruner", choices=("median", "halving", "none"), default="median",
+                   help="Optuna's pruner for mediocre trials, next to the doctor: median (default) or halving "
+                   "(successive halving: more trials stopped sooner)")
     t.add_argument("--no-doctor", action="store_true", help="the doctor does not prune (plain Optuna, for comparison)")
     t.add_argument("--metric", default="val_loss", help="the metric to optimise, as the run records it (default "
                    "val_loss: logged, computed by the loss functions, or printed by the script)")
@@ -584,7 +585,7 @@ def _cmd_tune(a: argparse.Namespace) -> int:
 
         status.update(trials=0, of=a.trials + a.top_k * a.seeds)
         result = tune(lambda p, d: None, params, a.trials, storage=a.storage, study_name=name, direction=direction,
-                      metric=a.metric, sampler=a.sampler, pruner="median" if a.pruner == "median" else None, seed=a.sampler_seed,
+                      metric=a.metric, sampler=a.sampler, pruner=None if a.pruner == "none" else a.pruner, seed=a.sampler_seed,
                       coarse=a.coarse, top_k=a.top_k, seeds=a.seeds, doctor_prunes=not a.no_doctor,
                       probe=None if a.probe == "off" else a.probe, probe_steps=a.probe_steps,
                       on_trial=on_trial, run_trial=trials)

@@ -97,6 +97,30 @@ def test_coarse_then_fine_narrows_the_range_and_final_reruns_over_seeds(tmp_path
     assert math.isfinite(res.best_value)
 
 
+def test_a_successive_halving_pruner_counts_its_rungs_on_each_stage_s_own_steps(tmp_path):
+    """A fine trial's reports are stored a million steps after the coarse ones' (the stages keep apart); Optuna's
+    SuccessiveHalvingPruner must still place its rungs at the fine stage's 2nd, 3rd, 5th report, not pass every
+    rung up to a million at the first one."""
+    sh = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2)
+    res = traindoctor.tune(train_digits, {"lr": "log:1e-3:1"}, n_trials=10, storage=tmp_path / "s.db",
+                           study_name="sh", seed=0, top_k=0, probe=None, pruner=sh)
+    fine = [t for t in res.study.trials if t.user_attrs.get("stage") == "fine"]
+    assert len(fine) == 5
+    for t in fine:
+        rungs = [k for k in t.system_attrs if k.startswith("completed_rung_")]
+        last = t.last_step - 1_000_000  # the fine stage's own report index (0-3: 4 epochs)
+        assert 0 <= last <= 3 and len(rungs) == (0 if last < 1 else 1 + int(math.log2(last)))
+    assert any(t.state.name == "PRUNED" for t in fine)  # and it does prune: a trial not the best at its rung
+    res = traindoctor.tune(train_digits, {"lr": "log:1e-3:1"}, n_trials=2, storage=tmp_path / "s.db", coarse=0,
+                           study_name="halving", top_k=0, probe=None, pruner="halving")  # by its name
+    assert isinstance(res.study.pruner.inner, optuna.pruners.SuccessiveHalvingPruner)
+    with pytest.raises(TrainDoctorError, match="pruner must be"):
+        traindoctor.tune(train_digits, {"lr": "log:1e-3:1"}, n_trials=2, storage=tmp_path / "s.db", pruner="hyperbnd")
+    with pytest.raises(TrainDoctorError, match="HyperbandPruner compares trials across"):
+        traindoctor.tune(train_digits, {"lr": "log:1e-3:1"}, n_trials=2, storage=tmp_path / "s.db",
+                         pruner=optuna.pruners.HyperbandPruner())
+
+
 def test_an_interrupted_search_resumes_where_it_stopped(tmp_path):
     calls = {"n": 0}
 

@@ -29,6 +29,7 @@ count towards ``n_trials``).
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import os
@@ -670,13 +671,47 @@ class Search:
                                              skip_if_exists=False)
 
 
-class StagePruner(optuna.pruners.BasePruner):
-    """Optuna's pruner, judging a trial only against the trials of its own stage, and only once
-    ``n_startup`` of them completed (a coarse trial trains on a subsample: the fine trials must not be held
-    to its numbers, nor the first fine trials to one another's). Final re-runs are never pruned by it."""
+def _rebased(t: Any, offset: int) -> Any:
+    """A copy of frozen trial ``t`` whose intermediate values are keyed by its stage's own steps."""
+    c = copy.copy(t)
+    c.intermediate_values = {k - offset: v for k, v in t.intermediate_values.items()}
+    return c
 
-    def __init__(self, inner: Any, n_startup: int = 5, n_warmup: int = 1) -> None:
+
+class _StageStudy:
+    """The study as a pruner of one stage sees it: that stage's trials only, their steps counted from the
+    stage's start (everything else delegated to the study)."""
+
+    def __init__(self, study: Any, stage: str) -> None:
+        self._study = study
+        self._stage = stage
+        self._offset = STAGE_OFFSET[stage]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[Any]:
+        return [_rebased(t, self._offset) for t in self._study.get_trials(deepcopy=deepcopy, states=states)
+                if t.user_attrs.get("stage") == self._stage]
+
+    def _get_trials(self, deepcopy: bool = True, states: Any = None, use_cache: bool = False) -> list[Any]:
+        return self.get_trials(deepcopy=deepcopy, states=states)
+
+    @property
+    def trials(self) -> list[Any]:
+        return self.get_trials()
+
+
+class StagePruner(optuna.pruners.BasePruner):
+    """Optuna's pruner, judging a trial only against the trials of its own stage, on the stage's own steps (a
+    coarse trial trains on a subsample: the fine trials must not be held to its numbers; a successive-halving
+    pruner's rungs count from the stage's first report), and, for a MedianPruner, only once ``n_startup`` of
+    them completed (nor the first fine trials to one another's). Final re-runs are never pruned by it."""
+
+    def __init__(self, inner: Any, n_startup: int | None = None, n_warmup: int = 1) -> None:
         self.inner = inner
+        if n_startup is None:  # a median needs trials to take it from; successive halving has its own rungs
+            n_startup = 5 if isinstance(inner, (optuna.pruners.MedianPruner, optuna.pruners.PercentilePruner)) else 0
         self.n_startup = n_startup
         self.n_warmup = n_warmup  # reports of the trial's own stage before it may be pruned
 
@@ -687,10 +722,12 @@ class StagePruner(optuna.pruners.BasePruner):
         last = trial.last_step
         if last is None or last - STAGE_OFFSET[stage] < self.n_warmup:  # counted on the stage's own steps
             return False
-        done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if t.user_attrs.get("stage") == stage]
-        if len(done) < self.n_startup:
-            return False
-        return bool(self.inner.prune(study, trial))
+        view = _StageStudy(study, stage)
+        if self.n_startup:
+            done = view.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if len(done) < self.n_startup:
+                return False
+        return bool(self.inner.prune(view, _rebased(trial, STAGE_OFFSET[stage])))
 
 
 def _seed_of(trial: Any) -> int:
@@ -767,8 +804,8 @@ def tune(train_fn: Callable[[dict[str, Any], TrialDoctor], float | None],
 
     ``seed`` seeds the sampler (None, the default: each worker samples its own points; a fixed seed on two
     workers of one study would make them propose the same trials). ``sampler``: ``"tpe"`` (default), ``"random"``
-    or an Optuna sampler; ``pruner``: ``"median"`` (default),
-    ``None`` or an Optuna pruner, for trials that are merely mediocre; ``doctor_prunes=False`` turns the
+    or an Optuna sampler; ``pruner``: ``"median"`` (default), ``"halving"`` (Optuna's successive halving),
+    ``None`` or an Optuna pruner, for trials that are merely mediocre (judged on their own stage's reports); ``doctor_prunes=False`` turns the
     doctor's pruning off (a baseline). ``coarse=0`` skips the coarse stage, ``top_k=0`` the final one.
     ``probe``: the learning-rate parameter the probe sweeps (``"auto"``: found by its name; None: no probe);
     ``probe_steps``: the sweep's length.
@@ -781,6 +818,12 @@ def tune(train_fn: Callable[[dict[str, Any], TrialDoctor], float | None],
         raise TrainDoctorError(f"probe_steps must be at least 10, got {probe_steps}")
     if n_trials < 1:
         raise TrainDoctorError(f"n_trials must be at least 1, got {n_trials}")
+    if isinstance(pruner, str) and pruner not in ("median", "halving"):
+        raise TrainDoctorError(f"pruner must be 'median', 'halving', None or an Optuna pruner, got {pruner!r}")
+    if isinstance(pruner, optuna.pruners.HyperbandPruner) and coarse > 0:
+        # its brackets read the storage directly: it would hold a fine trial to the coarse trials' numbers
+        raise TrainDoctorError("Optuna's HyperbandPruner compares trials across the coarse and fine stages: use "
+                               "pruner='halving' (successive halving, one bracket) or coarse=0")
     if direction not in ("minimize", "maximize"):
         raise TrainDoctorError(f"direction must be 'minimize' or 'maximize', got {direction!r}")
     if not 0 < fraction <= 1 or not 0 < epoch_fraction <= 1 or not 0 <= coarse < 1:
@@ -794,6 +837,8 @@ def tune(train_fn: Callable[[dict[str, Any], TrialDoctor], float | None],
             raise TrainDoctorError(f"sampler must be 'tpe' or 'random' (or an Optuna sampler), got {sampler!r}")
         sampler = (optuna.samplers.TPESampler(seed=seed) if sampler == "tpe"
                    else optuna.samplers.RandomSampler(seed=seed))
+    if pruner == "halving":  # asynchronous successive halving (ASHA): rungs on each stage's own reports
+        pruner = optuna.pruners.SuccessiveHalvingPruner()
     if pruner == "median":
         pruner = optuna.pruners.MedianPruner(n_startup_trials=0, n_warmup_steps=0)  # the warm-up: StagePruner's
     median = pruner is not None
