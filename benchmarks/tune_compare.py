@@ -9,6 +9,10 @@ Options: ``--tasks digits,diabetes --repeats 5 --trials 30 --methods traindoctor
 --false-prunes digits,diabetes --budget trials|steps --max-trials N --check-s S --check-every K --as-shipped
 --target TASK=LOSS --out FILE``.
 
+``--from FILE --profile TASK=L1,L2,...`` re-reads a saved ``--out`` file (nothing is re-run) and gives the
+steps to each of those validation losses: how the methods compare at targets looser or tighter than the
+task's (``--pilot`` prints the quantiles of random trials that the README's profiles use).
+
 ``--tasks cancer,friedman,blobs,moons`` runs the development tasks of ``tune_probe_dev.py`` instead (where
 the tuner's settings were chosen; digits and diabetes are held out); their targets are the 2 % quantile of a
 100-trial random pilot (``--pilot 100 --tasks cancer,friedman,blobs,moons``).
@@ -37,6 +41,10 @@ method):
 * ``td-noprobe``: the same with ``probe=None``;
 * ``td-nocoarse``: ``coarse=0, probe=None`` (every trial on the full data): the doctor's pruning (and its
   steering) alone;
+* ``td-probe-only``: ``coarse=0`` with the probe: every trial on the full data in the probe's range;
+* ``td-sh``: ``traindoctor`` with ``pruner="halving"`` (Optuna's SuccessiveHalvingPruner, its defaults) in
+  place of the median;
+* ``tpe+sh``: TPE with the SuccessiveHalvingPruner, without the doctor, the probe or the coarse stage;
 * ``tpe+median``: ``tune(sampler="tpe", pruner="median", doctor_prunes=False, coarse=0)``: Optuna's TPE with
   its MedianPruner (through traindoctor's wrapper, so the pruner's settings are the same in every method);
 * ``random``: ``tune(sampler="random", pruner=None, doctor_prunes=False, coarse=0)``.
@@ -272,6 +280,9 @@ METHODS: dict[str, dict[str, Any]] = {
     "traindoctor": dict(sampler="tpe", pruner="median", doctor_prunes=True),
     "td-noprobe": dict(sampler="tpe", pruner="median", doctor_prunes=True, probe=None),
     "td-nocoarse": dict(sampler="tpe", pruner="median", doctor_prunes=True, coarse=0, probe=None),
+    "td-probe-only": dict(sampler="tpe", pruner="median", doctor_prunes=True, coarse=0),
+    "td-sh": dict(sampler="tpe", pruner="halving", doctor_prunes=True),
+    "tpe+sh": dict(sampler="tpe", pruner="halving", doctor_prunes=False, coarse=0, probe=None),
     "tpe+median": dict(sampler="tpe", pruner="median", doctor_prunes=False, coarse=0, probe=None),
     "random": dict(sampler="random", pruner=None, doctor_prunes=False, coarse=0, probe=None),
 }
@@ -314,16 +325,7 @@ def one_run(task: Task, method: str, repeat: int, n_trials: int, tmp: Path,
         trials = _rows(optuna.load_study(study_name=name, storage=f"sqlite:///{storage.resolve()}"))
     wall = time.perf_counter() - t0
     rows = sorted(trials, key=lambda r: r.number)
-    cap = budget_steps if budget_steps is not None else math.inf
-    cum, reached_at, reached_trial, best = 0, None, None, float("nan")
-    for r in rows:
-        cum += r.steps
-        full = (r.stage == "fine" and r.state == "COMPLETE" and r.value is not None and math.isfinite(r.value)
-                and cum <= cap)
-        if full and not r.value >= best:  # a fine trial completed on the full data within the budget
-            best = r.value
-        if full and reached_at is None and r.value <= task.target:
-            reached_at, reached_trial = cum, r.number
+    reached_at, reached_trial, best = reach([r.to_json() for r in rows], task.target, budget_steps)
     pruned: Counter[str] = Counter()
     for r in rows:
         if r.state == "PRUNED":
@@ -342,6 +344,49 @@ def one_run(task: Task, method: str, repeat: int, n_trials: int, tmp: Path,
 
 
 # ------------------------------------------------------------------------------------------------ analysis
+
+
+def reach(trials: list[dict[str, Any]], target: float,
+          budget_steps: int | None = None) -> tuple[int | None, int | None, float]:
+    """Steps to target of one search from its trials (``TrialRow.to_json()``, any order): the training steps
+    of all trials in trial order up to and including the first fine trial that completed on the full data at
+    or below ``target`` (within ``budget_steps``); also that trial's number and the best full-data loss."""
+    cap = budget_steps if budget_steps is not None else math.inf
+    cum, reached_at, reached_trial, best = 0, None, None, float("nan")
+    for r in sorted(trials, key=lambda r: r["number"]):
+        cum += r["steps"]
+        v = r["value"]
+        full = (r["stage"] == "fine" and r["state"] == "COMPLETE" and v is not None and math.isfinite(v)
+                and cum <= cap)
+        if full and not v >= best:  # a fine trial completed on the full data within the budget
+            best = v
+        if full and reached_at is None and v <= target:
+            reached_at, reached_trial = cum, r["number"]
+    return reached_at, reached_trial, best
+
+
+def reanalyse(path: str, targets: dict[str, list[float]]) -> None:
+    """The table of a saved ``--out`` file again, at other targets (``--profile TASK=L1,L2,...``): steps to
+    each target from the same searches, nothing re-run."""
+    saved = json.loads(Path(path).read_text())
+    runs = saved["runs"]
+    methods = list(dict.fromkeys(r["method"] for r in runs))
+    repeats = max(r["repeat"] for r in runs) + 1
+    print(f"{path}: {len(runs)} searches, {' '.join(saved.get('argv', []))}")
+    lines: list[str] = []
+    for name, losses in targets.items():
+        for loss in losses:
+            at = []
+            for r in runs:
+                if r["task"] == name:
+                    reached_at, reached_trial, _ = reach(r["trials"], loss, r.get("budget_steps"))
+                    at.append({**r, "reached_at": reached_at, "reached_trial": reached_trial})
+            if not at:
+                raise SystemExit(f"--profile: no search of task {name!r} in {path}")
+            rows = table(at, [Task(name, {}, target=loss, epochs=0, batch=0)], methods, repeats).splitlines()
+            lines += rows if not lines else rows[2:]  # one header
+    print("\n".join(lines))
+
 
 
 def false_prunes(task: Task, runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -446,6 +491,10 @@ def main() -> None:
     ap.add_argument("--target", action="append", default=[], help="TASK=LOSS: override a task's target")
     ap.add_argument("--pilot", type=int, default=0, help="only the pilot: N random trials per task, fully trained")
     ap.add_argument("--out", default=None, help="write every run's trials and the false-prune check as JSON")
+    ap.add_argument("--from", dest="saved", default=None,
+                    help="re-analyse a saved --out file (no search) at the targets of --profile")
+    ap.add_argument("--profile", action="append", default=[],
+                    help="with --from: TASK=L1,L2,...: the steps to each of these validation losses")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--check-every", type=int, default=0,
                     help="monkeypatch: the doctor reads a trial every K steps instead of every check_s seconds")
@@ -454,6 +503,18 @@ def main() -> None:
                          "reach Optuna")
     ap.add_argument("--check-s", type=float, default=CHECK_S, help="tune(check_s=...): the doctor's reading interval")
     a = ap.parse_args()
+    if a.saved:
+        prof: dict[str, list[float]] = {}
+        for spec in a.profile:
+            k, _, v = spec.partition("=")
+            try:
+                prof[k] = [float(x) for x in v.split(",") if x]
+            except ValueError:
+                raise SystemExit(f"--profile {spec!r}: expected TASK=LOSS,LOSS,...") from None
+        if not prof:
+            raise SystemExit("--from needs at least one --profile TASK=LOSS,...")
+        reanalyse(a.saved, prof)
+        return
     torch.set_num_threads(a.threads)
     CHECK_S = a.check_s
     check_every(a.check_every)
