@@ -12,7 +12,8 @@ What must hold afterwards, read back with plain Optuna:
   them coarse; each final re-run (``top_k`` sets × ``seeds``) finished exactly once; and no other trial
   trained (a worker that finds the places taken may record a trial, but it must not train);
 * every worker trained some of the trials;
-* the fine ranges (study attr ``fine_space``) lie inside the original ranges, and every fine trial inside them;
+* the fine ranges (study attr ``fine_space``) lie inside the original ranges, and every fine trial inside them
+  until ``FOLLOW_AFTER`` fine trials completed (then inside the probe's range);
 * the final sets (study attr ``final_sets``) are the ``top_k`` best completed fine trials (then coarse ones).
 """
 from __future__ import annotations
@@ -173,6 +174,7 @@ def _top_k_sets(trials, k: int) -> list[dict]:
 def check_complete(url: str, study_name: str, calls: list[dict]) -> list:
     """The study is complete and consistent (see the module docstring); returns its trials."""
     from traindoctor.tuning.space import parse_param
+    from traindoctor.tuning.study import FOLLOW_AFTER
 
     study = _load(url, study_name)
     trials = study.get_trials()
@@ -210,18 +212,23 @@ def check_complete(url: str, study_name: str, calls: list[dict]) -> list:
         assert all(lo <= t.params["lr"] <= hi for t in coarse), f"coarse trials outside the probe's {lo}..{hi}:\n{table}"
     assert sum(c["trial"] == 0 for c in calls) == 1, f"the probe trained more than once: {calls}"
 
-    # the fine ranges: decided once, inside the original range, and the fine trials inside them
+    # the fine ranges: decided once, inside the original range, and the fine trials inside them until
+    # FOLLOW_AFTER fine trials completed (then the ranges follow the best of them, inside the probe's range)
     spec = study.user_attrs.get("fine_space")
     assert isinstance(spec, list) and len(spec) == 1, f"study attr fine_space: {spec!r}\n{table}"
     fine = parse_param(spec[0])
     assert fine.name == "lr" and fine.kind == "log", spec
     assert LOW * (1 - 1e-9) <= fine.low < fine.high <= HIGH * (1 + 1e-9), f"fine range {spec} outside [{LOW}, {HIGH}]"
+    lo, hi = info["range"] if info["range"] is not None else (LOW, HIGH)
     for t in main:
         if t.user_attrs["stage"] == "fine":
             lr = t.params["lr"]
             # the stored bounds are written with 6 significant digits
-            assert fine.low * (1 - 1e-5) <= lr <= fine.high * (1 + 1e-5), \
-                f"fine trial #{t.number} lr={lr} outside the fine range {spec}:\n{table}"
+            if fine.low * (1 - 1e-5) <= lr <= fine.high * (1 + 1e-5):
+                continue
+            followed = t.user_attrs.get("followed", 0)
+            assert followed >= FOLLOW_AFTER and lo * (1 - 1e-9) <= lr <= hi * (1 + 1e-9), \
+                f"fine trial #{t.number} lr={lr} outside the fine range {spec} (followed {followed}):\n{table}"
 
     # the final sets: the top-k fine trials (then coarse), and each final trial runs its set
     sets = study.user_attrs.get("final_sets")

@@ -97,6 +97,24 @@ class Param:
                 low, high = max(int(self.low), low - 1), min(int(self.high), high + 1)
         return replace(self, low=low, high=high)
 
+    def following(self, values: Sequence[Any], base: Param) -> Param:
+        """This range widened to hold a window of its own width centred on the median of ``values`` (the
+        best fine trials' values), within ``base``; a choice, or no usable value, leaves it as it is."""
+        vals = sorted(float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(float(v))
+                      and (not self.log or float(v) > 0))
+        if self.kind == "choice" or not vals or None in (self.low, self.high, base.low, base.high):
+            return self
+        assert self.low is not None and self.high is not None and base.low is not None and base.high is not None
+        f = math.log10 if self.log else float
+        lo, hi, c = f(self.low), f(self.high), f(vals[len(vals) // 2])
+        half = (hi - lo) / 2
+        low, high = max(f(base.low), min(lo, c - half)), min(f(base.high), max(hi, c + half))
+        if self.log:
+            low, high = 10 ** low, 10 ** high
+        if self.kind in ("int", "intlog"):
+            low, high = math.floor(low), math.ceil(high)
+        return replace(self, low=low, high=high)
+
 
 def _number(text: str, what: str) -> float:
     try:

@@ -12,7 +12,8 @@
    the data and a fraction of the epochs (``TrialDoctor.fraction`` / ``.epochs(n)`` / ``.subset(ds)``:
    the training function applies them);
 2. **fine**: the other trials over the range the better half of the coarse trials occupy (:meth:`Param.narrowed`),
-   on the full data;
+   on the full data; once :data:`FOLLOW_AFTER` of them completed, the ranges follow the best of them
+   (:meth:`Search.fine_space`);
 3. **final**: the ``top_k`` best parameter sets re-run over ``seeds`` seeds, reported as mean ± std:
    the choice is judged over seeds, not on one lucky run.
 
@@ -56,6 +57,8 @@ PROBE_DECADES = 4.0  # the learning rates kept below the probe's blow-up (see pr
 # training ranks its trials noisily, and on the development tasks (benchmarks/tune_probe_dev.py) the best quarter
 # narrowed onto noise (two moons: the coarse values within 0.31-0.36, the full-training optimum outside them)
 FINE_TOP = 0.5
+FOLLOW_AFTER = 4  # completed fine trials before the fine ranges follow the best of them (see Search.fine_space)
+FOLLOW_TOP = 3  # the best fine trials they follow
 HEARTBEAT_S = 5
 GRACE_S = 20
 
@@ -554,6 +557,7 @@ class Search:
         self.seeds = seeds
         self.fraction = fraction
         self.epoch_fraction = epoch_fraction
+        self.followed = 0  # the completed fine trials the last fine ranges followed (0: the decided ranges)
 
     def trials(self, states: tuple[str, ...] = ("COMPLETE", "PRUNED", "RUNNING")) -> list[Any]:
         return [t for t in self.study.get_trials(deepcopy=False) if _state(t) in states]
@@ -623,6 +627,34 @@ class Search:
                 for p in self.space]
 
     def fine_space(self) -> list[Param]:
+        """The fine stage's ranges now: those the coarse trials decided (:meth:`decided_fine_space`), each
+        widened to hold a window of its own width centred on the best completed fine trials once
+        :data:`FOLLOW_AFTER` of them completed (:meth:`Param.following`): the fine stage leaves a range that its
+        own full trials say is wrong (too much dropout, a rate too high for the whole training) instead of
+        searching it to the end. A function of the study's trials: every worker computes the same."""
+        fine = self.decided_fine_space()
+        done = self.ranked("fine")
+        self.followed = len(done) if len(done) >= FOLLOW_AFTER else 0
+        if not self.followed:
+            return fine
+        top = done[:FOLLOW_TOP]
+        base = {p.name: p for p in self.base_space()}
+        return [p.following([t.params.get(p.name) for t in top], base.get(p.name, p)) for p in fine]
+
+    def searched_fine_space(self) -> list[Param]:
+        """What the fine stage searched, for the report: the decided ranges widened to hold every fine trial
+        (the ranges followed the best fine trials, and may have moved)."""
+        trials = [t for t in self.trials() if t.user_attrs.get("stage") == "fine"]
+        out = []
+        for p in self.decided_fine_space():
+            vals = [float(t.params[p.name]) for t in trials if isinstance(t.params.get(p.name), (int, float))]
+            if p.kind == "choice" or not vals or p.low is None or p.high is None:
+                out.append(p)
+                continue
+            out.append(Param(p.name, p.kind, min(p.low, *vals), max(p.high, *vals)))
+        return out
+
+    def decided_fine_space(self) -> list[Param]:
         """The ranges of the best coarse trials (the better half, at least 3: :data:`FINE_TOP`), padded; decided once per study
         (stored on it) so every worker searches the same fine ranges."""
         stored = self.study.user_attrs.get("fine_space")
@@ -883,6 +915,8 @@ def tune(train_fn: Callable[[dict[str, Any], TrialDoctor], float | None],
             search.wait_for(("coarse",), deadline)  # the fine ranges are decided on every coarse trial
         # the final re-runs are enqueued: their values come back from suggesting on the full ranges
         space_now = {"fine": search.fine_space, "coarse": search.base_space}.get(stage, lambda: params)()
+        if stage == "fine" and search.followed:
+            trial.set_user_attr("followed", search.followed)  # its ranges followed this many fine trials
         if stage in ("coarse", "fine") and doctor_prunes:  # the doctor's pruning reasons steer the learning rate
             space_now, steered = steer(space_now, search.base_space(), study.get_trials(deepcopy=False), lr_name,
                                        stage)
@@ -1060,7 +1094,7 @@ def _save(trial: Any, doctor: TrialDoctor, reason: str) -> None:
 def result_of(study: Any, url: str, params: list[Param], metric: str, notes: list[str], search: Search) -> TuneResult:
     rows = _rows(study)
     finals = _finals(study)
-    fine = search.fine_space() if any(r.stage == "coarse" for r in rows) and any(r.stage == "fine" for r in rows) else None
+    fine = search.searched_fine_space() if any(r.stage == "coarse" for r in rows) and any(r.stage == "fine" for r in rows) else None
     best_params, best_value = None, None
     if finals:
         sign = 1.0 if study.direction.name == "MINIMIZE" else -1.0
