@@ -46,7 +46,7 @@ import optuna
 
 from ..errors import TrainDoctorError
 from ..run import Run
-from .pruning import SickWatch, Verdict
+from .pruning import Sibling, SickWatch, StudyFacts, Verdict
 from .space import Param, as_space
 
 STAGES = ("probe", "coarse", "fine", "final")
@@ -171,7 +171,7 @@ class TrialDoctor:
 
     def __init__(self, trial: Any, params: dict[str, Any], stage: str, seed: int, *, fraction: float = 1.0,
                  epoch_fraction: float = 1.0, metric: str = "val_loss", check_s: float = 1.0,
-                 median: bool = True) -> None:
+                 median: bool = True, study: StudyFacts | None = None) -> None:
         self.trial = trial
         self.params = params
         self.stage = stage
@@ -188,7 +188,7 @@ class TrialDoctor:
         self.prunes = True  # False: the doctor watches but never prunes (plain Optuna, for comparison)
         self._doctor: Any = None
         self._losses: list[tuple[int, float]] = []  # when no model is watched: the loss, read each step
-        self._sick = SickWatch(only_nonfinite=stage == "final")
+        self._sick = SickWatch(only_nonfinite=stage == "final", study=study)  # study: the other trials' facts
         self._last_check = time.monotonic()
         self._critical = False
         self.sweep: Any = None  # the probe's RangeSweep
@@ -432,6 +432,20 @@ def steer(space: list[Param], base: list[Param], trials: Sequence[Any], name: st
         return space, None
     moved = Param(p.name, p.kind, 10 ** lo, 10 ** hi)
     return [moved if q is p else q for q in space], "; ".join(said)
+
+
+def study_facts(study: Any, number: int, params: Mapping[str, Any], lr_name: str | None) -> StudyFacts:
+    """The study's other trials that trained to their end (completed with a finite value, any stage): what the
+    doctor weighs a sick trial's causes against (:class:`~traindoctor.tuning.pruning.StudyFacts`)."""
+    def lr_of(p: Mapping[str, Any]) -> float | None:
+        v = p.get(lr_name) if lr_name else None
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    sibs = [Sibling(t.number, lr_of(t.params), float(t.value))
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if t.number != number and t.value is not None and math.isfinite(t.value)
+            and t.user_attrs.get("stage") in ("coarse", "fine", "final")]
+    return StudyFacts(sibs, lr_of(params), lr_name or "lr")
 
 
 class _ProbeDone(Exception):
@@ -927,7 +941,8 @@ def tune(train_fn: Callable[[dict[str, Any], TrialDoctor], float | None],
         trial.set_user_attr("seed", tseed)
         doctor = TrialDoctor(trial, chosen, stage, tseed, fraction=fraction if stage == "coarse" else 1.0,
                              epoch_fraction=epoch_fraction if stage == "coarse" else 1.0, metric=metric,
-                             check_s=check_s, median=median)
+                             check_s=check_s, median=median,
+                             study=study_facts(study, trial.number, chosen, lr_name) if doctor_prunes else None)
         if not doctor_prunes:
             doctor.prunes = False
             doctor._sick.check = lambda run, finished=False: None  # type: ignore[method-assign]
