@@ -34,6 +34,8 @@ from sklearn.datasets import (  # noqa: E402
     make_circles,
     make_classification,
     make_friedman1,
+    make_friedman3,
+    make_gaussian_quantiles,
     make_hastie_10_2,
     make_moons,
 )
@@ -90,7 +92,18 @@ FRESH: dict[str, dict[str, Any]] = {
                         ps, lr=p["lr"], momentum=0.9, nesterov=True, weight_decay=p["weight_decay"]),
                     lr="log:1e-4:10"),
 }
-ALL = {**TASKS, **FRESH}
+# A third held-out pair, fixed on 2026-12-05 (evening) before anything was measured on them, after the first two
+# pairs had been looked at: the fine stage's learning-rate bracket is judged here.
+FRESH2: dict[str, dict[str, Any]] = {
+    "quantiles": dict(load=lambda: _split(*make_gaussian_quantiles(n_samples=1500, n_features=6, n_classes=3,
+                                                                    random_state=1), False),
+                      epochs=10, batch=32, width=(6, 64, 3), act=nn.ReLU, opt=lambda ps, p: torch.optim.Adam(
+                          ps, lr=p["lr"], weight_decay=p["weight_decay"]), lr="log:1e-5:10"),
+    "friedman3": dict(load=lambda: _split(*make_friedman3(1200, noise=0.1, random_state=1), True), epochs=15,
+                      batch=32, width=(4, 64, 1), act=nn.SiLU, opt=lambda ps, p: torch.optim.SGD(
+                          ps, lr=p["lr"], momentum=0.9, weight_decay=p["weight_decay"]), lr="log:1e-4:10"),
+}
+ALL = {**TASKS, **FRESH, **FRESH2}
 _DATA: dict[str, Any] = {}
 
 
