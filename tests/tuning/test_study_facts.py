@@ -5,35 +5,16 @@ import math
 
 import optuna
 import torch
-from test_tune import X, Y
-from torch import nn
+from test_tune import train_digits
 
 import traindoctor
 from traindoctor.tuning.pruning import DATA_CAUSES, Sibling, StudyFacts
 
 
-def train_rmsprop(params, doctor, epochs=4):
+def train_rmsprop(params, doctor):
     """An MLP on digits with RMSprop: at a rate of 3e-6 each step still moves the weights by ≈ 3e-4 of their
     norm (the pace that alone rules out "learning rate too low"), and in 120 steps the loss does not move."""
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
-    opt = torch.optim.RMSprop(model.parameters(), lr=params["lr"])
-    doctor.watch(model, opt)
-    val = float("nan")
-    for _ in range(doctor.epochs(epochs)):
-        perm = torch.randperm(1200)
-        for i in range(0, 1200, 40):
-            idx = perm[i:i + 40]
-            opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(X[idx]), Y[idx])
-            loss.backward()
-            opt.step()
-            doctor.step(loss)
-        with torch.no_grad():
-            val = nn.functional.cross_entropy(model(X[1200:]), Y[1200:]).item()
-        doctor.report(val)
-    return val
+    return train_digits(params, doctor, make_opt=lambda ps, lr: torch.optim.RMSprop(ps, lr=lr))
 
 
 def _search(tmp_path, lrs):

@@ -29,11 +29,16 @@ X = torch.tensor(_X / 16.0, dtype=torch.float32)
 Y = torch.tensor(_Y)
 
 
-def train_digits(params, doctor, epochs=4, seen=None):
-    """An MLP on digits with SGD; honours the stage's data share and epochs; returns the validation loss."""
+def sgd(ps, lr):
+    return torch.optim.SGD(ps, lr=lr, momentum=0.9)
+
+
+def train_digits(params, doctor, epochs=4, seen=None, make_opt=sgd):
+    """An MLP on digits with SGD (or ``make_opt(params, lr)``); honours the stage's data share and epochs;
+    returns the validation loss."""
     torch.set_num_threads(1)
     model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
-    opt = torch.optim.SGD(model.parameters(), lr=params["lr"], momentum=0.9)
+    opt = make_opt(model.parameters(), params["lr"])
     doctor.watch(model, opt)
     n = max(80, int(1200 * doctor.fraction))
     if seen is not None:
