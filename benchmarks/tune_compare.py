@@ -466,25 +466,33 @@ def table(runs: list[dict[str, Any]], tasks: list[Task], methods: list[str], rep
     return "\n".join(lines)
 
 
-def pilot(task: Task, n: int) -> None:
-    """Random search over the whole space, every trial trained fully: where the losses lie."""
+def pilot_draws(task: Task, n: int, each: Any = None) -> list[tuple[float, dict[str, Any]]]:
+    """The pilot's random search over the whole space (RandomSampler seed 12345, trial ``i`` trained fully with
+    seed 10,000 + ``i``): (validation loss, parameters) in draw order; ``each(i, params, loss)`` after each."""
     import optuna
 
     from traindoctor.tuning.space import as_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = as_space(task.space)
-    sampler = optuna.samplers.RandomSampler(seed=12345)
-    study = optuna.create_study(sampler=sampler)
-    vals = []
-    t0 = time.perf_counter()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=12345))
+    out = []
     for i in range(n):
         trial = study.ask()
         p = {q.name: q.suggest(trial) for q in space}
         v = retrain(task, p, 10_000 + i)
         study.tell(trial, v if math.isfinite(v) else float("inf"))
-        vals.append(v)
-        print(f"  {i:3d} lr={p['lr']:.2e} wd={p['weight_decay']:.1e} do={p['dropout']:.2f} -> {v:.4f}", flush=True)
+        out.append((v, p))
+        if each is not None:
+            each(i, p, v)
+    return out
+
+
+def pilot(task: Task, n: int) -> None:
+    """Random search over the whole space, every trial trained fully: where the losses lie."""
+    t0 = time.perf_counter()
+    vals = [v for v, _ in pilot_draws(task, n, lambda i, p, v: print(
+        f"  {i:3d} lr={p['lr']:.2e} wd={p['weight_decay']:.1e} do={p['dropout']:.2f} -> {v:.4f}", flush=True))]
     fin = np.array([v for v in vals if math.isfinite(v)])
     print(f"{task.name}: {n} trials in {time.perf_counter() - t0:.0f}s, {len(vals) - len(fin)} non-finite")
     for q in (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5):

@@ -133,22 +133,8 @@ def describe(k: int) -> str:
 
 
 def pilot(k: int, n: int) -> float:
-    """The 2 % quantile of ``n`` random parameter sets trained fully (``tune_compare.pilot``'s draws)."""
-    import optuna
-
-    from traindoctor.tuning.space import as_space
-
-    task = register(k, math.nan)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=12345))
-    vals = []
-    for i in range(n):
-        trial = study.ask()
-        p = {q.name: q.suggest(trial) for q in as_space(task.space)}
-        v = tc.retrain(task, p, 10_000 + i)
-        study.tell(trial, v if math.isfinite(v) else float("inf"))
-        vals.append(v)
-    fin = np.array([v for v in vals if math.isfinite(v)])
+    """The 2 % quantile of ``n`` random parameter sets trained fully (``tune_compare.pilot_draws``)."""
+    fin = np.array([v for v, _ in tc.pilot_draws(register(k, math.nan), n) if math.isfinite(v)])
     return float(np.quantile(fin, 0.02)) if fin.size else math.nan
 
 

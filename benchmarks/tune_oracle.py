@@ -44,23 +44,8 @@ TPE_MEDIAN = {"hastie": 5675, "circles": 2760, "digits": 3714, "quantiles": 3116
 
 
 def pilot_sets(task: tc.Task, n: int) -> list[tuple[float, dict[str, float]]]:
-    """``tune_compare.pilot``'s draws (RandomSampler seed 12345, trial seeds 10,000 + i): (loss, params), best first."""
-    import optuna
-
-    from traindoctor.tuning.space import as_space
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    space = as_space(task.space)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=12345))
-    out = []
-    for i in range(n):
-        trial = study.ask()
-        p = {q.name: q.suggest(trial) for q in space}
-        v = tc.retrain(task, p, 10_000 + i)
-        study.tell(trial, v if math.isfinite(v) else float("inf"))
-        out.append((v if math.isfinite(v) else math.inf, p))
-    out.sort(key=lambda t: t[0])
-    return out
+    """``tune_compare.pilot``'s draws: (loss, params), best first (a non-finite loss last)."""
+    return sorted(((v if math.isfinite(v) else math.inf, p) for v, p in tc.pilot_draws(task, n)), key=lambda t: t[0])
 
 
 def oracle_pruned(task: tc.Task, params: dict[str, float], repeats: int, n: int) -> list[float]:

@@ -197,10 +197,10 @@ def leading_cause(first: Finding, found: list[Finding], run: Run,
     out, support = study.judge(first.code) if study is not None else ({}, {})
     ranked = [(c.confidence, c.id) for c in scored if c.id in mine and c.id not in out]
     have = {cid for _, cid in ranked}
-    model = Model.load() if any(c in mine and c not in have for c in support) else None
-    for cid in support:
-        if cid in mine and cid not in have and model is not None:
-            ranked.append((model.confidence(cid, [(min(mine[cid], 0.99), first.code)]), cid))
+    readmit = [cid for cid in support if cid in mine and cid not in have]  # the run's facts alone ruled them out
+    if readmit:
+        model = Model.load()
+        ranked += [(model.confidence(cid, [(min(mine[cid], 0.99), first.code)]), cid) for cid in readmit]
     if not ranked:
         return None, []
     ranked.sort(key=lambda t: (-t[0], t[1]))
