@@ -194,6 +194,9 @@ def _parser() -> argparse.ArgumentParser:
                    "log-scale parameter named lr, learning_rate, *_lr or lr_*; off: none")
     t.add_argument("--probe-steps", type=int, default=100, metavar="N", help="the LR range test's length in steps "
                    "(default 100)")
+    t.add_argument("--no-leads", action="store_true", help="no lead trials after the probe (by default the first two "
+                   "full trainings are at 1/30 of the rate the probe blew up at with the regularisation off, then one "
+                   "the doctor's reading of it chooses)")
     t.add_argument("--top-k", type=int, default=3, help="parameter sets re-run in the final stage (default 3; 0: none)")
     t.add_argument("--seeds", type=int, default=3, help="seeds each final set is re-run with (default 3)")
     t.add_argument("--seed-arg", metavar="NAME", help="pass each trial's seed to the script as --NAME SEED")
@@ -587,7 +590,7 @@ def _cmd_tune(a: argparse.Namespace) -> int:
         result = tune(lambda p, d: None, params, a.trials, storage=a.storage, study_name=name, direction=direction,
                       metric=a.metric, sampler=a.sampler, pruner=None if a.pruner == "none" else a.pruner, seed=a.sampler_seed,
                       coarse=a.coarse, top_k=a.top_k, seeds=a.seeds, doctor_prunes=not a.no_doctor,
-                      probe=None if a.probe == "off" else a.probe, probe_steps=a.probe_steps,
+                      probe=None if a.probe == "off" else a.probe, probe_steps=a.probe_steps, leads=not a.no_leads,
                       on_trial=on_trial, run_trial=trials)
     if trials.crashed:
         result.notes.append(f"{len(trials.crashed)} trial(s) ended with an error; their output is in {workdir}")

@@ -247,6 +247,9 @@ def test_cli_probes_the_scripts_learning_rate(tmp_path):
     assert first["stage"] == "probe" and first["state"] == "PROBE" and 0 < first["steps"] < 100 + 40
     fine = [t for t in doc["trials"] if t["stage"] == "fine"]
     assert len(fine) == 2 and all(probe["range"][0] <= t["params"]["lr"] <= probe["range"][1] for t in fine)
+    # both are the lead trials (test_leads.py), chosen from the probe: the script was run at the rates they name
+    assert fine[0]["lead"].startswith("lead 1") and fine[0]["params"]["lr"] == pytest.approx(d / 30)
+    assert fine[1]["lead"].startswith("lead 2") and fine[1]["params"]["lr"] in (pytest.approx(d / 10), fine[0]["params"]["lr"])
     # the probe's own run: the store says its rate was swept, and its losses are the sweep's
     page = (tmp_path / "t.html").read_text()
     assert '"id": "probe"' in page or '"id":"probe"' in page  # the sweep drawn, the kept range shaded

@@ -88,7 +88,9 @@ def test_coarse_then_fine_narrows_the_range_and_final_reruns_over_seeds(tmp_path
                            storage=tmp_path / "s.db", study_name="stages", seed=1, top_k=2, seeds=2)
     stages = [s for s, *_ in seen]
     assert stages[0] == "probe" and res.trials[0].state == "PROBE"  # the LR range test first, then the stages
-    assert stages[1:5] == ["coarse"] * 4 and stages[5:9] == ["fine"] * 4 and stages[9:] == ["final"] * 4
+    # the two lead trials (full trainings at the probe's rates: test_leads.py), the coarse, the fine, the final
+    assert stages[1:3] == ["fine"] * 2 and [t.lead is not None for t in res.trials[1:4]] == [True, True, False]
+    assert stages[3:7] == ["coarse"] * 4 and stages[7:9] == ["fine"] * 2 and stages[9:] == ["final"] * 4
     rng = res.probe["range"]
     assert rng is not None and 1e-4 <= rng[0] < rng[1] < 100  # the rates that blow this MLP up are not searched
     assert all(rng[0] <= p["lr"] <= rng[1] for s, *_, p in seen if s == "coarse")
@@ -96,7 +98,7 @@ def test_coarse_then_fine_narrows_the_range_and_final_reruns_over_seeds(tmp_path
     assert all(f == 1.0 and e == 4 for s, f, e, _ in seen if s != "coarse")
     (orig,), (fine,) = res.space, res.fine_space
     assert fine.width() < orig.width() and orig.low <= fine.low < fine.high <= orig.high
-    assert all(fine.low <= p["lr"] <= fine.high for s, *_, p in seen if s == "fine")
+    assert all(fine.low <= p["lr"] <= fine.high for s, *_, p in seen[7:9])  # the fine stage's own draws
     assert len(res.final) == 2 and all(len(f.values) == 2 for f in res.final)
     assert res.best_params == res.final[min(range(2), key=lambda i: res.final[i].mean)].params
     assert math.isfinite(res.best_value)

@@ -37,13 +37,13 @@ def render_tune(result: Any, file: IO[str] | None = None, *, width: int | None =
     t = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     for col, kw in (("#", {"justify": "right"}), ("stage", {}), ("state", {}), ("parameters", {"overflow": "fold"}),
                     (result.metric, {"justify": "right"}), ("steps", {"justify": "right"}),
-                    ("why pruned", {"overflow": "fold"})):
+                    ("why (pruned, or a lead's choice)", {"overflow": "fold"})):
         t.add_column(col, **kw)
     rows = result.trials if n <= max_rows else result.trials[-max_rows:]
     for r in rows:
         st = STATE_STYLE.get(r.state, "")
-        why = r.reason or ""
-        t.add_row(str(r.number), esc(r.stage), f"[{st}]{esc(r.state.lower())}[/]", esc(_params(r.params)),
+        why = "; ".join(w for w in (r.lead, r.reason) if w)
+        t.add_row(str(r.number), esc(_stage(r)), f"[{st}]{esc(r.state.lower())}[/]", esc(_params(r.params)),
                   _val(r.value) if r.state == "COMPLETE" else "", f"{r.steps:,}", esc(why))
     con.print(t)
     if n > max_rows:
@@ -171,15 +171,20 @@ def probe_figure(probe: dict[str, Any] | None) -> dict[str, Any] | None:
             "caption": str(probe.get("why", ""))}  # shown as text (textContent), never as markup
 
 
+def _stage(r: Any) -> str:
+    """A trial's stage as the tables show it: a lead trial (Search.next_lead) is a fine one, marked."""
+    return f"{r.stage} (lead)" if getattr(r, "lead", None) else r.stage
+
+
 def tune_html(result: Any) -> str:
     from .html import h, page
 
     rows = []
     for r in result.trials:
-        rows.append(f"<tr><td class=steps>{r.number}</td><td>{h(r.stage)}</td><td>{h(r.state.lower())}</td>"
+        rows.append(f"<tr><td class=steps>{r.number}</td><td>{h(_stage(r))}</td><td>{h(r.state.lower())}</td>"
                     f"<td class=mono>{h(_params(r.params))}</td><td class=steps>"
                     f"{h(_val(r.value)) if r.state == 'COMPLETE' else ''}</td><td class=steps>{r.steps:,}</td>"
-                    f"<td>{h(r.reason or '')}</td></tr>")
+                    f"<td>{h('; '.join(w for w in (r.lead, r.reason) if w))}</td></tr>")
     finals = "".join(f"<tr><td class=mono>{h(_params(f.params))}</td><td class=steps>{h(_val(f.mean))} ± "
                      f"{h(_val(f.std))}</td><td class=steps>{len(f.values)}</td></tr>" for f in result.final)
     best = (f"<p><b>best</b>: <code>{h(_params(result.best_params))}</code> → {h(result.metric)} "
@@ -194,7 +199,7 @@ def tune_html(result: Any) -> str:
                f"{h(result.metric)} mean ± std</th><th>runs</th></tr></thead><tbody>{finals}</tbody></table></section>"
                if finals else "")
             + '<section id="trials"><h2>Trials</h2><table><thead><tr><th>#</th><th>stage</th><th>state</th>'
-            f"<th>parameters</th><th>{h(result.metric)}</th><th>steps</th><th>why pruned</th></tr></thead><tbody>"
+            f"<th>parameters</th><th>{h(result.metric)}</th><th>steps</th><th>why (pruned, or a lead's choice)</th></tr></thead><tbody>"
             + "".join(rows) + "</tbody></table></section>")
     figs = optuna_figures(result.study) if result.study is not None else []
     pf = probe_figure(getattr(result, "probe", None))

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LogError, TrainDoctorError
-from .study import TrialDoctor, _state, fingerprint
+from .study import TrialDoctor, _state, fingerprint, mark_fit
 
 _GRACE_S = 10.0
 
@@ -114,6 +114,7 @@ class ScriptTrials:
         if run is not None:
             steps = run.num_steps
             trial.set_user_attr("fingerprint", fingerprint(run))
+            mark_fit(trial, run)
         trial.set_user_attr("steps", steps)
         trial.set_user_attr("store", str(store))
         if reason is not None:

@@ -1,4 +1,5 @@
-"""``traindoctor.tune``: hyperparameter search on Optuna with the doctor as pruner, in three stages after a probe.
+"""``traindoctor.tune``: hyperparameter search on Optuna with the doctor as pruner, in three stages after a probe and
+two lead trials.
 
 0. **probe** (when the space has a learning rate on a log scale, named ``lr``, ``learning_rate``, ``*_lr`` or
    ``lr_*``; ``probe=NAME`` names another, ``probe=None`` turns it off): one LR range test inside the user's
@@ -8,6 +9,9 @@
    so are those more than :data:`PROBE_DECADES` decades below it (see :func:`probe_range`). The probe is
    not a trial of the search (it is stored as a failed trial, which Optuna's samplers ignore); its steps
    count in the search's compute;
+   Then two **lead** trials (:meth:`Search.next_lead`): full trainings at 1/30 of the rate the probe blew up at
+   with the regularisation off, then one the doctor's reading of the first chooses (overfit: regularised; too
+   high: lower; else: higher). They take fine places and run before the coarse stage;
 1. **coarse**: the first half of the trials (``coarse=0.5``) over the whole ranges, each on a subsample of
    the data and a fraction of the epochs (``TrialDoctor.fraction`` / ``.epochs(n)`` / ``.subset(ds)``:
    the training function applies them);
@@ -59,6 +63,13 @@ PROBE_DECADES = 4.0  # the learning rates kept below the probe's blow-up (see pr
 FINE_TOP = 0.5
 FOLLOW_AFTER = 4  # completed fine trials before the fine ranges follow the best of them (see Search.fine_space)
 FOLLOW_TOP = 3  # the best fine trials they follow
+# the lead trials (see Search.next_lead): the first at the probe's blow-up rate / LEAD_FIRST with the regularisation
+# off; the second, after the doctor read the first, at blow-up / LEAD_UP (it did not overfit), at the first's rate
+# regularised (it overfit, V001) or at blow-up / LEAD_DOWN (pruned with lr-too-high). Chosen on the family's
+# development half (benchmarks/tune_family.py): of the first lead's rate 1/3, 1/10, 1/30, 1/100 of the blow-up,
+# with regularisation off or as the coarse stage's best, 1/30 off reached the target most often
+LEADS = 2
+LEAD_FIRST, LEAD_UP, LEAD_DOWN = 30.0, 10.0, 100.0
 HEARTBEAT_S = 5
 GRACE_S = 20
 
@@ -350,6 +361,33 @@ def probe_center(space: Sequence[Param], lrp: Param) -> dict[str, Any]:
     return out
 
 
+# regularisation by its name: off in a lead trial (the seeds: fit first, regularise what overfits)
+_REG_NAME = re.compile(r"drop|decay|wd|l1|l2|reg|penalty|smooth", re.I)
+
+
+def lead_params(space: Sequence[Param], lrp: Param, lr: float, regularise: bool) -> tuple[dict[str, Any], list[str]]:
+    """A lead trial's parameters: ``lrp`` at ``lr``, the regularisation (by its name: dropout, weight decay, L2, label
+    smoothing ...) at the low end of its range (``regularise``: at its middle), every other parameter at the middle
+    (:func:`probe_center`); and the names of the regularisation parameters."""
+    out = probe_center(space, lrp)
+    out[lrp.name] = lr
+    reg = [p.name for p in space if p.name != lrp.name and p.kind != "choice" and _REG_NAME.search(p.name)]
+    if not regularise:
+        for p in space:
+            if p.name in reg:
+                out[p.name] = int(p.low) if p.kind in ("int", "intlog") else float(p.low)  # type: ignore[arg-type]
+    return out, reg
+
+
+def overfit(run: Run) -> dict[str, Any] | None:
+    """The doctor's V001 (validation loss past its minimum and rising while the training loss falls) on a finished
+    trial's run: its evidence, or None."""
+    from ..diagnosis import check_rules
+
+    found, _ = check_rules(run, only=lambda code: code == "V001")
+    return dict(found[0].evidence) if found else None
+
+
 def probe_range(p: Param, sweep: Any) -> tuple[Param | None, str]:
     """The learning rates worth searching after the probe's sweep, and why (None: the range is kept).
 
@@ -468,12 +506,13 @@ class TrialRow:
     seed: int | None = None
     group: int | None = None
     steered: str | None = None  # how the doctor's earlier prunes moved this trial's learning-rate range
+    lead: str | None = None  # a lead trial: how its parameters were chosen (Search.next_lead)
 
     def to_json(self) -> dict[str, Any]:
         v = self.value if self.value is None or math.isfinite(self.value) else str(self.value)
         return {"number": self.number, "stage": self.stage, "state": self.state, "params": self.params, "value": v,
                 "steps": self.steps, "pruned_by": self.pruned_by, "reason": self.reason, "seed": self.seed,
-                "group": self.group, "steered": self.steered}
+                "group": self.group, "steered": self.steered, "lead": self.lead}
 
 
 @dataclass
@@ -562,8 +601,9 @@ class Search:
     """One worker's view of the study: which stage comes next, the fine ranges, the final re-runs."""
 
     def __init__(self, study: Any, space: list[Param], n_trials: int, *, coarse: float, top_k: int, seeds: int,
-                 fraction: float, epoch_fraction: float) -> None:
+                 fraction: float, epoch_fraction: float, lead: Param | None = None) -> None:
         self.study = study
+        self.lead = lead  # the learning rate the lead trials set from the probe (None: no lead trials)
         self.space = space
         self.n_trials = n_trials
         self.n_coarse = max(1, round(n_trials * coarse)) if coarse > 0 else 0
@@ -600,6 +640,71 @@ class Search:
             return None
         coarse = sum(1 for t in main if t.user_attrs.get("stage") == "coarse")
         return "coarse" if coarse + undecided < self.n_coarse else "fine"
+
+    def next_lead(self) -> tuple[int, dict[str, Any], str] | None:
+        """The next lead trial's number among the leads, parameters and why, or None (no more leads, or one is queued or running).
+
+        After the probe, the search's first full trainings are not drawn at random: they are the seeds' own first
+        guess. The rate is an order of magnitude and a half below the one the probe's loss blew up at
+        (:data:`LEAD_FIRST`), the regularisation is off (fit first: a network that cannot fit the training set will
+        not be rescued by dropout). The doctor reads what it did, and the second follows:
+
+        - **overfit** (V001: validation loss past its minimum and rising): the same rate, regularisation at the
+          middle of its ranges;
+        - **pruned for lr-too-high**: a rate lower, at blow-up / :data:`LEAD_DOWN`;
+        - **otherwise**: a rate higher, at blow-up / :data:`LEAD_UP` (it trained without overfitting: a larger
+          step goes further in the same epochs).
+
+        They run before the coarse stage, as fine trials (full data, full epochs), and take fine places. A
+        function of the study: every worker decides the same."""
+        info = self.study.user_attrs.get("probe")
+        p = self.lead
+        if p is None or not isinstance(info, dict) or info.get("diverged_at") is None or info.get("range") is None:
+            return None
+        leads = [t for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get("lead") is not None
+                 and _state(t) in ("COMPLETE", "PRUNED", "RUNNING", "WAITING")]
+        if any(_state(t) in ("RUNNING", "WAITING") for t in leads):
+            return None
+        n = len({t.user_attrs["lead"] for t in leads})
+        fine = [t for t in self.counted() if t.user_attrs.get("stage") == "fine"]
+        if n >= LEADS or len(fine) >= self.n_trials - self.n_coarse or self.next_stage() is None:
+            return None
+        blow = float(info["diverged_at"])
+        lo, hi = float(info["range"][0]), float(info["range"][1])
+
+        def at(lr: float) -> float:
+            return min(hi, max(lo, lr))
+
+        if n == 0:
+            lr = at(blow / LEAD_FIRST)
+            params, reg = lead_params(self.space, p, lr, regularise=False)
+            off = f", {', '.join(reg)} at the low end (fit first)" if reg else ""
+            return 0, params, f"lead 1: {p.name} {lr:.3g}, 1/{LEAD_FIRST:g} of the rate the probe blew up at{off}"
+        prev = max(leads, key=lambda t: t.number)
+        cause = (prev.user_attrs.get("diagnosis") or {}).get("cause") if _state(prev) == "PRUNED" else None
+        fit = prev.user_attrs.get("overfit")
+        if cause == "lr-too-high":
+            lr = at(blow / LEAD_DOWN)
+            params, _ = lead_params(self.space, p, lr, regularise=False)
+            return 1, params, f"lead 2: {p.name} {lr:.3g} (lead 1 was pruned for lr-too-high)"
+        if isinstance(fit, dict):
+            lr = float(prev.params.get(p.name, at(blow / LEAD_FIRST)))
+            params, reg = lead_params(self.space, p, lr, regularise=True)
+            if not reg:
+                return None  # nothing to regularise with: the search goes on
+            return 1, params, (f"lead 2: lead 1 overfit (V001: validation loss best at step {fit.get('best_step')}, then "
+                            f"rose); {', '.join(reg)} at the middle of the range")
+        lr = at(blow / LEAD_UP)
+        params, _ = lead_params(self.space, p, lr, regularise=False)
+        return 1, params, f"lead 2: {p.name} {lr:.3g}, 1/{LEAD_UP:g} of the blow-up (lead 1 trained without overfitting)"
+
+    def enqueue_lead(self) -> None:
+        """Queue the next lead trial (:meth:`next_lead`), if any."""
+        nxt = self.next_lead()
+        if nxt is None:
+            return
+        n, params, why = nxt
+        self.study.enqueue_trial(params, user_attrs={"stage": "fine", "lead": n, "why": why}, skip_if_exists=False)
 
     def duplicate_of(self, trial: Any) -> int | None:
         """The number of an earlier final re-run of the same set and seed, not failed (two workers that enqueue
@@ -792,7 +897,8 @@ def _rows(study: Any) -> list[TrialRow]:
         rows.append(TrialRow(t.number, str(t.user_attrs.get("stage", "?")), state, dict(t.params),
                              t.value if t.value is not None else None, int(t.user_attrs.get("steps") or 0),
                              t.user_attrs.get("pruned_by"), t.user_attrs.get("reason"),
-                             t.user_attrs.get("seed"), t.user_attrs.get("group"), t.user_attrs.get("steered")))
+                             t.user_attrs.get("seed"), t.user_attrs.get("group"), t.user_attrs.get("steered"),
+                             t.user_attrs.get("why") if t.user_attrs.get("lead") is not None else None))
     return rows
 
 
@@ -844,7 +950,7 @@ def tune(train_fn: Callable[[dict[str, Any], TrialDoctor], float | None],
          sampler: str | Any = "tpe", pruner: Any = "median", coarse: float = 0.5, fraction: float = 0.25,
          epoch_fraction: float = 0.34, top_k: int = 3, seeds: int = 3, seed: int | None = None, check_s: float = 1.0,
          doctor_prunes: bool = True, timeout: float | None = None, probe: str | bool | None = "auto",
-         probe_steps: int = PROBE_STEPS, on_trial: Callable[[TrialRow], None] | None = None, run_trial: Callable[..., Any] | None = None) -> TuneResult:
+         probe_steps: int = PROBE_STEPS, leads: bool = True, on_trial: Callable[[TrialRow], None] | None = None, run_trial: Callable[..., Any] | None = None) -> TuneResult:
     """Search ``space`` with ``train_fn(params, doctor)`` (see the module docstring); returns a
     :class:`TuneResult`. ``train_fn`` returns the trial's objective (or None: its last ``doctor.report``).
 
@@ -854,7 +960,7 @@ def tune(train_fn: Callable[[dict[str, Any], TrialDoctor], float | None],
     ``None`` or an Optuna pruner, for trials that are merely mediocre (judged on their own stage's reports); ``doctor_prunes=False`` turns the
     doctor's pruning off (a baseline). ``coarse=0`` skips the coarse stage, ``top_k=0`` the final one.
     ``probe``: the learning-rate parameter the probe sweeps (``"auto"``: found by its name; None: no probe);
-    ``probe_steps``: the sweep's length.
+    ``probe_steps``: the sweep's length; ``leads``: the lead trials after the probe (:meth:`Search.next_lead`).
     """
     params = as_space(space)
     lrp = lr_param(params, probe)
@@ -901,7 +1007,7 @@ def tune(train_fn: Callable[[dict[str, Any], TrialDoctor], float | None],
         raise TrainDoctorError(f"study {name!r} in {_mask(url)} was created to {study.direction.name.lower()}, "
                                f"not {direction}: give another study name")
     search = Search(study, params, n_trials, coarse=coarse, top_k=top_k, seeds=seeds, fraction=fraction,
-                    epoch_fraction=epoch_fraction)
+                    epoch_fraction=epoch_fraction, lead=lrp if leads else None)
     notes: list[str] = []
     runner = run_trial or _call
 
@@ -925,13 +1031,15 @@ def tune(train_fn: Callable[[dict[str, Any], TrialDoctor], float | None],
                 skip(trial, f"a duplicate of final re-run #{dup}")
         if stage == "probe":
             return probe_trial(trial)
-        if stage == "fine" and "fine_space" not in study.user_attrs:
+        lead = trial.user_attrs.get("lead") is not None  # its parameters are set (Search.next_lead): nothing to wait for
+        if stage == "fine" and not lead and "fine_space" not in study.user_attrs:
             search.wait_for(("coarse",), deadline)  # the fine ranges are decided on every coarse trial
-        # the final re-runs are enqueued: their values come back from suggesting on the full ranges
-        space_now = {"fine": search.fine_space, "coarse": search.base_space}.get(stage, lambda: params)()
+        # the final re-runs and the leads are enqueued: their values come back from suggesting on the whole ranges
+        space_now = {"fine": search.fine_space, "coarse": search.base_space}.get(stage, lambda: params)() \
+            if not lead else search.base_space()
         if stage == "fine" and search.followed:
             trial.set_user_attr("followed", search.followed)  # its ranges followed this many fine trials
-        if stage in ("coarse", "fine") and doctor_prunes:  # the doctor's pruning reasons steer the learning rate
+        if stage in ("coarse", "fine") and doctor_prunes and not lead:  # the doctor's pruning reasons steer the learning rate
             space_now, steered = steer(space_now, search.base_space(), study.get_trials(deepcopy=False), lr_name,
                                        stage)
             if steered:
@@ -1041,6 +1149,7 @@ def tune(train_fn: Callable[[dict[str, Any], TrialDoctor], float | None],
         ensure_probe()
     while True:
         if search.next_stage() is not None:
+            search.enqueue_lead()
             if not one():
                 notes.append("stopped by the time limit before all trials ran")
                 break
@@ -1077,6 +1186,7 @@ def _call(train_fn: Callable[..., Any], trial: Any, doctor: TrialDoctor) -> floa
         trial.set_user_attr("steps", doctor.steps)
         try:
             trial.set_user_attr("fingerprint", fingerprint(doctor.run()))
+            mark_fit(trial, doctor.run())
         except Exception:  # noqa: BLE001 - a record for the identical-trials check, never a failure
             pass
         doctor.close()
@@ -1097,6 +1207,12 @@ def _call(train_fn: Callable[..., Any], trial: Any, doctor: TrialDoctor) -> floa
         _save(trial, doctor, reason)
         raise optuna.TrialPruned(reason)
     return value
+
+
+def mark_fit(trial: Any, run: Run) -> None:
+    """On a lead trial: whether its run overfit (the doctor's V001), which the next lead follows."""
+    if trial.user_attrs.get("lead") is not None:
+        trial.set_user_attr("overfit", overfit(run))
 
 
 def _save(trial: Any, doctor: TrialDoctor, reason: str) -> None:
