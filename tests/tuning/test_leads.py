@@ -15,7 +15,7 @@ from torch import nn
 import traindoctor
 from traindoctor.report.tune import render_tune, tune_html
 from traindoctor.tuning.space import as_space
-from traindoctor.tuning.study import LEAD_DOWN, LEAD_FIRST, LEAD_UP, Search
+from traindoctor.tuning.study import LEAD_DOWN, LEAD_FIRST, LEAD_UP, Search, lead_params
 
 SPACE = {"lr": "log:1e-5:10", "weight_decay": "log:1e-6:1e-1", "dropout": "0:0.6"}
 
@@ -114,3 +114,15 @@ def test_the_second_lead_lowers_the_rate_after_a_lead_pruned_for_lr_too_high():
     assert search.next_lead()[1]["lr"] == pytest.approx(1 / LEAD_UP)
     search.study.enqueue_trial({"lr": 0.1}, user_attrs={"stage": "fine", "lead": 1})
     assert search.next_lead() is None  # one is queued: the next waits for it (and two is all)
+
+
+def test_which_parameters_a_lead_turns_off_by_their_names():
+    space = as_space({"lr": "log:1e-5:1", "dropout": "0.1:0.7", "weight_decay": "log:1e-6:1e-1", "l2_reg": "log:1e-5:1e-1",
+                      "label_smoothing": "0:0.2", "attn_drop": "0:0.5", "wd": "log:1e-6:1e-2", "hidden": "int:16:256",
+                      "forward_dim": "int:8:32", "regions": "int:2:8", "opt": "choice:adam,sgd"})
+    params, reg = lead_params(space, space[0], 0.01, regularise=False)
+    assert reg == ["dropout", "weight_decay", "l2_reg", "label_smoothing", "attn_drop", "wd"]
+    assert params == {"lr": 0.01, "dropout": 0.1, "weight_decay": 1e-6, "l2_reg": 1e-5, "label_smoothing": 0.0,
+                      "attn_drop": 0.0, "wd": 1e-6, "hidden": 136, "forward_dim": 20, "regions": 5, "opt": "adam"}
+    regularised, _ = lead_params(space, space[0], 0.01, regularise=True)
+    assert regularised["dropout"] == pytest.approx(0.4) and regularised["wd"] == pytest.approx(1e-4)

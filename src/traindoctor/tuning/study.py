@@ -362,7 +362,8 @@ def probe_center(space: Sequence[Param], lrp: Param) -> dict[str, Any]:
 
 
 # regularisation by its name: off in a lead trial (the seeds: fit first, regularise what overfits)
-_REG_NAME = re.compile(r"drop|decay|wd|l1|l2|reg|penalty|smooth", re.I)
+_REG_NAME = re.compile(r"drop|decay|(^|[_.-])(wd|l1|l2|reg|regularization|regularisation|penalty|smooth|smoothing)([_.-]|$)",
+                       re.I)
 
 
 def lead_params(space: Sequence[Param], lrp: Param, lr: float, regularise: bool) -> tuple[dict[str, Any], list[str]]:
