@@ -294,6 +294,7 @@ def retrain(task: Task, params: dict[str, Any], seed: int) -> float:
 METHODS: dict[str, dict[str, Any]] = {
     "traindoctor": dict(sampler="tpe", pruner="median", doctor_prunes=True),
     "td-noprobe": dict(sampler="tpe", pruner="median", doctor_prunes=True, probe=None),
+    "td-noleads": dict(sampler="tpe", pruner="median", doctor_prunes=True, leads=False),
     "td-nocoarse": dict(sampler="tpe", pruner="median", doctor_prunes=True, coarse=0, probe=None),
     "td-probe-only": dict(sampler="tpe", pruner="median", doctor_prunes=True, coarse=0),
     "td-sh": dict(sampler="tpe", pruner="halving", doctor_prunes=True),
