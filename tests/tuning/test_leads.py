@@ -4,12 +4,11 @@ in the first: a higher rate when it trained without overfitting, the same rate r
 from __future__ import annotations
 
 import io
-import math
 
 import optuna
 import pytest
 import torch
-from test_tune import X, Y
+from test_tune import train_digits
 from torch import nn
 
 import traindoctor
@@ -21,28 +20,10 @@ SPACE = {"lr": "log:1e-5:10", "weight_decay": "log:1e-6:1e-1", "dropout": "0:0.6
 
 
 def train(params, doctor, n_train=1200, epochs=4):
-    """An MLP with dropout and weight decay (Adam) on the first ``n_train`` digits, validated on the last 597."""
-    torch.set_num_threads(1)
+    """An MLP with dropout and weight decay (Adam) on the first ``n_train`` digits (``train_digits``)."""
     model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Dropout(params["dropout"]), nn.Linear(128, 10))
-    opt = torch.optim.Adam(model.parameters(), lr=params["lr"], weight_decay=params.get("weight_decay", 0.0))
-    doctor.watch(model, opt)
-    n = max(20, int(n_train * doctor.fraction))
-    val = math.nan
-    for _ in range(doctor.epochs(epochs)):
-        model.train()
-        perm = torch.randperm(n)
-        for i in range(0, n, 20):
-            idx = perm[i:i + 20]
-            opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(X[idx]), Y[idx])
-            loss.backward()
-            opt.step()
-            doctor.step(loss)
-        model.eval()
-        with torch.no_grad():
-            val = nn.functional.cross_entropy(model(X[1200:]), Y[1200:]).item()
-        doctor.report(val)
-    return val
+    return train_digits(params, doctor, epochs, model=model, n_train=n_train, batch=20, make_opt=lambda ps, lr: (
+        torch.optim.Adam(ps, lr=lr, weight_decay=params.get("weight_decay", 0.0))))
 
 
 def _search(tmp_path, name, **kw):

@@ -33,26 +33,28 @@ def sgd(ps, lr):
     return torch.optim.SGD(ps, lr=lr, momentum=0.9)
 
 
-def train_digits(params, doctor, epochs=4, seen=None, make_opt=sgd):
-    """An MLP on digits with SGD (or ``make_opt(params, lr)``); honours the stage's data share and epochs;
-    returns the validation loss."""
+def train_digits(params, doctor, epochs=4, seen=None, make_opt=sgd, model=None, n_train=1200, batch=40):
+    """An MLP on the first ``n_train`` digits (or ``model``) with SGD (or ``make_opt(params, lr)``); honours the
+    stage's data share and epochs; returns the validation loss on the last 597."""
     torch.set_num_threads(1)
-    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    model = model if model is not None else nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
     opt = make_opt(model.parameters(), params["lr"])
     doctor.watch(model, opt)
-    n = max(80, int(1200 * doctor.fraction))
+    n = max(min(80, n_train), int(n_train * doctor.fraction))
     if seen is not None:
         seen.append((doctor.stage, doctor.fraction, doctor.epochs(epochs), dict(params)))
     val = float("nan")
     for _ in range(doctor.epochs(epochs)):
+        model.train()
         perm = torch.randperm(n)
-        for i in range(0, n, 40):
-            idx = perm[i:i + 40]
+        for i in range(0, n, batch):
+            idx = perm[i:i + batch]
             opt.zero_grad()
             loss = nn.functional.cross_entropy(model(X[idx]), Y[idx])
             loss.backward()
             opt.step()
             doctor.step(loss)
+        model.eval()
         with torch.no_grad():
             val = nn.functional.cross_entropy(model(X[1200:]), Y[1200:]).item()
         doctor.report(val)
