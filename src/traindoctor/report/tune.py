@@ -42,9 +42,8 @@ def render_tune(result: Any, file: IO[str] | None = None, *, width: int | None =
     rows = result.trials if n <= max_rows else result.trials[-max_rows:]
     for r in rows:
         st = STATE_STYLE.get(r.state, "")
-        why = "; ".join(w for w in (r.lead, r.reason) if w)
         t.add_row(str(r.number), esc(_stage(r)), f"[{st}]{esc(r.state.lower())}[/]", esc(_params(r.params)),
-                  _val(r.value) if r.state == "COMPLETE" else "", f"{r.steps:,}", esc(why))
+                  _val(r.value) if r.state == "COMPLETE" else "", f"{r.steps:,}", esc(_why(r)))
     con.print(t)
     if n > max_rows:
         con.print(f"[dim]({n - max_rows} earlier trials in the JSON report)[/dim]")
@@ -176,6 +175,11 @@ def _stage(r: Any) -> str:
     return f"{r.stage} (lead)" if getattr(r, "lead", None) else r.stage
 
 
+def _why(r: Any) -> str:
+    """A trial's last column: how a lead was chosen, why a trial was pruned."""
+    return "; ".join(w for w in (getattr(r, "lead", None), r.reason) if w)
+
+
 def tune_html(result: Any) -> str:
     from .html import h, page
 
@@ -184,7 +188,7 @@ def tune_html(result: Any) -> str:
         rows.append(f"<tr><td class=steps>{r.number}</td><td>{h(_stage(r))}</td><td>{h(r.state.lower())}</td>"
                     f"<td class=mono>{h(_params(r.params))}</td><td class=steps>"
                     f"{h(_val(r.value)) if r.state == 'COMPLETE' else ''}</td><td class=steps>{r.steps:,}</td>"
-                    f"<td>{h('; '.join(w for w in (r.lead, r.reason) if w))}</td></tr>")
+                    f"<td>{h(_why(r))}</td></tr>")
     finals = "".join(f"<tr><td class=mono>{h(_params(f.params))}</td><td class=steps>{h(_val(f.mean))} ± "
                      f"{h(_val(f.std))}</td><td class=steps>{len(f.values)}</td></tr>" for f in result.final)
     best = (f"<p><b>best</b>: <code>{h(_params(result.best_params))}</code> → {h(result.metric)} "

@@ -676,28 +676,28 @@ class Search:
         def at(lr: float) -> float:
             return min(hi, max(lo, lr))
 
-        if n == 0:
+        prev = max(leads, key=lambda t: t.number) if leads else None
+        cause = (prev.user_attrs.get("diagnosis") or {}).get("cause") if prev and _state(prev) == "PRUNED" else None
+        fit = prev.user_attrs.get("overfit") if prev else None
+        regularise = False
+        if prev is None:
             lr = at(blow / LEAD_FIRST)
-            params, reg = lead_params(self.space, p, lr, regularise=False)
-            off = f", {', '.join(reg)} at the low end (fit first)" if reg else ""
-            return 0, params, f"lead 1: {p.name} {lr:.3g}, 1/{LEAD_FIRST:g} of the rate the probe blew up at{off}"
-        prev = max(leads, key=lambda t: t.number)
-        cause = (prev.user_attrs.get("diagnosis") or {}).get("cause") if _state(prev) == "PRUNED" else None
-        fit = prev.user_attrs.get("overfit")
-        if cause == "lr-too-high":
+            why = f"lead 1: {p.name} {lr:.3g}, 1/{LEAD_FIRST:g} of the rate the probe blew up at"
+        elif cause == "lr-too-high":
             lr = at(blow / LEAD_DOWN)
-            params, _ = lead_params(self.space, p, lr, regularise=False)
-            return 1, params, f"lead 2: {p.name} {lr:.3g} (lead 1 was pruned for lr-too-high)"
-        if isinstance(fit, dict):
-            lr = float(prev.params.get(p.name, at(blow / LEAD_FIRST)))
-            params, reg = lead_params(self.space, p, lr, regularise=True)
-            if not reg:
-                return None  # nothing to regularise with: the search goes on
-            return 1, params, (f"lead 2: lead 1 overfit (V001: validation loss best at step {fit.get('best_step')}, then "
-                            f"rose); {', '.join(reg)} at the middle of the range")
-        lr = at(blow / LEAD_UP)
-        params, _ = lead_params(self.space, p, lr, regularise=False)
-        return 1, params, f"lead 2: {p.name} {lr:.3g}, 1/{LEAD_UP:g} of the blow-up (lead 1 trained without overfitting)"
+            why = f"lead 2: {p.name} {lr:.3g} (lead 1 was pruned for lr-too-high)"
+        elif isinstance(fit, dict):
+            lr, regularise = float(prev.params.get(p.name, at(blow / LEAD_FIRST))), True
+            why = f"lead 2: lead 1 overfit (V001: validation loss best at step {fit.get('best_step')}, then rose)"
+        else:
+            lr = at(blow / LEAD_UP)
+            why = f"lead 2: {p.name} {lr:.3g}, 1/{LEAD_UP:g} of the blow-up (lead 1 trained without overfitting)"
+        params, reg = lead_params(self.space, p, lr, regularise=regularise)
+        if regularise and not reg:
+            return None  # nothing to regularise with: the search goes on
+        if reg and (prev is None or regularise):
+            why += f"; {', '.join(reg)} at the " + ("middle of the range" if regularise else "low end of the range (fit first)")
+        return n, params, why
 
     def enqueue_lead(self) -> None:
         """Queue the next lead trial (:meth:`next_lead`), if any."""
@@ -1036,8 +1036,10 @@ def tune(train_fn: Callable[[dict[str, Any], TrialDoctor], float | None],
         if stage == "fine" and not lead and "fine_space" not in study.user_attrs:
             search.wait_for(("coarse",), deadline)  # the fine ranges are decided on every coarse trial
         # the final re-runs and the leads are enqueued: their values come back from suggesting on the whole ranges
-        space_now = {"fine": search.fine_space, "coarse": search.base_space}.get(stage, lambda: params)() \
-            if not lead else search.base_space()
+        if lead:
+            space_now = search.base_space()
+        else:
+            space_now = {"fine": search.fine_space, "coarse": search.base_space}.get(stage, lambda: params)()
         if stage == "fine" and search.followed:
             trial.set_user_attr("followed", search.followed)  # its ranges followed this many fine trials
         if stage in ("coarse", "fine") and doctor_prunes and not lead:  # the doctor's pruning reasons steer the learning rate
@@ -1186,9 +1188,10 @@ def _call(train_fn: Callable[..., Any], trial: Any, doctor: TrialDoctor) -> floa
     finally:
         trial.set_user_attr("steps", doctor.steps)
         try:
-            trial.set_user_attr("fingerprint", fingerprint(doctor.run()))
-            mark_fit(trial, doctor.run())
-        except Exception:  # noqa: BLE001 - a record for the identical-trials check, never a failure
+            run = doctor.run()
+            trial.set_user_attr("fingerprint", fingerprint(run))
+            mark_fit(trial, run)
+        except Exception:  # noqa: BLE001 - records for the identical-trials check and the leads, never a failure
             pass
         doctor.close()
     if value is None:
